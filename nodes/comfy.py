@@ -1,0 +1,156 @@
+"""The only door to ComfyUI's services: device, model memory, model folders, progress, interrupt, events.
+
+Nothing is imported from ComfyUI at module level. Inside ComfyUI each function uses the real service; as plain
+Python (tests, scripts) it falls back to plain behaviour, so the same node classes run in both worlds.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from ..fusedream_ops.autograd import no_grad_normal_tensors
+
+log = logging.getLogger("FuseDream")
+
+
+def _comfy(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        return None
+
+
+def in_comfyui() -> bool:
+    return _comfy("comfy.model_management") is not None
+
+
+# ---------------------------------------------------------------- devices and memory
+def torch_device() -> torch.device:
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def intermediate_device() -> torch.device:
+    mm = _comfy("comfy.model_management")
+    return mm.intermediate_device() if mm is not None else torch.device("cpu")
+
+
+def load_to_device(module: torch.nn.Module) -> torch.device:
+    """Put ``module`` on the compute device and return that device.
+
+    In ComfyUI the module is wrapped once in a ModelPatcher and loaded with ``force_full_load=True`` (plain
+    nn.Modules cannot be partially loaded), so ComfyUI can evict other models for it and offload it later.
+    The move happens outside inference mode: weights moved inside it could not be used for backward.
+    """
+    mm = _comfy("comfy.model_management")
+    with no_grad_normal_tensors():
+        if mm is None:
+            device = torch_device()
+            module.to(device)
+            return device
+        patcher = getattr(module, "_fusedream_patcher", None)
+        if patcher is None:
+            import comfy.model_patcher
+
+            patcher = comfy.model_patcher.ModelPatcher(
+                module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+            )
+            object.__setattr__(module, "_fusedream_patcher", patcher)
+        mm.load_models_gpu([patcher], force_full_load=True)
+        return mm.get_torch_device()
+
+
+# ---------------------------------------------------------------- model folders
+def register_model_folder(name: str, extensions) -> None:
+    """Add ``models/<name>`` to ComfyUI's folder registry without clobbering the user's extra_model_paths."""
+    fp = _comfy("folder_paths")
+    if fp is None:
+        return
+    default = os.path.join(fp.models_dir, name)
+    if name in fp.folder_names_and_paths:
+        paths, _ = fp.folder_names_and_paths[name]
+        paths = list(paths)
+        if default not in paths:
+            paths.append(default)
+    else:
+        paths = [default]
+    fp.folder_names_and_paths[name] = (paths, set(extensions) if extensions else set())
+
+
+_fallback_roots: dict[str, list[str]] = {}
+
+
+def set_fallback_model_root(root: str) -> None:
+    """Outside ComfyUI: where ``models/`` lives (default: ``$FUSEDREAM_MODELS`` or ``./models``)."""
+    _fallback_roots.clear()
+    _fallback_roots["root"] = [root]
+
+
+def model_folder_paths(name: str) -> list[str]:
+    fp = _comfy("folder_paths")
+    if fp is not None:
+        return list(fp.get_folder_paths(name)) if name in fp.folder_names_and_paths else []
+    root = (_fallback_roots.get("root") or [os.environ.get("FUSEDREAM_MODELS", "models")])[0]
+    return [os.path.join(root, name)]
+
+
+def list_model_entries(name: str, want_dirs: bool, extensions=()) -> list[str]:
+    """Files (with an allowed extension) or sub-folders of every registered ``models/<name>`` path, sorted."""
+    found = set()
+    for base in model_folder_paths(name):
+        if not os.path.isdir(base):
+            continue
+        for entry in os.scandir(base):
+            if want_dirs and entry.is_dir():
+                found.add(entry.name)
+            elif not want_dirs and entry.is_file() and entry.name.lower().endswith(tuple(extensions)):
+                found.add(entry.name)
+    return sorted(found)
+
+
+def resolve_model_entry(name: str, entry: str) -> str:
+    """The full path of ``entry`` in ``models/<name>``, or a clear error naming the folders searched."""
+    from ..fusedream_ops.errors import FuseDreamError
+
+    bases = model_folder_paths(name)
+    for base in bases:
+        path = os.path.join(base, entry)
+        if os.path.exists(path):
+            return path
+    raise FuseDreamError(f"'{entry}' was not found in models/{name} (searched: {', '.join(bases) or 'nothing'}).")
+
+
+# ---------------------------------------------------------------- progress, previews, interrupt, events
+def throw_if_interrupted() -> None:
+    mm = _comfy("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+class ProgressBar:
+    """ComfyUI's progress bar with optional JPEG preview; a no-op outside ComfyUI."""
+
+    def __init__(self, total: int, node_id: str | None = None):
+        utils = _comfy("comfy.utils")
+        self._bar = None
+        if utils is not None:
+            try:
+                self._bar = utils.ProgressBar(total, node_id=node_id)
+            except TypeError:  # older ComfyUI without node_id
+                self._bar = utils.ProgressBar(total)
+
+    def update(self, value: int, total: int, preview=None) -> None:
+        if self._bar is not None:
+            self._bar.update_absolute(value, total, ("JPEG", preview, 512) if preview is not None else None)
+
+
+def send_event(event: str, payload: dict) -> None:
+    """Send a websocket event to the client that queued the prompt; nothing happens outside ComfyUI."""
+    server = _comfy("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None) if server else None
+    if instance is not None:
+        instance.send_sync(event, payload, instance.client_id)

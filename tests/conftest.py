@@ -1,0 +1,27 @@
+"""Test setup: strictly offline, deterministic, and the pack imported by file path as ComfyUI imports it.
+
+Tests import the pack as ``fusedream_pack`` (``from fusedream_pack.fusedream_ops import ...``,
+``from fusedream_pack.nodes import ...``) so ops and nodes share one module identity, and the relative
+imports ComfyUI relies on are exercised.
+"""
+import importlib.util
+import os
+import sys
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import torch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+if "fusedream_pack" not in sys.modules:
+    _spec = importlib.util.spec_from_file_location(
+        "fusedream_pack", os.path.join(ROOT, "__init__.py"), submodule_search_locations=[ROOT]
+    )
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules["fusedream_pack"] = _module
+    _spec.loader.exec_module(_module)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
