@@ -1,0 +1,202 @@
+"""CLIP (open_clip) as a frozen, differentiable scorer: one loading path for every checkpoint kind.
+
+A checkpoint is a ``.safetensors``/``.pt``/``.bin`` file (training checkpoints with a ``state_dict`` entry and
+``module.`` prefixes included, e.g. CLIPAG's). Its architecture is an open_clip model name, or ``auto``: the
+open_clip model config in a sidecar ``<checkpoint stem>.json`` if there is one, else the built-in architecture
+whose shapes match the tensors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .autograd import no_grad_normal_tensors
+from .checkpoints import atomic_write, atomic_write_text, check_state_dict, read_state_dict
+from .errors import require
+
+log = logging.getLogger("FuseDream")
+
+AUTO = "auto"
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ClipScorer:
+    """open_clip model + tokenizer + pixel normalisation, weights frozen.
+
+    ``encode_images`` takes images ``[N,3,H,W]`` in 0..1 of any size and is differentiable with respect to
+    them; only input gradients are computed because no weight requires grad.
+    """
+
+    def __init__(self, model, tokenizer, name: str, mean=OPENAI_MEAN, std=OPENAI_STD):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        size = model.visual.image_size
+        self.image_size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised text features ``[T, D]`` (ordinary tensors, usable with autograd later)."""
+        with no_grad_normal_tensors():
+            tokens = self.tokenizer(texts).to(self.device)
+            return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize to the model's input size (antialiased when shrinking) and apply CLIP's normalisation."""
+        if tuple(images.shape[-2:]) != self.image_size:
+            shrink = images.shape[-2] > self.image_size[0] or images.shape[-1] > self.image_size[1]
+            images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False,
+                                   antialias=shrink)
+        mean, std = self.mean.to(images.device), self.std.to(images.device)
+        return ((images - mean) / std).to(self.dtype)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features ``[N, D]`` of images in 0..1."""
+        return F.normalize(self.model.encode_image(self.prepare(images)).float(), dim=-1)
+
+
+def read_sidecar(checkpoint: str) -> dict | None:
+    """The open_clip config beside a checkpoint (``model_cfg`` of an open_clip_config.json, or a bare config)."""
+    path = os.path.splitext(checkpoint)[0] + ".json"
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    return data if "model_cfg" in data else {"model_cfg": data}
+
+
+def _count_blocks(state: dict, prefix: str) -> int:
+    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+
+def matching_architectures(state: dict[str, torch.Tensor]) -> list[str]:
+    """Built-in open_clip ViT architectures whose hyper-parameters fit the tensor shapes (GELU before QuickGELU)."""
+    import open_clip
+
+    try:
+        conv1 = state["visual.conv1.weight"]
+        signature = {
+            "embed_dim": state["text_projection"].shape[1],
+            "width": conv1.shape[0], "patch_size": conv1.shape[-1],
+            "image_size": conv1.shape[-1] * round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5),
+            "layers": _count_blocks(state, "visual.transformer.resblocks."),
+            "text_width": state["token_embedding.weight"].shape[1],
+            "vocab_size": state["token_embedding.weight"].shape[0],
+            "context_length": state["positional_embedding"].shape[0],
+            "text_layers": _count_blocks(state, "transformer.resblocks."),
+        }
+    except KeyError:
+        return []
+    found = []
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name) or {}
+        v, t = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+        if "patch_size" not in v or "timm_model_name" in v or "hf_model_name" in t:
+            continue
+        size = v.get("image_size", 224)
+        candidate = {
+            "embed_dim": cfg.get("embed_dim"), "width": v.get("width"), "patch_size": v.get("patch_size"),
+            "image_size": size[0] if isinstance(size, (list, tuple)) else size, "layers": v.get("layers"),
+            "text_width": t.get("width"), "vocab_size": t.get("vocab_size", 49408),
+            "context_length": t.get("context_length", 77), "text_layers": t.get("layers"),
+        }
+        if candidate == signature:
+            found.append(name)
+    return sorted(found, key=lambda n: ("quickgelu" in n, len(n), n))
+
+
+def build_clip(arch: str, model_cfg: dict | None = None):
+    """An open_clip model with random weights (no download): a built-in architecture or a config dict."""
+    import open_clip
+
+    with no_grad_normal_tensors():
+        if model_cfg is None:
+            require(arch in open_clip.list_models(),
+                    f"CLIP architecture '{arch}' is not an open_clip model; valid: {AUTO}, "
+                    f"{', '.join(open_clip.list_models()[:12])}, …")
+            return open_clip.create_model(arch, pretrained=None)
+        cfg = dict(model_cfg)
+        custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
+        return (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
+
+
+def _tokenizer(arch: str, model_cfg: dict | None):
+    import open_clip
+
+    if model_cfg is None:
+        return open_clip.get_tokenizer(arch)
+    context = model_cfg.get("text_cfg", {}).get("context_length", 77)
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context)
+
+
+def load_clip(arch: str, checkpoint: str) -> ClipScorer:
+    """Load an open_clip checkpoint strictly into ``arch`` (or the architecture ``auto`` finds).
+
+    Every mismatch is an error that also names the architectures whose shapes do fit the checkpoint.
+    """
+    require(os.path.isfile(checkpoint), f"CLIP checkpoint '{checkpoint}' does not exist.")
+    state = read_state_dict(checkpoint)
+    sidecar = read_sidecar(checkpoint)
+    model_cfg, preprocess = None, {}
+    if arch == AUTO:
+        if sidecar is not None:
+            model_cfg, preprocess = sidecar["model_cfg"], sidecar.get("preprocess_cfg", {})
+            name = os.path.basename(os.path.splitext(checkpoint)[0])
+        else:
+            matches = matching_architectures(state)
+            require(bool(matches),
+                    f"CLIP checkpoint '{checkpoint}': 'auto' found no sidecar .json and no built-in open_clip "
+                    f"architecture with these shapes; choose the architecture explicitly.")
+            name = matches[0]
+            if len(matches) > 1:
+                log.info("FuseDream: %s fits %s; using %s (choose a -quickgelu variant for OpenAI-trained weights).",
+                         checkpoint, ", ".join(matches), name)
+    else:
+        name = arch
+    model = build_clip(name, model_cfg)
+    if "logit_bias" not in state and "logit_bias" in model.state_dict():
+        state["logit_bias"] = torch.zeros_like(model.state_dict()["logit_bias"])
+
+    def hint() -> str:
+        fits = matching_architectures(state)
+        if sidecar is not None and arch != AUTO:
+            return "A .json config sits beside the checkpoint: choose architecture 'auto' to use it."
+        return (f"Architectures with these shapes: {', '.join(fits)}." if fits
+                else "No built-in open_clip architecture has these shapes.")
+
+    check_state_dict(model, state, f"CLIP checkpoint '{checkpoint}' for architecture '{name}'", hint=hint)
+    with no_grad_normal_tensors():
+        model.load_state_dict(state, strict=True)
+    mean = preprocess.get("mean") or getattr(model.visual, "image_mean", None) or OPENAI_MEAN
+    std = preprocess.get("std") or getattr(model.visual, "image_std", None) or OPENAI_STD
+    log.info("FuseDream: loaded %s as open_clip architecture '%s'.", checkpoint, name)
+    return ClipScorer(model, _tokenizer(name, model_cfg), name, mean, std)
+
+
+def save_clip(model, path: str, model_cfg: dict | None = None) -> str:
+    """Write ``model``'s weights (``.safetensors`` or ``.pt``) and, given ``model_cfg``, the sidecar json."""
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if path.endswith(".safetensors"):
+        from safetensors.torch import save_file
+
+        atomic_write(path, lambda p: save_file(state, p))
+    else:
+        atomic_write(path, lambda p: torch.save(state, p))
+    if model_cfg is not None:
+        atomic_write_text(os.path.splitext(path)[0] + ".json", json.dumps({"model_cfg": model_cfg}, indent=2))
+    return path
+

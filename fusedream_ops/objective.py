@@ -1,0 +1,80 @@
+"""The AugCLIP score (FuseDream eq. 3): CLIP cosine averaged over random augmentations of the image.
+
+s_AugCLIP(T, I) = E_{I'~π(·|I)} [ cos(f_text(T), f_image(I')) ].  Several prompts combine as Σ_j w_j s_j, so a
+negative weight turns a prompt into a negative prompt. All ``B·copies`` views go through CLIP in one batch.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .augment import AugmentPolicy, diff_augment
+from .autograd import no_grad_normal_tensors
+from .clip_scorer import ClipScorer
+from .errors import FuseDreamError, require
+
+_WEIGHT = re.compile(r"^(.*?)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+def parse_prompts(text: str) -> list[tuple[str, float]]:
+    """One prompt per line, optionally ending in ``:weight`` (``blurry:-0.5`` is a negative prompt)."""
+    prompts = []
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        match = _WEIGHT.match(line)
+        prompt, weight = (match.group(1).strip(), float(match.group(2))) if match else (line, 1.0)
+        require(bool(prompt), f"prompt line '{line}' has a weight but no text.")
+        prompts.append((prompt, weight))
+    require(bool(prompts), "prompt is empty: type at least one line of text, e.g. 'a photo of a blue dog'.")
+    require(any(w != 0 for _, w in prompts), "prompt weights are all 0: give at least one prompt a non-zero weight.")
+    return prompts
+
+
+class AugClipObjective:
+    """A scorer, encoded prompts and an augmentation policy; ``score`` maps images to one number each."""
+
+    def __init__(self, scorer: ClipScorer, prompts: list[tuple[str, float]],
+                 policy: AugmentPolicy = AugmentPolicy(), copies: int = 50):
+        require(bool(prompts), "prompt is empty: give at least one prompt.")
+        for text, _ in prompts:
+            require(bool(text.strip()), "prompt is empty: every prompt needs some text.")
+        require(copies >= 1, f"copies must be at least 1, got {copies}.")
+        self.scorer = scorer
+        self.prompts = list(prompts)
+        self.policy = policy
+        self.copies = copies
+        with no_grad_normal_tensors():
+            self.weights = torch.tensor([w for _, w in prompts], dtype=torch.float32)
+            self.text_features = scorer.encode_text([t for t, _ in prompts])
+
+    def _text(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.text_features.device != device:
+            with no_grad_normal_tensors():
+                self.text_features = self.text_features.to(device)
+        return self.text_features, self.weights.to(device)
+
+    def cosine(self, images: torch.Tensor) -> torch.Tensor:
+        """Weighted CLIP cosine of each image without augmentation (the official top-k score): ``[B]``."""
+        text, weights = self._text(images.device)
+        return (self.scorer.encode_images(images) @ text.t()) @ weights
+
+    def score(self, images: torch.Tensor, generator: torch.Generator | None = None,
+              copies: int | None = None, augment: bool = True) -> torch.Tensor:
+        """AugCLIP of images ``[B,3,H,W]`` in 0..1: ``[B]``, differentiable in ``images``."""
+        if not (augment and self.policy.active):
+            return self.cosine(images)
+        copies = self.copies if copies is None else copies
+        if copies < 1:
+            raise FuseDreamError(f"copies must be at least 1, got {copies}.")
+        views = diff_augment(images.repeat_interleave(copies, dim=0), self.policy, generator)
+        return self.cosine(views).view(images.shape[0], copies).mean(dim=1)
+
+    def mean_score(self, images: torch.Tensor, draws: int, seed: int, copies: int | None = None) -> torch.Tensor:
+        """AugCLIP averaged over ``draws`` independent batches of views, without gradients: ``[B]``."""
+        require(draws >= 1, f"draws must be at least 1, got {draws}.")
+        rng = torch.Generator().manual_seed(int(seed))
+        with no_grad_normal_tensors():
+            return torch.stack([self.score(images, rng, copies) for _ in range(draws)]).mean(dim=0)
