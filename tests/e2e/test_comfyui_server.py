@@ -1,0 +1,149 @@
+"""End to end in a real ComfyUI: the pack loads, its example workflows run, optimizing nodes stream their series,
+keep frames and stop on Cancel.
+
+Skipped unless ``COMFYUI_PATH`` (a ComfyUI checkout, never inside this repo) and ``COMFYUI_PYTHON`` (a Python with
+ComfyUI's and the pack's requirements) are set; see docs/monitor.md for the commands. The server runs on a free
+loopback port with the pack's tiny fixture models and the test-only probe pack (``tests/e2e/probe_pack``).
+``FUSEDREAM_E2E_MAX_STEPS`` (default 6) caps step-count widgets of the example workflows so they finish quickly.
+"""
+import glob
+import io
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from comfy_server import PACK_DIR, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, ui_to_api, write_fixture_models
+
+pytestmark = pytest.mark.comfyui
+
+COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
+COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON")
+EVENT = "fusedream.progress"
+UI_KEY = "fusedream_series"
+STEP_INPUTS = ("steps", "iterations", "num_steps")
+MAX_STEPS = int(os.environ.get("FUSEDREAM_E2E_MAX_STEPS", "6"))
+WORKFLOWS = sorted(glob.glob(os.path.join(PACK_DIR, "example_workflows", "*.json")))
+
+if not (COMFYUI_PATH and COMFYUI_PYTHON):
+    pytest.skip("set COMFYUI_PATH and COMFYUI_PYTHON to run the real-ComfyUI tests", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def server():
+    base = tempfile.mkdtemp(prefix="fusedream-e2e-")
+    try:
+        write_fixture_models(os.path.join(base, "models"))
+        srv = ComfyServer(COMFYUI_PATH, COMFYUI_PYTHON, base=base, extra_packs=(PROBE_PACK_DIR,))
+        with srv:
+            yield srv
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.object_info()
+
+
+def probe_prompt(steps, keep_frames_every=0, preview_every=5, step_delay=0.0, save_frames=False):
+    prompt = {
+        "1": {"class_type": "FuseDreamProbe_Monitor",
+              "inputs": {"steps": steps, "size": 32, "seed": 3, "step_delay": step_delay,
+                         "preview_every": preview_every, "keep_frames_every": keep_frames_every}},
+        "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+    }
+    if save_frames:
+        prompt["3"] = {"class_type": "SaveAnimatedWEBP",
+                       "inputs": {"images": ["1", 1], "filename_prefix": "probe", "fps": 6.0, "lossless": True,
+                                  "quality": 80, "method": "fastest"}}
+    return prompt
+
+
+def monitored_classes(object_info):
+    """Node classes that run a NodeMonitor: they take its keep_frames_every widget."""
+    return {name for name, info in object_info.items()
+            if "keep_frames_every" in {**info["input"].get("required", {}), **info["input"].get("optional", {})}}
+
+
+def test_every_family_of_the_pack_loads_in_comfyui(server, object_info):
+    from fusedream_pack.nodes import FAILED_FAMILIES, NODE_CLASS_MAPPINGS
+
+    log = server.log_text()
+    assert PACK_LINK_NAME in log
+    failed = [line for line in log.splitlines() if ("Cannot import" in line or "IMPORT FAILED" in line)
+              and (PACK_LINK_NAME in line or "probe_pack" in line)]
+    assert not failed, "\n".join(failed)
+    missing = sorted(set(NODE_CLASS_MAPPINGS) - set(object_info))
+    assert not missing, f"nodes missing in ComfyUI: {missing}\n{log[-3000:]}"
+    assert "FuseDreamProbe_Monitor" in object_info
+    assert not FAILED_FAMILIES, FAILED_FAMILIES
+
+
+def test_chart_extension_is_served_to_the_browser(server):
+    extensions = server.get("/extensions")
+    ours = sorted(e for e in extensions if e.startswith(f"/extensions/{PACK_LINK_NAME}/"))
+    assert ours == [f"/extensions/{PACK_LINK_NAME}/chart_core.js", f"/extensions/{PACK_LINK_NAME}/fusedream_chart.js"]
+    body = server.get(f"/extensions/{PACK_LINK_NAME}/fusedream_chart.js").decode()
+    assert "registerExtension" in body and "fusedream.progress" in body
+
+
+def test_optimizing_node_streams_its_series_keeps_frames_and_stores_the_chart(server):
+    result = server.run(probe_prompt(40, keep_frames_every=10, preview_every=10, step_delay=0.005, save_frames=True),
+                        timeout=120)
+    assert result.status == "success", result.history
+    events = result.of_type(EVENT)
+    assert events and all(e["node"] == "1" and e["total"] == 40 for e in events)
+    assert events[0]["step"] == 1 and events[-1]["step"] == 40
+    assert [s for e in events for s in e["chunk"]["steps"]] == list(range(1, 41))
+    assert len(events) < 40  # rate limited: 40 steps in ~0.3 s
+    assert result.binary_frames == 4  # previews at steps 10, 20, 30, 40
+    (series,) = result.outputs["1"][UI_KEY]
+    assert series["steps"] == list(range(1, 41)) and set(series["series"]) == {"augclip", "lpips"}
+    executed = [m for m in result.of_type("executed") if m["node"] == "1"]
+    assert executed and executed[0]["output"][UI_KEY] == result.outputs["1"][UI_KEY]
+    (webp,) = result.outputs["3"]["images"]
+    from PIL import Image
+
+    animation = Image.open(io.BytesIO(server.view(webp["filename"], webp["subfolder"], webp["type"])))
+    assert animation.n_frames == 4  # frames every 10 steps of 40
+
+
+def test_cancel_stops_an_optimizing_node_within_a_step(server):
+    def interrupt_on_first_event(srv, msg):
+        if msg["type"] == EVENT and msg["data"]["step"] == 1:
+            srv.post("/interrupt")
+
+    result = server.run(probe_prompt(3000, step_delay=0.01), timeout=120, on_message=interrupt_on_first_event)
+    kinds = [m["type"] for m in result.messages]
+    assert "execution_interrupted" in kinds and "execution_success" not in kinds
+    assert max(e["step"] for e in result.of_type(EVENT)) < 300
+    assert result.seconds < 20
+
+
+def cap_steps(prompt, object_info):
+    for node in prompt.values():
+        for name in STEP_INPUTS:
+            value = node["inputs"].get(name)
+            if isinstance(value, int) and value > MAX_STEPS:
+                node["inputs"][name] = max(MAX_STEPS, object_info[node["class_type"]]["input"]
+                                           .get("required", {}).get(name, [None, {}])[1].get("min", 1))
+    return prompt
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[os.path.basename(p) for p in WORKFLOWS])
+def test_example_workflow_runs_and_its_optimizers_report(server, object_info, path):
+    with open(path) as f:
+        workflow = json.load(f)
+    prompt = cap_steps(ui_to_api(workflow, object_info), object_info)
+    result = server.run(prompt, timeout=900)
+    errors = result.of_type("execution_error")
+    assert result.status == "success", json.dumps(errors or result.history.get("status"), indent=1)[:4000]
+    nodes_with_events = {e["node"] for e in result.of_type(EVENT)}
+    cached = {n for c in result.of_type("execution_cached") for n in c.get("nodes", [])}
+    for nid, node in prompt.items():
+        if node["class_type"] in monitored_classes(object_info) and nid not in cached:
+            assert nid in nodes_with_events, f"{node['class_type']} (node {nid}) sent no {EVENT} event"
+            assert result.outputs.get(nid, {}).get(UI_KEY), f"{node['class_type']} (node {nid}) has no ui series"
