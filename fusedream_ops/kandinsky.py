@@ -1,0 +1,277 @@
+"""Kandinsky 2.2 components from local diffusers-layout folders: the prior's CLIP encoders and the decoder.
+
+Prior folder (``kandinsky-community/kandinsky-2-2-prior``): ``image_encoder/`` (CLIPVisionModelWithProjection,
+ViT-bigG/14, 1280-d projection), ``text_encoder/`` (CLIPTextModelWithProjection), ``tokenizer/``, optionally
+``prior/`` + ``scheduler/`` (the trained diffusion prior) and ``image_processor/``. Decoder folder
+(``kandinsky-community/kandinsky-2-2-decoder``): ``unet/``, ``movq/``, ``scheduler/``.
+
+Everything loads with ``local_files_only=True`` (never the hub), frozen and in eval mode, and a checkpoint whose keys
+do not match its config is an error naming the keys, not a silently random layer.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .autograd import no_grad_normal_tensors
+from .errors import FuseDreamError, require
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.safetensors",
+                "diffusion_pytorch_model.bin", "model.fp16.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                "model.safetensors.index.json", "diffusion_pytorch_model.safetensors.index.json")
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DECODER_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "UnCLIPScheduler")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA (the released weights are fp16 and 8 GB in fp32), fp32 elsewhere (CPU has no fast fp16)."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+# ---------------------------------------------------------------- folder checks and strict loading
+def _component(folder: str, sub: str, what: str, files: tuple[str, ...]) -> str:
+    path = os.path.join(folder, sub)
+    require(os.path.isdir(folder), f"Kandinsky folder '{folder}' does not exist.")
+    require(os.path.isdir(path),
+            f"'{folder}' has no '{sub}/' subfolder ({what}). Expected the diffusers layout of "
+            f"kandinsky-community/kandinsky-2-2-{'decoder' if sub in ('unet', 'movq') else 'prior'}: "
+            f"{', '.join(s + '/' for s in _EXPECTED[sub])}.")
+    for name in files:
+        require(os.path.isfile(os.path.join(path, name)), f"'{path}' has no {name} ({what}).")
+    if files == ("config.json",):
+        require(any(os.path.isfile(os.path.join(path, w)) for w in WEIGHT_FILES),
+                f"'{path}' has no weights file (one of {', '.join(WEIGHT_FILES[:4])}).")
+    return path
+
+
+_PRIOR_PARTS = ("image_encoder", "text_encoder", "tokenizer")
+_DECODER_PARTS = ("unet", "movq", "scheduler")
+_EXPECTED = {**{p: _PRIOR_PARTS for p in _PRIOR_PARTS + ("prior", "image_processor")},
+             **{p: _DECODER_PARTS for p in ("unet", "movq")}, "scheduler": ("scheduler",)}
+
+
+def _check_loading_info(path: str, info: dict) -> None:
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = [k if isinstance(k, str) else k[0] for k in (info.get(kind) or [])]
+        if keys:
+            shown = ", ".join(sorted(keys)[:8]) + (" ..." if len(keys) > 8 else "")
+            problems.append(f"{len(keys)} {kind.replace('_', ' ')} ({shown})")
+    require(not problems, f"Checkpoint in '{path}' does not match its config.json: {'; '.join(problems)}. "
+                          "The file is truncated or belongs to another model.")
+
+
+def _load_pretrained(cls, path: str, dtype: torch.dtype, dtype_kw: str):
+    try:
+        with no_grad_normal_tensors():
+            model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True,
+                                              **{dtype_kw: dtype})
+    except FuseDreamError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise FuseDreamError(f"Could not load {cls.__name__} from '{path}': {exc}") from exc
+    _check_loading_info(path, info)
+    return model.eval().requires_grad_(False)
+
+
+# ---------------------------------------------------------------- the prior's encoders
+@dataclass
+class TextEmbedding:
+    """Projected text embeddings and what a trained prior also needs (custom type ``KANDINSKY22_TEXT_EMBEDS``)."""
+
+    prompts: list[str]
+    text_embeds: torch.Tensor
+    """``[B,D]`` projected (not normalized) text embeddings: the OVI target and the TextEmb prior's output."""
+    hidden_states: torch.Tensor
+    """``[B,L,H]`` last hidden states of the text tower."""
+    mask: torch.Tensor
+    """``[B,L]`` bool attention mask of the padded tokens."""
+
+
+@dataclass
+class KandinskyEncoders:
+    """The prior repository's CLIP towers (custom type ``KANDINSKY22_ENCODERS``)."""
+
+    image_encoder: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    folder: str
+    image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    image_std: tuple[float, float, float] = OPENAI_CLIP_STD
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.image_encoder.config.projection_dim)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.image_encoder.config.image_size)
+
+    def encode_text(self, prompts: list[str]) -> TextEmbedding:
+        """Tokenize (padded to 77) and encode exactly as KandinskyV22PriorPipeline._encode_prompt does."""
+        require(all(isinstance(p, str) for p in prompts), "prompt must be text.")
+        device = next(self.text_encoder.parameters()).device
+        tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                truncation=True, return_tensors="pt")
+        with no_grad_normal_tensors():
+            out = self.text_encoder(tokens.input_ids.to(device))
+        return TextEmbedding(list(prompts), out.text_embeds.float(), out.last_hidden_state.float(),
+                             tokens.attention_mask.bool().to(device))
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N,3,H,W]`` in 0..1 -> CLIP input: shortest side to ``image_size`` (bicubic), center crop, normalize."""
+        size = self.image_size
+        h, w = x.shape[-2:]
+        scale = size / min(h, w)
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        x = x[..., top:top + size, left:left + size]
+        mean = torch.tensor(self.image_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def encode_images(self, images, batch_size: int = 16) -> torch.Tensor:
+        """Unnormalized projected image embeddings ``[N,D]`` (float32) of images in 0..1.
+
+        ``images`` is one ``[N,3,H,W]`` batch or a list of ``[1,3,H,W]`` images of any sizes (each is resized and
+        cropped on its own, then they go through the tower ``batch_size`` at a time).
+        """
+        param = next(self.image_encoder.parameters())
+        chunks = list(images.split(1)) if isinstance(images, torch.Tensor) else list(images)
+        require(len(chunks) > 0, "no images to encode.")
+        outs = []
+        with no_grad_normal_tensors():
+            for start in range(0, len(chunks), batch_size):
+                pixels = torch.cat([self.preprocess(c.to(param.device, torch.float32))
+                                    for c in chunks[start:start + batch_size]])
+                outs.append(self.image_encoder(pixel_values=pixels.to(param.dtype)).image_embeds.float())
+        return torch.cat(outs)
+
+    def zero_image_embed(self) -> torch.Tensor:
+        """``[1,D]``: the encoder applied to an all-zero *normalized* image, diffusers' ``get_zero_embed``."""
+        param = next(self.image_encoder.parameters())
+        zeros = torch.zeros(1, 3, self.image_size, self.image_size, device=param.device, dtype=param.dtype)
+        with no_grad_normal_tensors():
+            return self.image_encoder(pixel_values=zeros).image_embeds.float()
+
+
+def _image_processor_stats(folder: str):
+    path = os.path.join(folder, "image_processor", "preprocessor_config.json")
+    if not os.path.isfile(path):
+        return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+    with open(path) as f:
+        cfg = json.load(f)
+    return tuple(cfg.get("image_mean", OPENAI_CLIP_MEAN)), tuple(cfg.get("image_std", OPENAI_CLIP_STD))
+
+
+def load_encoders(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyEncoders:
+    """``image_encoder/`` + ``text_encoder/`` + ``tokenizer/`` of a Kandinsky 2.2 prior folder."""
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
+
+    image_path = _component(folder, "image_encoder", "CLIPVisionModelWithProjection", ("config.json",))
+    text_path = _component(folder, "text_encoder", "CLIPTextModelWithProjection", ("config.json",))
+    tok_path = _component(folder, "tokenizer", "CLIP tokenizer", ("vocab.json", "merges.txt"))
+    image_encoder = _load_pretrained(CLIPVisionModelWithProjection, image_path, dtype, "dtype")
+    text_encoder = _load_pretrained(CLIPTextModelWithProjection, text_path, dtype, "dtype")
+    tokenizer = CLIPTokenizer.from_pretrained(tok_path, model_max_length=77, local_files_only=True)
+    require(len(tokenizer) > 1000, f"'{tok_path}' holds an empty or broken vocabulary ({len(tokenizer)} tokens).")
+    require(image_encoder.config.projection_dim == text_encoder.config.projection_dim,
+            f"'{folder}': image_encoder projects to {image_encoder.config.projection_dim} dimensions but "
+            f"text_encoder to {text_encoder.config.projection_dim}; both must come from the same CLIP model.")
+    mean, std = _image_processor_stats(folder)
+    return KandinskyEncoders(image_encoder, text_encoder, tokenizer, folder, mean, std)
+
+
+# ---------------------------------------------------------------- the trained prior (optional)
+@dataclass
+class TrainedPrior:
+    prior: torch.nn.Module
+    scheduler_config: dict
+
+
+def load_trained_prior(folder: str, dtype: torch.dtype = torch.float32) -> TrainedPrior:
+    """``prior/`` (PriorTransformer) + ``scheduler/`` (UnCLIPScheduler) of a Kandinsky 2.2 prior folder."""
+    from diffusers import PriorTransformer
+
+    prior_path = _component(folder, "prior", "PriorTransformer, the trained diffusion prior", ("config.json",))
+    sched_path = _component(folder, "scheduler", "the prior's UnCLIPScheduler", ("scheduler_config.json",))
+    prior = _load_pretrained(PriorTransformer, prior_path, dtype, "torch_dtype")
+    with open(os.path.join(sched_path, "scheduler_config.json")) as f:
+        return TrainedPrior(prior, json.load(f))
+
+
+# ---------------------------------------------------------------- the decoder
+@dataclass
+class KandinskyDecoder:
+    """UNet + MoVQ + scheduler settings of the Kandinsky 2.2 decoder (custom type ``KANDINSKY22_DECODER``)."""
+
+    unet: torch.nn.Module
+    movq: torch.nn.Module
+    scheduler_config: dict
+    folder: str
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the image embedding the UNet is conditioned on (1280 for Kandinsky 2.2)."""
+        return int(self.unet.config.encoder_hid_dim)
+
+    @property
+    def movq_scale(self) -> int:
+        """MoVQ's spatial down-sampling factor (8 for Kandinsky 2.2)."""
+        return 2 ** (len(self.movq.config.block_out_channels) - 1)
+
+    def make_scheduler(self):
+        import diffusers
+
+        name = self.scheduler_config.get("_class_name", "DDPMScheduler")
+        require(name in DECODER_SCHEDULERS,
+                f"'{self.folder}/scheduler' asks for {name}; supported: {', '.join(DECODER_SCHEDULERS)}.")
+        return getattr(diffusers, name).from_config(self.scheduler_config)
+
+
+def load_decoder(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyDecoder:
+    from diffusers import UNet2DConditionModel, VQModel
+
+    unet_path = _component(folder, "unet", "UNet2DConditionModel", ("config.json",))
+    movq_path = _component(folder, "movq", "VQModel (MoVQ)", ("config.json",))
+    sched_path = _component(folder, "scheduler", "the decoder's DDPMScheduler", ("scheduler_config.json",))
+    unet = _load_pretrained(UNet2DConditionModel, unet_path, dtype, "torch_dtype")
+    require(unet.config.addition_embed_type == "image" and unet.config.encoder_hid_dim is not None,
+            f"'{unet_path}' is not a Kandinsky 2.2 decoder UNet (it is not conditioned on image embeddings: "
+            f"addition_embed_type={unet.config.addition_embed_type!r}).")
+    movq = _load_pretrained(VQModel, movq_path, dtype, "torch_dtype")
+    with open(os.path.join(sched_path, "scheduler_config.json")) as f:
+        scheduler_config = json.load(f)
+    decoder = KandinskyDecoder(unet, movq, scheduler_config, folder)
+    decoder.make_scheduler()
+    return decoder
+
+
+# ---------------------------------------------------------------- image embeddings on the wire
+def as_image_embeds(value, name: str = "image_embeds") -> torch.Tensor:
+    """``KANDINSKY22_IMAGE_EMBEDS`` (a ``[B,D]`` tensor) or ComfyUI's CLIP_VISION_OUTPUT (its ``image_embeds``)."""
+    embeds: Optional[torch.Tensor] = value if isinstance(value, torch.Tensor) else getattr(value, "image_embeds", None)
+    if embeds is None and hasattr(value, "__getitem__") and not isinstance(value, (str, bytes)):
+        try:
+            embeds = value["image_embeds"]
+        except (KeyError, TypeError, IndexError):
+            embeds = None
+    require(isinstance(embeds, torch.Tensor),
+            f"{name} must be a Kandinsky 2.2 image embedding or a CLIP_VISION_OUTPUT, got {type(value).__name__}.")
+    if embeds.ndim == 1:
+        embeds = embeds[None]
+    require(embeds.ndim == 2, f"{name} must be [batch, dim], got shape {tuple(embeds.shape)}.")
+    return embeds
+
+
+def require_embed_dim(embeds: torch.Tensor, dim: int, name: str, target: str) -> None:
+    require(embeds.shape[-1] == dim,
+            f"{name} has {embeds.shape[-1]} dimensions but {target} expects {dim}. Kandinsky 2.2 uses the "
+            "1280-d ViT-bigG/14 projection; prior encoders and decoder must come from the same family.")
