@@ -39,28 +39,32 @@ def intermediate_device() -> torch.device:
     return mm.intermediate_device() if mm is not None else torch.device("cpu")
 
 
-def load_to_device(module: torch.nn.Module) -> torch.device:
-    """Put ``module`` on the compute device and return that device.
+def load_to_device(*modules: torch.nn.Module) -> torch.device:
+    """Put ``modules`` on the compute device together and return that device.
 
-    In ComfyUI the module is wrapped once in a ModelPatcher and loaded with ``force_full_load=True`` (plain
-    nn.Modules cannot be partially loaded), so ComfyUI can evict other models for it and offload it later.
+    In ComfyUI each module is wrapped once in a ModelPatcher and loaded with ``force_full_load=True`` (plain
+    nn.Modules cannot be partially loaded), so ComfyUI can evict other models for them and offload them later.
     The move happens outside inference mode: weights moved inside it could not be used for backward.
     """
     mm = _comfy("comfy.model_management")
     with no_grad_normal_tensors():
         if mm is None:
             device = torch_device()
-            module.to(device)
+            for module in modules:
+                module.to(device)
             return device
-        patcher = getattr(module, "_fusedream_patcher", None)
-        if patcher is None:
-            import comfy.model_patcher
+        import comfy.model_patcher
 
-            patcher = comfy.model_patcher.ModelPatcher(
-                module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
-            )
-            object.__setattr__(module, "_fusedream_patcher", patcher)
-        mm.load_models_gpu([patcher], force_full_load=True)
+        patchers = []
+        for module in modules:
+            patcher = getattr(module, "_fusedream_patcher", None)
+            if patcher is None:
+                patcher = comfy.model_patcher.ModelPatcher(
+                    module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+                )
+                object.__setattr__(module, "_fusedream_patcher", patcher)
+            patchers.append(patcher)
+        mm.load_models_gpu(patchers, force_full_load=True)
         return mm.get_torch_device()
 
 

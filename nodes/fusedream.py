@@ -1,0 +1,292 @@
+"""FuseDream single-image nodes: loaders, latent sampler, AugCLIP objective, top-k init, basis optimizer, decode."""
+from __future__ import annotations
+
+import torch
+
+from ..fusedream_ops.augment import AugmentPolicy
+from ..fusedream_ops.autograd import no_grad_normal_tensors
+from ..fusedream_ops.basis import BASIS_MODES
+from ..fusedream_ops.biggan import load_biggan
+from ..fusedream_ops.clip_scorer import AUTO, load_clip
+from ..fusedream_ops.imagenet import parse_class_list
+from ..fusedream_ops.images import to_image_batch, from_image_batch
+from ..fusedream_ops.latents import Z_MODES, BigGANLatent, sample_latents
+from ..fusedream_ops.objective import AugClipObjective, parse_prompts
+from ..fusedream_ops.optimize import optimize_basis
+from ..fusedream_ops.topk import topk_latents
+from . import comfy
+from .monitor import MONITOR_INPUTS, NodeMonitor
+
+BIGGAN_FOLDER = "biggan"
+CLIP_FOLDER = "open_clip"
+CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+comfy.register_model_folder(BIGGAN_FOLDER, CHECKPOINT_EXTENSIONS)
+comfy.register_model_folder(CLIP_FOLDER, CHECKPOINT_EXTENSIONS)
+
+SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "tooltip": "Random seed; the same seed reproduces the same result."})
+HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
+
+
+def _biggan_entries() -> list[str]:
+    folders = comfy.list_model_entries(BIGGAN_FOLDER, want_dirs=True)
+    files = comfy.list_model_entries(BIGGAN_FOLDER, want_dirs=False, extensions=(".safetensors",))
+    return folders + files
+
+
+def _clip_architectures() -> list[str]:
+    import open_clip
+
+    return [AUTO] + open_clip.list_models()
+
+
+class BigGANLoader:
+    DESCRIPTION = ("Loads a BigGAN-deep generator (pytorch-pretrained-biggan) from models/biggan: a folder with "
+                   "config.json + pytorch_model.bin or model.safetensors, or a single .safetensors file. Every "
+                   "missing or unexpected weight is an error.")
+    CATEGORY = "FuseDream/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = ("BIGGAN",)
+    RETURN_NAMES = ("generator",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"checkpoint": (_biggan_entries(), {
+            "tooltip": "A BigGAN-deep checkpoint folder (or .safetensors file) in models/biggan."})}}
+
+    def load(self, checkpoint):
+        return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint)),)
+
+
+class CLIPLoader:
+    DESCRIPTION = ("Loads an open_clip model as a frozen scorer for the CLIP-guided nodes. 'auto' reads the "
+                   "architecture from a .json beside the checkpoint or recognises it from the tensor shapes; a "
+                   "checkpoint that does not fit the architecture is an error naming what does fit. Training "
+                   "checkpoints (e.g. CLIPAG_ViTB32.pt) load too.")
+    CATEGORY = "FuseDream/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = ("FUSEDREAM_CLIP",)
+    RETURN_NAMES = ("clip",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "architecture": (_clip_architectures(), {
+                "default": AUTO,
+                "tooltip": "open_clip architecture. 'auto' detects it (GELU before QuickGELU: choose "
+                           "ViT-B-32-quickgelu for OpenAI-trained weights)."}),
+            "checkpoint": (comfy.list_model_entries(CLIP_FOLDER, want_dirs=False, extensions=CHECKPOINT_EXTENSIONS),
+                           {"tooltip": "An open_clip checkpoint in models/open_clip (.safetensors, .pt, .bin)."}),
+        }}
+
+    def load(self, architecture, checkpoint):
+        return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint)),)
+
+
+class LatentSampler:
+    DESCRIPTION = ("Draws M random BigGAN latents: z ~ N(0, I) clamped to [-2, 2] (official FuseDream) or "
+                   "truncated normal, and y = the class embedding of a random class (all classes or the listed ones).")
+    CATEGORY = "FuseDream/latent"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("BIGGAN_LATENT",)
+    RETURN_NAMES = ("candidates",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "generator": ("BIGGAN", {"tooltip": "The generator whose class embeddings initialise y."}),
+            "candidates": ("INT", {"default": 10000, "min": 1, "max": 1_000_000,
+                                   "tooltip": "M, the number of random latents (the paper uses 10,000)."}),
+            "seed": SEED,
+            "z_mode": (list(Z_MODES), {"default": "clamp",
+                                       "tooltip": "clamp: N(0,1) clamped to [-2,2] like the official code; "
+                                                  "truncated_normal: values outside [-2,2] are redrawn."}),
+            "truncation": ("FLOAT", {"default": 1.0, "min": 0.02, "max": 1.0, "step": 0.02,
+                                     "tooltip": "BigGAN truncation: scales z and selects the batch-norm statistics."}),
+            "classes": ("STRING", {"default": "", "multiline": False,
+                                   "tooltip": "Optional comma-separated class names or indices to draw y from "
+                                              "(e.g. 'golden retriever, 281'); empty = all classes."}),
+        }}
+
+    def sample(self, generator, candidates, seed, z_mode, truncation, classes):
+        indices = parse_class_list(classes, generator.class_names, generator.num_classes)
+        return (sample_latents(generator, candidates, seed, z_mode, truncation, indices),)
+
+
+class AugCLIPObjectiveNode:
+    DESCRIPTION = ("The AugCLIP score (FuseDream eq. 3): CLIP cosine to the prompt averaged over random "
+                   "DiffAugment copies of the image. One prompt per line; end a line with ':weight' to weight it, "
+                   "a negative weight makes it a negative prompt. Text is encoded once here.")
+    CATEGORY = "FuseDream/objective"
+    FUNCTION = "build"
+    RETURN_TYPES = ("FUSEDREAM_OBJECTIVE",)
+    RETURN_NAMES = ("objective",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        def toggle(tip):
+            return ("BOOLEAN", {"default": True, "tooltip": tip})
+
+        return {"required": {
+            "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer (any open_clip model, e.g. CLIPAG)."}),
+            "prompt": ("STRING", {"default": "a photo of a blue dog", "multiline": True,
+                                  "tooltip": "One prompt per line, optionally 'text:weight' (e.g. 'blurry:-0.5')."}),
+            "copies": ("INT", {"default": 50, "min": 1, "max": 512,
+                               "tooltip": "Augmented copies per image per step (official: 50), one CLIP batch."}),
+            "color": toggle("Random brightness ±0.5, saturation ×U(0,2), contrast ×U(0.5,1.5)."),
+            "translation": toggle("Random integer shift up to 1/8 of the size, grey padding."),
+            "resize": toggle("Random zoom ×U(0.8,1.2), shrunk images padded grey, enlarged ones centre-cropped."),
+            "cutout": toggle("Erase a random square of half the image side."),
+        }}
+
+    def build(self, clip, prompt, copies, color, translation, resize, cutout):
+        policy = AugmentPolicy(color=color, translation=translation, resize=resize, cutout=cutout)
+        return (AugClipObjective(clip, parse_prompts(prompt), policy, copies),)
+
+
+class TopKInit:
+    DESCRIPTION = ("FuseDream initialisation: generates and scores every candidate (in chunks, without "
+                   "gradients) and keeps the k best as the basis for the optimizer. Memory is bounded by the chunk "
+                   "size, so M = 10,000 is fine.")
+    CATEGORY = "FuseDream/latent"
+    FUNCTION = "select"
+    RETURN_TYPES = ("BIGGAN_LATENT", "STRING")
+    RETURN_NAMES = ("basis", "scores")
+    OUTPUT_TOOLTIPS = ("The k best latents, best first.", "Their scores.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
+            "candidates": ("BIGGAN_LATENT", {"tooltip": "The M random latents from the latent sampler."}),
+            "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "How candidates are scored."}),
+            "k": ("INT", {"default": 5, "min": 1, "max": 1000,
+                          "tooltip": "How many of the best candidates to keep (official 5, paper k ≤ 15)."}),
+            "augment": ("BOOLEAN", {"default": False,
+                                    "tooltip": "Score with AugCLIP (slower) instead of plain CLIP like the "
+                                               "official code."}),
+            "chunk": ("INT", {"default": 10, "min": 1, "max": 512, "advanced": True,
+                              "tooltip": "Candidates generated and scored at once; bounds the memory."}),
+            "seed": SEED,
+        }, **HIDDEN}
+
+    def select(self, generator, candidates, objective, k, augment, chunk, seed, unique_id=None):
+        comfy.load_to_device(generator.model, objective.scorer.model)
+        total = (len(candidates) + chunk - 1) // chunk
+        monitor = NodeMonitor(unique_id, total, preview_every=max(1, total // 20), label="top-k")
+        basis, scores = topk_latents(generator, candidates, objective, k, chunk, augment, seed=seed,
+                                     on_step=monitor)
+        text = ", ".join(f"{s:.4f}" for s in scores.tolist())
+        return {"ui": {"text": [text]}, "result": (basis, text)}
+
+
+class BasisOptimizer:
+    DESCRIPTION = ("FuseDream optimisation (eq. 4): maximises AugCLIP over ξ = Σ w_i ξ_i, learning the basis "
+                   "latents and their weights with Adam. 'paper': one scalar weight per basis vector (1/k); "
+                   "'official': the released code's per-element softmax weights. Returns the best iterate, with "
+                   "a live preview, progress and Cancel every step.")
+    CATEGORY = "FuseDream/optimize"
+    FUNCTION = "optimize"
+    RETURN_TYPES = ("BIGGAN_LATENT", "IMAGE", "FLOAT", "IMAGE")
+    RETURN_NAMES = ("latent", "image", "score", "frames")
+    OUTPUT_TOOLTIPS = ("The best latent.", "Its image.", "Its AugCLIP score at its step.",
+                       "Frames kept every 'keep_frames_every' steps plus the final one.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
+            "basis": ("BIGGAN_LATENT", {"tooltip": "The basis latents (e.g. from Top-k init)."}),
+            "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "What to maximise."}),
+            "steps": ("INT", {"default": 1000, "min": 1, "max": 100_000, "tooltip": "Adam steps (official 1000)."}),
+            "lr": ("FLOAT", {"default": 5e-3, "min": 1e-6, "max": 1.0, "step": 1e-4, "round": False,
+                             "tooltip": "Adam learning rate (official 5e-3)."}),
+            "mode": (list(BASIS_MODES), {"default": "paper",
+                                         "tooltip": "paper: scalar weights 1/k; official: per-element softmax "
+                                                    "weights initialised N(0,1)."}),
+            "latent_noise": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 1.0, "step": 0.001,
+                                       "tooltip": "Gaussian noise added to the latent each step (official 0.01)."}),
+            "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
+            "seed": SEED,
+            **MONITOR_INPUTS,
+        }, **HIDDEN}
+
+    def optimize(self, generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed,
+                 preview_every=5, keep_frames_every=0, unique_id=None):
+        comfy.load_to_device(generator.model, objective.scorer.model)
+        monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every)
+        result = optimize_basis(generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed,
+                                on_step=monitor)
+        return {"ui": monitor.ui(),
+                "result": (result.latent, to_image_batch(result.image), result.best_score, monitor.frames())}
+
+
+class Decode:
+    DESCRIPTION = "Renders BigGAN latents as images (tanh output mapped linearly to 0..1)."
+    CATEGORY = "FuseDream/latent"
+    FUNCTION = "decode"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
+            "latent": ("BIGGAN_LATENT", {"tooltip": "One or more latents."}),
+        }}
+
+    def decode(self, generator, latent: BigGANLatent):
+        comfy.load_to_device(generator.model)
+        with no_grad_normal_tensors():
+            images = [generator.decode(latent.select(slice(i, i + 16))).cpu() for i in range(0, len(latent), 16)]
+        return (to_image_batch(torch.cat(images)),)
+
+
+class AugCLIPScore:
+    DESCRIPTION = ("Scores images with an objective, averaged over many augmentation draws, e.g. to rank seeds. "
+                   "The FLOAT is the batch mean; every image's score is shown on the node.")
+    CATEGORY = "FuseDream/objective"
+    FUNCTION = "score"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("FLOAT", "STRING")
+    RETURN_NAMES = ("score", "scores")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image": ("IMAGE", {"tooltip": "Images to score."}),
+            "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "The objective to score them with."}),
+            "draws": ("INT", {"default": 20, "min": 1, "max": 1000,
+                              "tooltip": "Independent batches of augmented copies averaged (official 20)."}),
+            "seed": SEED,
+        }}
+
+    def score(self, image, objective, draws, seed):
+        comfy.load_to_device(objective.scorer.model)
+        with no_grad_normal_tensors():
+            x = from_image_batch(image.clone()).to(objective.scorer.device)
+            scores = objective.mean_score(x, draws, seed).cpu()
+        text = ", ".join(f"{s:.4f}" for s in scores.tolist())
+        return {"ui": {"text": [text]}, "result": (float(scores.mean()), text)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "FuseDreamBigGANLoader": BigGANLoader,
+    "FuseDreamCLIPLoader": CLIPLoader,
+    "FuseDreamLatentSampler": LatentSampler,
+    "FuseDreamAugCLIPObjective": AugCLIPObjectiveNode,
+    "FuseDreamTopK": TopKInit,
+    "FuseDreamBasisOptimizer": BasisOptimizer,
+    "FuseDreamDecode": Decode,
+    "FuseDreamAugCLIPScore": AugCLIPScore,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FuseDreamBigGANLoader": "BigGAN Loader (FuseDream)",
+    "FuseDreamCLIPLoader": "CLIP Loader (FuseDream)",
+    "FuseDreamLatentSampler": "BigGAN Latent Sampler (FuseDream)",
+    "FuseDreamAugCLIPObjective": "AugCLIP Objective (FuseDream)",
+    "FuseDreamTopK": "Top-k Init (FuseDream)",
+    "FuseDreamBasisOptimizer": "Basis Optimizer (FuseDream)",
+    "FuseDreamDecode": "BigGAN Decode (FuseDream)",
+    "FuseDreamAugCLIPScore": "AugCLIP Score (FuseDream)",
+}
