@@ -118,7 +118,7 @@ def optimize_ovi(image_encoder, text_embed: torch.Tensor, num_tokens: int = 1, s
                 loss = loss + lambda_n * (1 - nn_cos)
                 values["nn_cosine"] = float(nn_cos.detach())
             loss = loss.sum()
-            require_finite("OVI loss", loss)
+            require_finite("OVI loss", loss.detach())
             values["loss"] = float(loss.detach())
             for k, v in values.items():
                 history.setdefault(k, []).append(v)
