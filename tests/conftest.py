@@ -25,3 +25,32 @@ if "fusedream_pack" not in sys.modules:
     _spec.loader.exec_module(_module)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A models/ tree of tiny random checkpoints written by the fixture command, used as the models root."""
+    from fusedream_pack.fusedream_ops.fixtures import write_all
+    from fusedream_pack.nodes import comfy
+
+    root = str(tmp_path_factory.mktemp("models"))
+    write_all(root)
+    comfy.set_fallback_model_root(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_models):
+    from fusedream_pack.fusedream_ops.biggan import load_biggan
+
+    return load_biggan(os.path.join(tiny_models, "biggan", "biggan-deep-256"))
+
+
+@pytest.fixture(scope="session")
+def tiny_scorer(tiny_models):
+    from fusedream_pack.fusedream_ops.clip_scorer import load_clip
+
+    return load_clip("auto", os.path.join(tiny_models, "open_clip", "ViT-B-32.safetensors"))
