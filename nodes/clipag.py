@@ -1,0 +1,155 @@
+"""CLIPAG nodes: generator-free text-to-image (optimise pixels under a CLIP scorer) and its reference-image init."""
+from __future__ import annotations
+
+import torch
+
+from ..fusedream_ops.augment import AugmentPolicy
+from ..fusedream_ops.autograd import grad_enabled, no_grad_normal_tensors, ordinary
+from ..fusedream_ops.errors import require
+from ..fusedream_ops.images import from_image_batch, to_image_batch
+from ..fusedream_ops.init_images import (SMALL_SIZE, SmallImageGaussians, best_gaussian_samples, best_matches,
+                                         flat_images, load_reference_groups, noise_images, parse_color, square_resize)
+from ..fusedream_ops.objective import AugClipObjective, parse_prompts
+from ..fusedream_ops.pixel_synthesis import PixelSynthesisSettings, synthesize_pixels
+from . import comfy
+from .monitor import MONITOR_INPUTS, NodeMonitor
+
+INIT_MODES = ("noise", "color", "image", "gaussian")
+DEFAULTS = PixelSynthesisSettings()
+SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "tooltip": "Random seed (init noise, crops, augmentations); the same seed reproduces the image."})
+
+
+def _advanced(kind: str, default, tip: str, **limits):
+    return (kind, {"default": default, "advanced": True, "tooltip": tip, **limits})
+
+
+class ReferenceImageGaussian:
+    DESCRIPTION = ("CLIPAG's init model: shrinks a folder of reference images to 16×16 and fits one full-covariance "
+                   "Gaussian per class (per sub-folder, or the whole folder as one class). The synthesis node samples "
+                   "it and starts from the sample CLIP likes best. Cached while the folder setting is unchanged.")
+    CATEGORY = "FuseDream/CLIPAG"
+    FUNCTION = "fit"
+    RETURN_TYPES = ("CLIPAG_IMAGE_GAUSSIAN",)
+    RETURN_NAMES = ("gaussian",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "folder": ("STRING", {"default": "", "tooltip": "Absolute path of a folder of images: one sub-folder per "
+                                                            "class (e.g. Tiny-ImageNet's), or images directly "
+                                                            "inside; at least 2 images per class."}),
+            "small_size": ("INT", {"default": SMALL_SIZE, "min": 4, "max": 32,
+                                   "tooltip": "Side the images are shrunk to before fitting (authors: 16)."}),
+        }}
+
+    def fit(self, folder, small_size):
+        with no_grad_normal_tensors():
+            return (SmallImageGaussians.fit(load_reference_groups(folder.strip(), small_size), small_size),)
+
+
+class GeneratorFreeSynthesis:
+    DESCRIPTION = ("CLIPAG generator-free text-to-image: optimises the pixels of an image so the CLIP scorer matches "
+                   "the prompt, over 32 DiffAugment views plus 32 random crops per step, with AdamW, gradient "
+                   "clipping and dynamic thresholding (the authors' recipe as defaults). Use a perceptually aligned "
+                   "CLIP (CLIPAG_ViTB32.pt) for recognisable images; plain CLIP gives adversarial noise, which shows "
+                   "the difference. Returns the best iterate, with live preview, progress and Cancel every step.")
+    CATEGORY = "FuseDream/CLIPAG"
+    FUNCTION = "synthesize"
+    RETURN_TYPES = ("IMAGE", "IMAGE", "FLOAT", "IMAGE")
+    RETURN_NAMES = ("image", "init", "score", "frames")
+    OUTPUT_TOOLTIPS = ("The best iterate of every image.", "The starting images.",
+                       "Mean global CLIP score of the returned images at their steps.",
+                       "Frames kept every 'keep_frames_every' steps plus the final one.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        d = DEFAULTS
+        return {"required": {
+            "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer, e.g. CLIPAG_ViTB32.pt from the CLIP loader."}),
+            "prompt": ("STRING", {"default": "a watercolor painting of a lighthouse at sunset", "multiline": True,
+                                  "tooltip": "One prompt per line, optionally 'text:weight' (negative = avoid)."}),
+            "init": (list(INIT_MODES), {"default": "noise",
+                                        "tooltip": "noise: N(0.5, 0.25²) pixels; color: a flat colour; image: the "
+                                                   "init_image input (the best CLIP matches if it holds more images "
+                                                   "than batch_size); gaussian: the best of 'candidates' samples of "
+                                                   "the init_gaussian input (the authors' init)."}),
+            "size": ("INT", {"default": 224, "min": 32, "max": 1024, "step": 8,
+                             "tooltip": "Side of the square image (authors: 224 = ViT-B/32's input)."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 16,
+                                   "tooltip": "Images optimised side by side (independent runs in one batch)."}),
+            "steps": ("INT", {"default": d.steps, "min": 1, "max": 10_000, "tooltip": "AdamW steps (authors: 100)."}),
+            "lr": ("FLOAT", {"default": d.lr, "min": 1e-5, "max": 1.0, "step": 0.0005, "round": False,
+                             "tooltip": "AdamW learning rate on the pixels (authors: 0.0175)."}),
+            "seed": SEED,
+            "color": ("STRING", {"default": "#808080",
+                                 "tooltip": "Colour for init 'color': '#RRGGBB' or 'r, g, b' (0-255)."}),
+            "candidates": ("INT", {"default": 1000, "min": 1, "max": 100_000,
+                                   "tooltip": "Samples drawn from init_gaussian and scored with CLIP (authors: 1000)."}),
+            "views": _advanced("INT", d.views, "DiffAugment copies of the whole image per step (authors: 32).",
+                               min=1, max=256),
+            "patches": _advanced("INT", d.patches, "Random crops (128/224 of the side) per step, resized to the "
+                                                   "model's input (authors: 32; 0 = none).", min=0, max=256),
+            "patch_weight": _advanced("FLOAT", d.patch_weight, "Weight of the crop loss (authors: 5.0).",
+                                      min=0.0, max=100.0, step=0.1),
+            "input_noise": _advanced("FLOAT", d.input_noise, "σ of the noise added to every view (authors: 0.01).",
+                                     min=0.0, max=1.0, step=0.001),
+            "grad_clip": _advanced("FLOAT", d.grad_clip, "Largest gradient norm per image (authors: 0.001; "
+                                                         "0 = no clipping).", min=0.0, max=100.0, step=0.0001,
+                                   round=False),
+            "threshold": _advanced("FLOAT", d.threshold, "Dynamic-thresholding quantile after each step (authors: "
+                                                         "0.95); 0 clamps to [0, 1] instead.", min=0.0, max=1.0,
+                                   step=0.01),
+            "weight_decay": _advanced("FLOAT", d.weight_decay, "AdamW weight decay on the pixels (authors keep "
+                                                               "torch's 0.01).", min=0.0, max=1.0, step=0.001),
+            **MONITOR_INPUTS,
+        }, "optional": {
+            "init_image": ("IMAGE", {"tooltip": "Starting image(s) for init 'image' (centre-cropped to a square)."}),
+            "init_gaussian": ("CLIPAG_IMAGE_GAUSSIAN", {"tooltip": "From Reference Image Gaussian, for init "
+                                                                   "'gaussian'."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+
+    def synthesize(self, clip, prompt, init, size, batch_size, steps, lr, seed, color, candidates, views, patches,
+                   patch_weight, input_noise, grad_clip, threshold, weight_decay, preview_every=5,
+                   keep_frames_every=0, init_image=None, init_gaussian=None, unique_id=None):
+        require(init in INIT_MODES, f"init must be one of {', '.join(INIT_MODES)}, got '{init}'.")
+        settings = PixelSynthesisSettings(
+            steps=steps, lr=lr, weight_decay=weight_decay, views=views, patches=patches, patch_weight=patch_weight,
+            input_noise=input_noise, grad_clip=grad_clip, threshold=threshold if threshold > 0 else None, seed=seed)
+        comfy.load_to_device(clip.model)
+        objective = AugClipObjective(clip, parse_prompts(prompt), AugmentPolicy(signed_range=False), views)
+        with grad_enabled():
+            start = self._init(objective, init, size, batch_size, seed, color, candidates, init_image, init_gaussian)
+            monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="pixels")
+            result = synthesize_pixels(objective, start, settings, on_step=monitor)
+        return {"ui": monitor.ui(), "result": (to_image_batch(result.image), to_image_batch(start),
+                                               float(result.best_score.mean()), monitor.frames())}
+
+    @staticmethod
+    def _init(objective, init, size, batch_size, seed, color, candidates, init_image, init_gaussian):
+        generator = torch.Generator().manual_seed(int(seed))
+        if init == "noise":
+            return noise_images(batch_size, size, generator)
+        if init == "color":
+            return flat_images(batch_size, size, parse_color(color))
+        if init == "image":
+            require(init_image is not None, "init is 'image' but no init_image is connected: connect an IMAGE "
+                                            "(e.g. Load Image) or choose another init.")
+            pool = square_resize(from_image_batch(ordinary(init_image).cpu(), "init_image"), size)
+            if pool.shape[0] >= batch_size:
+                return best_matches(objective, pool, batch_size)
+            return pool.repeat((batch_size + pool.shape[0] - 1) // pool.shape[0], 1, 1, 1)[:batch_size]
+        require(init_gaussian is not None, "init is 'gaussian' but no init_gaussian is connected: add a Reference "
+                                           "Image Gaussian node or choose another init.")
+        require(candidates >= batch_size, f"candidates ({candidates}) must be at least batch_size ({batch_size}).")
+        return best_gaussian_samples(objective, init_gaussian, candidates, size, batch_size, seed)
+
+
+NODE_CLASS_MAPPINGS = {
+    "FuseDreamCLIPAGSynthesis": GeneratorFreeSynthesis,
+    "FuseDreamReferenceImageGaussian": ReferenceImageGaussian,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FuseDreamCLIPAGSynthesis": "Generator-Free Synthesis (CLIPAG)",
+    "FuseDreamReferenceImageGaussian": "Reference Image Gaussian (CLIPAG)",
+}
