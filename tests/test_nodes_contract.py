@@ -1,0 +1,86 @@
+"""The ComfyUI node contract for every node of the pack, and the FuseDream nodes run as ComfyUI runs them."""
+import glob
+import os
+
+import pytest
+import torch
+
+import fusedream_pack
+from fusedream_pack.nodes import FAILED_FAMILIES, NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+from workflows import load, widget_inputs, workflow_problems
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_every_node_family_imports():
+    assert FAILED_FAMILIES == {}
+
+
+def test_the_pack_exports_its_nodes_and_web_directory():
+    assert fusedream_pack.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
+    assert os.path.isdir(os.path.join(ROOT, fusedream_pack.WEB_DIRECTORY))
+
+
+@pytest.mark.parametrize("node_id", sorted(NODE_CLASS_MAPPINGS))
+def test_every_node_declares_the_v1_contract_with_a_tooltip_on_every_input(node_id, tiny_models):
+    cls = NODE_CLASS_MAPPINGS[node_id]
+    assert node_id.startswith("FuseDream") and node_id in NODE_DISPLAY_NAME_MAPPINGS
+    assert cls.CATEGORY.startswith("FuseDream/") and cls.DESCRIPTION and callable(getattr(cls, cls.FUNCTION))
+    names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
+    assert len(names) == len(cls.RETURN_TYPES)
+    spec = cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, value in spec.get(section, {}).items():
+            assert len(value) > 1 and value[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+
+
+def test_example_workflows_are_valid_for_the_nodes(tiny_models):
+    paths = sorted(glob.glob(os.path.join(ROOT, "example_workflows", "*.json")))
+    assert any("single image" in p for p in paths)
+    for path in paths:
+        assert workflow_problems(load(path), NODE_CLASS_MAPPINGS) == [], os.path.basename(path)
+
+
+def _call(node_id, **inputs):
+    cls = NODE_CLASS_MAPPINGS[node_id]
+    out = getattr(cls(), cls.FUNCTION)(**inputs)
+    result = out["result"] if isinstance(out, dict) else out
+    assert len(result) == len(cls.RETURN_TYPES), node_id
+    for value, kind in zip(result, cls.RETURN_TYPES):
+        if kind == "IMAGE":
+            assert value.ndim == 4 and value.shape[-1] == 3 and value.dtype == torch.float32
+            assert 0 <= value.min() and value.max() <= 1 and value.device.type == "cpu"
+        elif kind == "FLOAT":
+            assert isinstance(value, float)
+        elif kind == "STRING":
+            assert isinstance(value, str)
+    return result
+
+
+def _defaults(node_id, **given):
+    values = {}
+    for name, kind, options in widget_inputs(NODE_CLASS_MAPPINGS[node_id]):
+        values[name] = options.get("default", kind[0] if isinstance(kind, list) and kind else None)
+    values.update(given)
+    return values
+
+
+def test_the_single_image_graph_runs_under_inference_mode_like_comfyui(tiny_models):
+    """ComfyUI executes every node inside torch.inference_mode(); loading and optimizing must still work."""
+    with torch.inference_mode():
+        (generator,) = _call("FuseDreamBigGANLoader", checkpoint="biggan-deep-256")
+        (clip,) = _call("FuseDreamCLIPLoader", architecture="auto", checkpoint="ViT-B-32.safetensors")
+        (candidates,) = _call("FuseDreamLatentSampler", **_defaults(
+            "FuseDreamLatentSampler", generator=generator, candidates=12, classes="golden retriever, tabby"))
+        (objective,) = _call("FuseDreamAugCLIPObjective", **_defaults(
+            "FuseDreamAugCLIPObjective", clip=clip, copies=4))
+        basis, scores = _call("FuseDreamTopK", **_defaults(
+            "FuseDreamTopK", generator=generator, candidates=candidates, objective=objective, k=3))
+        latent, image, score, frames = _call("FuseDreamBasisOptimizer", **_defaults(
+            "FuseDreamBasisOptimizer", generator=generator, basis=basis, objective=objective, steps=6,
+            keep_frames_every=2))
+        (decoded,) = _call("FuseDreamDecode", generator=generator, latent=latent)
+        mean, text = _call("FuseDreamAugCLIPScore", image=image, objective=objective, draws=2, seed=0)
+    assert image.shape == (1, 32, 32, 3) and torch.allclose(decoded, image, atol=1e-5)
+    assert frames.shape[0] == 3 and len(scores.split(",")) == 3 and isinstance(mean, float)
