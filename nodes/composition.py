@@ -1,0 +1,299 @@
+"""FuseDream-Composition nodes: fuse/crop, LPIPS, composition optimizer, (α, t) grid search, Poisson blending."""
+from __future__ import annotations
+
+import torch
+
+from ..fusedream_ops.autograd import no_grad_normal_tensors
+from ..fusedream_ops.basis import BASIS_MODES
+from ..fusedream_ops.compose import POSITIONS, crop, foreground_layer, fuse, paste_mask
+from ..fusedream_ops.composition import Cell, composition_grid_search, optimize_composition, parse_grid
+from ..fusedream_ops.dynamic_barrier import METHODS
+from ..fusedream_ops.errors import require
+from ..fusedream_ops.images import from_image_batch, to_image_batch
+from ..fusedream_ops.perceptual import NETS, find_backbone, load_lpips
+from ..fusedream_ops.poisson import poisson_blend
+from . import comfy
+from .monitor import MONITOR_INPUTS, NodeMonitor
+
+LPIPS_FOLDER = "lpips"
+comfy.register_model_folder(LPIPS_FOLDER, (".pth",))
+
+CATEGORY = "FuseDream/composition"
+SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                "tooltip": "Random seed (latent noise, augmentations); the same seed reproduces the same result."})
+HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
+SCALE = ("FLOAT", {"default": 0.65, "min": 0.05, "max": 0.95, "step": 0.01,
+                   "tooltip": "α: the foreground's size relative to the background (the paper tries 0.65 and 0.5)."})
+POSITION = (list(POSITIONS), {"default": "center", "tooltip": "t: where the scaled foreground is pasted."})
+
+
+def _optimizer_inputs() -> dict:
+    """The inputs the fixed-cell optimizer and the grid search share, in their widget order."""
+    return {
+        "generator": ("BIGGAN", {"tooltip": "The BigGAN generator (both images come from it)."}),
+        "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "s_Fuse: the AugCLIP objective of the fused image."}),
+        "lpips": ("FUSEDREAM_LPIPS", {"tooltip": "ℓ_Fuse: LPIPS between the foreground and the background "
+                                                 "under it."}),
+        "foreground": ("BIGGAN_LATENT", {"tooltip": "Foreground basis latents (e.g. Top-k init)."}),
+        "background": ("BIGGAN_LATENT", {"tooltip": "Background basis latents (e.g. Top-k init with another seed "
+                                                    "or prompt)."}),
+    }
+
+
+def _optimizer_widgets() -> dict:
+    return {
+        "steps": ("INT", {"default": 1000, "min": 1, "max": 100_000,
+                          "tooltip": "Adam steps per (scale, position) cell (single-image FuseDream: 1000)."}),
+        "lr": ("FLOAT", {"default": 5e-3, "min": 1e-6, "max": 1.0, "step": 1e-4, "round": False,
+                         "tooltip": "Adam learning rate (FuseDream: 5e-3)."}),
+        "method": (list(METHODS), {"default": "bilevel",
+                                   "tooltip": "bilevel: eq. 6, maximise AugCLIP first, lower LPIPS without "
+                                              "lowering it; linear: eq. 7 with a fixed λ; inverse: eq. 8, LPIPS "
+                                              "first (Appendix B, for comparison)."}),
+        "beta": ("FLOAT", {"default": 1.0, "min": 0.001, "max": 100.0, "step": 0.01,
+                           "tooltip": "β of the dynamic barrier (paper: 1): how fast the primary must improve."}),
+        "linear_lambda": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 0.99, "step": 0.01, "advanced": True,
+                                    "tooltip": "λ of the linear method: minimise (1 − λ)·LPIPS − λ·AugCLIP."}),
+        "mode": (list(BASIS_MODES), {"default": "paper",
+                                     "tooltip": "paper: scalar weights 1/k; official: per-element softmax weights."}),
+        "latent_noise": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 1.0, "step": 0.001,
+                                   "tooltip": "Gaussian noise added to the latents each step (FuseDream 0.01)."}),
+        "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
+        "seed": SEED,
+        "score_draws": ("INT", {"default": 4, "min": 1, "max": 100, "advanced": True,
+                                "tooltip": "Batches of augmented views averaged for the final AugCLIP score; every "
+                                           "cell is scored on the same views."}),
+        "blend_iterations": ("INT", {"default": 5000, "min": 1, "max": 100_000, "advanced": True,
+                                     "tooltip": "Most conjugate-gradient iterations of the final Poisson blend."}),
+    }
+
+
+def _options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations):
+    return dict(lr=lr, method=method, beta=beta, weight=linear_lambda, mode=mode, latent_noise=latent_noise,
+                optimize_y=optimize_y, seed=seed, score_draws=score_draws, blend_iterations=blend_iterations)
+
+
+def _mask(masks: torch.Tensor) -> torch.Tensor:
+    """``[B,1,H,W]`` → ComfyUI MASK ``[B,H,W]`` on the CPU."""
+    return masks[:, 0].float().cpu().contiguous()
+
+
+class FuseCrop:
+    DESCRIPTION = ("FuseDream's Fuse and Crop: pastes the foreground, resized by 'scale', at 'position' on the "
+                   "background; also returns the background crop under it, the foreground placed on the canvas "
+                   "(edges extended, ready for Poisson Blend) and the paste mask.")
+    CATEGORY = CATEGORY
+    FUNCTION = "fuse"
+    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "MASK")
+    RETURN_NAMES = ("fused", "crop", "foreground_layer", "mask")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "foreground": ("IMAGE", {"tooltip": "The image to paste (any size; batch 1 or the background's)."}),
+            "background": ("IMAGE", {"tooltip": "The image to paste onto; it sets the output size."}),
+            "scale": SCALE,
+            "position": POSITION,
+        }}
+
+    def fuse(self, foreground, background, scale, position):
+        with no_grad_normal_tensors():
+            fg = from_image_batch(foreground.clone(), "foreground")
+            bg = from_image_batch(background.clone(), "background")
+            h, w = bg.shape[-2:]
+            fused = fuse(fg, bg, scale, position)
+            layer = foreground_layer(fg, h, w, scale, position).expand(fused.shape[0], -1, -1, -1)
+            mask = paste_mask(h, w, scale, position).expand(fused.shape[0], -1, -1, -1)
+            return (to_image_batch(fused), to_image_batch(crop(bg, scale, position)), to_image_batch(layer),
+                    _mask(mask))
+
+
+class LPIPSLoader:
+    DESCRIPTION = ("Loads LPIPS (v0.1) for the composition's perceptual consistency loss. The linear heads ship "
+                   "with the lpips package; the backbone is torchvision's ImageNet checkpoint, read from "
+                   "models/lpips or the torch hub cache ($TORCH_HOME/hub/checkpoints): alexnet-owt-7be5be79.pth "
+                   "for alex, vgg16-397923af.pth for vgg. Nothing is downloaded.")
+    CATEGORY = "FuseDream/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = ("FUSEDREAM_LPIPS",)
+    RETURN_NAMES = ("lpips",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"net": (list(NETS), {
+            "default": "alex", "tooltip": "LPIPS backbone: alex (default, as LPIPS recommends as a loss) or vgg."})}}
+
+    def load(self, net):
+        return (load_lpips(net, find_backbone(net, comfy.model_folder_paths(LPIPS_FOLDER))),)
+
+
+class LPIPSDistance:
+    DESCRIPTION = "LPIPS distance between two images (or image batches of equal size): lower = more alike."
+    CATEGORY = CATEGORY
+    FUNCTION = "distance"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("FLOAT", "STRING")
+    RETURN_NAMES = ("distance", "distances")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image_a": ("IMAGE", {"tooltip": "First image(s)."}),
+            "image_b": ("IMAGE", {"tooltip": "Second image(s), same size; a batch of 1 is compared to every a."}),
+            "lpips": ("FUSEDREAM_LPIPS", {"tooltip": "The LPIPS model."}),
+        }}
+
+    def distance(self, image_a, image_b, lpips):
+        device = comfy.load_to_device(lpips)
+        with no_grad_normal_tensors():
+            a = from_image_batch(image_a.clone(), "image_a").to(device)
+            b = from_image_batch(image_b.clone(), "image_b").to(device)
+            require(a.shape[0] == b.shape[0] or b.shape[0] == 1 or a.shape[0] == 1,
+                    f"image_a batch ({a.shape[0]}) and image_b batch ({b.shape[0]}) must be equal or one of them 1.")
+            values = lpips(a, b).cpu()
+        text = ", ".join(f"{v:.4f}" for v in values.tolist())
+        return {"ui": {"text": [text]}, "result": (float(values.mean()), text)}
+
+
+class CompositionOptimizer:
+    DESCRIPTION = ("FuseDream-Composition for one scale and position (eq. 5–6): co-optimises a foreground and a "
+                   "background latent so the fused image maximises AugCLIP while LPIPS between the foreground and "
+                   "the background under it falls, with the dynamic-barrier step (no weight to tune). Returns the "
+                   "best iterate and its Poisson blend; live preview of the fused image, AugCLIP and LPIPS chart.")
+    CATEGORY = CATEGORY
+    FUNCTION = "optimize"
+    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "IMAGE", "MASK", "FLOAT", "FLOAT", "BIGGAN_LATENT", "BIGGAN_LATENT",
+                    "IMAGE")
+    RETURN_NAMES = ("blended", "fused", "foreground", "background", "mask", "augclip", "lpips",
+                    "foreground_latent", "background_latent", "frames")
+    OUTPUT_TOOLTIPS = ("The foreground Poisson-blended into the background: the final image.",
+                       "The fused image that was optimised (plain paste).", "The foreground image.",
+                       "The background image.", "Where the foreground lands.", "AugCLIP of the fused image.",
+                       "LPIPS between the foreground and the background crop.", "The best foreground latent.",
+                       "The best background latent.", "Frames kept every 'keep_frames_every' steps plus the last.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**_optimizer_inputs(), "scale": SCALE, "position": POSITION, **_optimizer_widgets(),
+                             **MONITOR_INPUTS}, **HIDDEN}
+
+    def optimize(self, generator, objective, lpips, foreground, background, scale, position, steps, lr, method,
+                 beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
+                 preview_every=5, keep_frames_every=0, unique_id=None):
+        cell = Cell(scale, position)
+        comfy.load_to_device(generator.model, objective.scorer.model, lpips)
+        monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every)
+        r = optimize_composition(generator, foreground, background, objective, lpips, [cell], steps, on_step=monitor,
+                                 **_options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed,
+                                            score_draws, blend_iterations))
+        return {"ui": monitor.ui(), "result": (
+            to_image_batch(r.blended), to_image_batch(r.fused), to_image_batch(r.foreground),
+            to_image_batch(r.background), _mask(r.masks), float(r.augclip[0]), float(r.lpips[0]),
+            r.foreground_latent, r.background_latent, monitor.frames())}
+
+
+class CompositionGridSearch:
+    DESCRIPTION = ("FuseDream-Composition (Alg. 2): runs the composition optimizer for every scale × position "
+                   "(paper: 0.65, 0.5 × 9 positions = 18 runs) and returns the one whose fused image has the highest "
+                   "AugCLIP, its Poisson blend, and every candidate as a batch. Several cells can run as one batch "
+                   "('cells_per_batch') when memory allows.")
+    CATEGORY = CATEGORY
+    FUNCTION = "search"
+    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "IMAGE", "MASK", "FLOAT", "STRING", "FLOAT", "FLOAT", "IMAGE",
+                    "IMAGE", "STRING", "IMAGE")
+    RETURN_NAMES = ("blended", "fused", "foreground", "background", "mask", "scale", "position", "augclip",
+                    "lpips", "candidates", "candidates_blended", "candidate_scores", "frames")
+    OUTPUT_TOOLTIPS = ("The best cell's Poisson blend: the final image.", "The best cell's fused image.",
+                       "Its foreground.", "Its background.", "Where its foreground lands.", "The chosen scale α.",
+                       "The chosen position t.", "Its AugCLIP.", "Its LPIPS.",
+                       "Every cell's fused image, in grid order (scales, then positions).",
+                       "Every cell's Poisson blend, same order.", "One line per cell: scale, position, AugCLIP, LPIPS.",
+                       "Frames kept every 'keep_frames_every' steps plus the last.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            **_optimizer_inputs(),
+            "scales": ("STRING", {"default": "0.65, 0.5", "tooltip": "Comma-separated scales α in (0, 1)."}),
+            "positions": ("STRING", {"default": "all", "tooltip": "'all' or comma-separated positions among "
+                                                                  f"{', '.join(POSITIONS)}."}),
+            "cells_per_batch": ("INT", {"default": 1, "min": 1, "max": 64, "advanced": True,
+                                        "tooltip": "Cells optimised together as one batch (faster on a large "
+                                                   "GPU, more memory)."}),
+            **_optimizer_widgets(),
+            **MONITOR_INPUTS,
+        }, **HIDDEN}
+
+    def search(self, generator, objective, lpips, foreground, background, scales, positions, cells_per_batch, steps,
+               lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
+               preview_every=5, keep_frames_every=0, unique_id=None):
+        cells = parse_grid(scales, positions)
+        comfy.load_to_device(generator.model, objective.scorer.model, lpips)
+        batches = (len(cells) + cells_per_batch - 1) // cells_per_batch
+        monitor = NodeMonitor(unique_id, steps * batches, preview_every, keep_frames_every)
+        r = composition_grid_search(generator, foreground, background, objective, lpips, cells, cells_per_batch,
+                                    steps, on_step=monitor,
+                                    **_options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed,
+                                               score_draws, blend_iterations))
+        b = r.best
+        lines = "\n".join(f"{'*' if i == b else ' '} {c.scale:g} {c.position}: augclip {s:.4f}, lpips {l:.4f}"
+                          for i, (c, s, l) in enumerate(zip(r.cells, r.augclip.tolist(), r.lpips.tolist())))
+        ui = monitor.ui()
+        ui["text"] = [lines]
+        one = slice(b, b + 1)
+        return {"ui": ui, "result": (
+            to_image_batch(r.blended[one]), to_image_batch(r.fused[one]), to_image_batch(r.foreground[one]),
+            to_image_batch(r.background[one]), _mask(r.masks[one]), float(r.cells[b].scale), r.cells[b].position,
+            float(r.augclip[b]), float(r.lpips[b]), to_image_batch(r.fused), to_image_batch(r.blended), lines,
+            monitor.frames())}
+
+
+class PoissonBlend:
+    DESCRIPTION = ("Seamless cloning (Poisson blending): inside the mask, keeps the foreground's gradients and "
+                   "takes the colours at the mask border from the background, so the seam disappears. Works on "
+                   "any aligned IMAGE pair + MASK of the same size, in batches, on the GPU.")
+    CATEGORY = CATEGORY
+    FUNCTION = "blend"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "foreground": ("IMAGE", {"tooltip": "The source, aligned with the background (same size); its pixels "
+                                                "just outside the mask set the gradients at the seam."}),
+            "background": ("IMAGE", {"tooltip": "The destination image."}),
+            "mask": ("MASK", {"tooltip": "Where to clone the foreground (values above 0.5); must leave some "
+                                         "background."}),
+            "max_iterations": ("INT", {"default": 5000, "min": 1, "max": 100_000, "advanced": True,
+                                       "tooltip": "Most conjugate-gradient iterations."}),
+            "tolerance": ("FLOAT", {"default": 1e-5, "min": 1e-9, "max": 0.1, "step": 1e-6, "round": False,
+                                    "advanced": True, "tooltip": "Stop when the residual is this small relative "
+                                                                 "to the right-hand side."}),
+        }}
+
+    def blend(self, foreground, background, mask, max_iterations, tolerance):
+        device = comfy.torch_device()
+        with no_grad_normal_tensors():
+            fg = from_image_batch(foreground.clone(), "foreground").to(device)
+            bg = from_image_batch(background.clone(), "background").to(device)
+            out = poisson_blend(fg, bg, mask.clone().to(device), max_iterations, tolerance)
+        return (to_image_batch(out),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "FuseDreamFuseCrop": FuseCrop,
+    "FuseDreamLPIPSLoader": LPIPSLoader,
+    "FuseDreamLPIPSDistance": LPIPSDistance,
+    "FuseDreamCompositionOptimizer": CompositionOptimizer,
+    "FuseDreamCompositionGridSearch": CompositionGridSearch,
+    "FuseDreamPoissonBlend": PoissonBlend,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "FuseDreamFuseCrop": "Fuse / Crop (FuseDream)",
+    "FuseDreamLPIPSLoader": "LPIPS Loader (FuseDream)",
+    "FuseDreamLPIPSDistance": "LPIPS Distance (FuseDream)",
+    "FuseDreamCompositionOptimizer": "Composition Optimizer (FuseDream)",
+    "FuseDreamCompositionGridSearch": "Composition Grid Search (FuseDream)",
+    "FuseDreamPoissonBlend": "Poisson Blend (FuseDream)",
+}
