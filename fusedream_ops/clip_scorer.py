@@ -184,7 +184,8 @@ def load_clip(arch: str, checkpoint: str) -> ClipScorer:
     mean = preprocess.get("mean") or getattr(model.visual, "image_mean", None) or OPENAI_MEAN
     std = preprocess.get("std") or getattr(model.visual, "image_std", None) or OPENAI_STD
     log.info("FuseDream: loaded %s as open_clip architecture '%s'.", checkpoint, name)
-    return ClipScorer(model, _tokenizer(name, model_cfg), name, mean, std)
+    with no_grad_normal_tensors():  # mean/std must not be inference tensors: they meet autograd in prepare()
+        return ClipScorer(model, _tokenizer(name, model_cfg), name, mean, std)
 
 
 def save_clip(model, path: str, model_cfg: dict | None = None) -> str:
