@@ -33,7 +33,6 @@ ENCODERS = "KANDINSKY22_ENCODERS"
 DECODER = "KANDINSKY22_DECODER"
 TEXT = "KANDINSKY22_TEXT_EMBEDS"
 EMBEDS = "KANDINSKY22_IMAGE_EMBEDS"
-EMBEDS_OR_CLIP_VISION = "KANDINSKY22_IMAGE_EMBEDS,CLIP_VISION_OUTPUT"
 STATS = "OVI_REFERENCE_STATS"
 PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -286,8 +285,8 @@ class ImageEncode:
 
 
 class EmbedsMix:
-    DESCRIPTION = ("Weighted sum Σ wᵢ·eᵢ of image embeddings (text priors, image prompts or CLIP_VISION_OUTPUT of a "
-                   "matching ViT-bigG/14 vision model), as diffusers' prior 'interpolate' does. Weights are used as "
+    DESCRIPTION = ("Weighted sum Σ wᵢ·eᵢ of image embeddings (from priors, Image Encode or From CLIP Vision), as "
+                   "diffusers' prior 'interpolate' does. Weights are used as "
                    "given; make them sum to 1 to keep the embedding's scale.")
     CATEGORY = CATEGORY
     FUNCTION = "mix"
@@ -301,14 +300,14 @@ class EmbedsMix:
                               "tooltip": "Weight of the embedding above."})
 
         return {"required": {
-            "embeds_1": (EMBEDS_OR_CLIP_VISION, {"tooltip": "First embedding."}),
+            "embeds_1": (EMBEDS, {"tooltip": "First embedding."}),
             "weight_1": weight(0.5),
-            "embeds_2": (EMBEDS_OR_CLIP_VISION, {"tooltip": "Second embedding."}),
+            "embeds_2": (EMBEDS, {"tooltip": "Second embedding."}),
             "weight_2": weight(0.5),
         }, "optional": {
-            "embeds_3": (EMBEDS_OR_CLIP_VISION, {"tooltip": "Optional third embedding."}),
+            "embeds_3": (EMBEDS, {"tooltip": "Optional third embedding."}),
             "weight_3": weight(0.0),
-            "embeds_4": (EMBEDS_OR_CLIP_VISION, {"tooltip": "Optional fourth embedding."}),
+            "embeds_4": (EMBEDS, {"tooltip": "Optional fourth embedding."}),
             "weight_4": weight(0.0),
         }}
 
@@ -323,11 +322,29 @@ class EmbedsMix:
         return (_out(sum(w * p for p, w in parts).expand(batch, -1)),)
 
 
+class FromClipVision:
+    DESCRIPTION = ("Core's CLIP_VISION_OUTPUT (CLIP Vision Encode) as a Kandinsky 2.2 image embedding, for image "
+                   "variations with stock nodes. The vision model must be ViT-bigG/14 with the 1280-d projection "
+                   "(e.g. clip_vision_g.safetensors); the decoder refuses other widths.")
+    CATEGORY = CATEGORY
+    FUNCTION = "convert"
+    RETURN_TYPES = (EMBEDS,)
+    RETURN_NAMES = ("image_embeds",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip_vision_output": ("CLIP_VISION_OUTPUT", {
+            "tooltip": "The output of CLIP Vision Encode (its projected image_embeds are used)."})}}
+
+    def convert(self, clip_vision_output):
+        return (_out(as_image_embeds(clip_vision_output, "clip_vision_output")),)
+
+
 class Decoder:
     DESCRIPTION = ("Kandinsky 2.2 decoder: denoises MoVQ latents conditioned on the image embedding with "
                    "classifier-free guidance against the negative embedding (as diffusers' KandinskyV22Pipeline), "
-                   "then decodes with MoVQ. Accepts the pack's embeddings or core's CLIP_VISION_OUTPUT (from CLIP "
-                   "Vision Encode with a ViT-bigG/14 vision model) for image variations. Width and height must be "
+                   "then decodes with MoVQ. For image variations with stock nodes, convert core's CLIP_VISION_OUTPUT "
+                   "with 'Kandinsky 2.2 Embeds from CLIP Vision'. Width and height must be "
                    "multiples of 64 (refused otherwise, not rounded). Progress each step; a preview of the predicted "
                    "image every 'preview_every' steps (each costs a MoVQ decode).")
     CATEGORY = CATEGORY
@@ -340,10 +357,10 @@ class Decoder:
     def INPUT_TYPES(cls):
         return {"required": {
             "decoder": (DECODER, {"tooltip": "The Kandinsky 2.2 decoder."}),
-            "image_embeds": (EMBEDS_OR_CLIP_VISION, {"tooltip": "What to draw: an image embedding from a prior, "
-                                                                "Image Encode, a mix or CLIP Vision Encode."}),
-            "negative_embeds": (EMBEDS_OR_CLIP_VISION, {"tooltip": "The unconditional embedding (Negative Embeds "
-                                                                   "'zero image' is the usual choice)."}),
+            "image_embeds": (EMBEDS, {"tooltip": "What to draw: an image embedding from a prior, "
+                                                 "Image Encode, a mix or From CLIP Vision."}),
+            "negative_embeds": (EMBEDS, {"tooltip": "The unconditional embedding (Negative Embeds "
+                                                    "'zero image' is the usual choice)."}),
             "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
                               "tooltip": "Denoising steps (ECLIPSE 50, diffusers default 100)."}),
             "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
@@ -452,6 +469,7 @@ NODE_CLASS_MAPPINGS = {
     "FuseDreamKandinsky22NegativeEmbeds": NegativeEmbeds,
     "FuseDreamKandinsky22ImageEncode": ImageEncode,
     "FuseDreamKandinsky22EmbedsMix": EmbedsMix,
+    "FuseDreamKandinsky22FromCLIPVision": FromClipVision,
     "FuseDreamKandinsky22Decoder": Decoder,
     "FuseDreamOVIReferenceStatsBuild": ReferenceStatsBuild,
     "FuseDreamOVIReferenceStatsLoad": ReferenceStatsLoad,
@@ -466,6 +484,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "FuseDreamKandinsky22NegativeEmbeds": "Kandinsky 2.2 Negative Embeds (FuseDream)",
     "FuseDreamKandinsky22ImageEncode": "Kandinsky 2.2 Image Encode (FuseDream)",
     "FuseDreamKandinsky22EmbedsMix": "Kandinsky 2.2 Embeds Mix (FuseDream)",
+    "FuseDreamKandinsky22FromCLIPVision": "Kandinsky 2.2 Embeds from CLIP Vision (FuseDream)",
     "FuseDreamKandinsky22Decoder": "Kandinsky 2.2 Decoder (FuseDream)",
     "FuseDreamOVIReferenceStatsBuild": "OVI Build Reference Statistics (FuseDream)",
     "FuseDreamOVIReferenceStatsLoad": "OVI Load Reference Statistics (FuseDream)",

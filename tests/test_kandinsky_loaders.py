@@ -68,7 +68,7 @@ def test_loading_inside_inference_mode_gives_weights_usable_for_backward():
 
 def test_decoder_loads_unet_movq_and_scheduler():
     dec = km.decoder()
-    assert dec.embed_dim == fixtures.EMBED_DIM and dec.movq_scale == 2
+    assert dec.embed_dim == fixtures.EMBED_DIM and dec.movq_scale == 8
     assert type(dec.make_scheduler()).__name__ == "DDPMScheduler"
 
 
