@@ -155,3 +155,24 @@ def test_batches_resume_mid_stream_and_shard_across_processes():
     assert len(set(ranks[0]) | set(ranks[1])) == 4
     with pytest.raises(FuseDreamError, match="fewer than one batch"):
         ft.ResumableBatches(3, 2, seed=1, world=2)
+
+
+def test_torchrun_with_two_processes_trains_with_ddp(data, tmp_path):
+    """Two CPU processes (gloo) under torchrun: DistributedDataParallel on the image encoder, rank 0 writes."""
+    import subprocess
+    import sys
+
+    root, _, checkpoint = data
+    pack = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pack}
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "fusedream_ops.clipag_finetune", "--data", str(root / "pairs"), "--checkpoint", checkpoint,
+         "--out", str(tmp_path), "--steps", "1", "--batch-size", "2", "--accumulation", "2", "--val-fraction", "0",
+         "--workers", "0", "--no-progress"], cwd=pack, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "12 training pairs, 0 held out; architecture CLIPAG_tiny; 2 process(es) on cpu" in run.stdout
+    trained = load_clip("auto", str(tmp_path / "clipag-step000001.safetensors")).model.state_dict()
+    start = load_clip("auto", checkpoint).model.state_dict()
+    assert not torch.equal(trained["visual.proj"], start["visual.proj"])
+    assert torch.equal(trained["text_projection"], start["text_projection"])
