@@ -1,0 +1,130 @@
+"""Rebuild the toy-world fixtures from scratch, deterministically:
+
+    python -m fusedream_ops.toyworld.build tests/fixtures/toyworld          # the committed fixtures
+    python -m fusedream_ops.toyworld.build /tmp/toy --smoke                 # a few steps of each (CI)
+
+Writes a ComfyUI-style models tree: ``open_clip/toyworld_clip.safetensors`` (+ ``.json`` open_clip config),
+``biggan/toyworld_biggan/`` (config.json, model.safetensors, classes.txt), ``toyworld/judge.safetensors`` and
+``toyworld/build_report.json`` (the sanity numbers and how long each part took). Training runs on one CPU thread
+with fixed seeds, so the same command writes the same bytes. Weights are stored in float16.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+
+from ..biggan import load_biggan, save_biggan
+from ..checkpoints import atomic_write, atomic_write_text, read_state_dict
+from ..clip_scorer import load_clip, save_clip
+from . import world
+from .judge import Judge, scene_accuracy, train_judge, world_accuracy
+from .train_clip import CLIP_CONFIG, retrieval_accuracy, train_clip
+from .train_generator import Z_DIM, target_images, train_generator, z_to_params
+
+CLIP_PATH = os.path.join("open_clip", "toyworld_clip.safetensors")
+BIGGAN_PATH = os.path.join("biggan", "toyworld_biggan")
+JUDGE_PATH = os.path.join("toyworld", "judge.safetensors")
+REPORT_PATH = os.path.join("toyworld", "build_report.json")
+FULL_STEPS = {"clip": 2000, "generator": 2500, "judge": 1500}
+SMOKE_STEPS = {"clip": 3, "generator": 3, "judge": 3}
+
+
+def save_judge(judge: Judge, path: str) -> str:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().half().contiguous() for k, v in judge.state_dict().items()}
+    atomic_write(path, lambda p: save_file(state, p))
+    return path
+
+
+def load_judge(path: str) -> Judge:
+    from ..checkpoints import check_state_dict
+
+    judge = Judge()
+    state = read_state_dict(path)
+    check_state_dict(judge, state, f"toy-world judge '{path}'")
+    judge.load_state_dict(state, strict=True)
+    return judge.eval().requires_grad_(False)
+
+
+def generator_accuracy(generator, judge: Judge, count: int = 2000, seed: int = 4242,
+                       margin: float = 1.0) -> tuple[float, float]:
+    """How often the judge reads generator samples as the renderer drew them (centres ≥ ``margin`` px
+    from a cell border only: nearer, the cell is ambiguous by construction)."""
+    g = torch.Generator().manual_seed(seed)
+    klass = torch.randint(world.NUM_CLASSES, (count,), generator=g)
+    z = torch.randn(count, Z_DIM, generator=g).clamp(-2, 2)
+    u = z_to_params(z)
+    cx, cy = 3.0 + 26.0 * u[:, 0], 3.0 + 26.0 * u[:, 1]
+    edge = world.IMAGE_SIZE / 3
+    dist = torch.minimum((cx / edge - (cx / edge).round()).abs(), (cy / edge - (cy / edge).round()).abs()) * edge
+    keep = dist >= margin
+    labels = torch.zeros(count, world.NUM_CELLS, dtype=torch.long)
+    labels[torch.arange(count), world.cell_of(cx, cy)] = klass + 1
+    with torch.no_grad():
+        images = generator(z, generator.class_embedding(klass))
+        fidelity = (images - target_images(klass, z)).abs().mean().item()
+    return scene_accuracy(judge, images[keep], labels[keep]), fidelity
+
+
+def build(out_dir: str, smoke: bool = False, log=print) -> dict:
+    """Train the tiny CLIP, generator and judge, write them under ``out_dir`` and return the build report."""
+    steps = SMOKE_STEPS if smoke else FULL_STEPS
+    count = 64 if smoke else 2000
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    report = {"smoke": smoke, "steps": steps, "seconds": {}}
+    try:
+        start = time.time()
+        clip = train_clip(steps=steps["clip"], log=log)
+        report["seconds"]["clip"] = round(time.time() - start, 1)
+        clip_path = os.path.join(out_dir, CLIP_PATH)
+        save_clip(clip.half(), clip_path, CLIP_CONFIG)
+
+        start = time.time()
+        generator = train_generator(steps=steps["generator"], log=log)
+        report["seconds"]["generator"] = round(time.time() - start, 1)
+        save_biggan(generator.half(), os.path.join(out_dir, BIGGAN_PATH), list(world.CLASS_NAMES))
+
+        start = time.time()
+        judge = train_judge(steps=steps["judge"], log=log)
+        report["seconds"]["judge"] = round(time.time() - start, 1)
+        judge_path = save_judge(judge, os.path.join(out_dir, JUDGE_PATH))
+
+        # Sanity numbers, measured on what was written (float16 round trip included).
+        start = time.time()
+        scorer = load_clip("auto", clip_path)
+        loaded_generator = load_biggan(os.path.join(out_dir, BIGGAN_PATH))
+        loaded_judge = load_judge(judge_path)
+        report["clip_retrieval_top1"] = round(retrieval_accuracy(scorer.model, count), 4)
+        report["clip_retrieval_top1_single_object"] = round(
+            retrieval_accuracy(scorer.model, count, two_object_fraction=0.0), 4)
+        report["judge_accuracy_world"] = round(world_accuracy(loaded_judge, 2 * count), 4)
+        accuracy, fidelity = generator_accuracy(loaded_generator, loaded_judge, count)
+        report["judge_accuracy_generator_samples"] = round(accuracy, 4)
+        report["generator_mean_abs_error_vs_renderer"] = round(fidelity, 4)
+        report["seconds"]["evaluation"] = round(time.time() - start, 1)
+        report["seconds"]["total"] = round(sum(report["seconds"].values()), 1)
+        atomic_write_text(os.path.join(out_dir, REPORT_PATH), json.dumps(report, indent=2) + "\n")
+    finally:
+        torch.set_num_threads(threads)
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fusedream_ops.toyworld.build", description=__doc__.split("\n")[0])
+    parser.add_argument("out_dir", help="folder to write the models tree into (e.g. tests/fixtures/toyworld)")
+    parser.add_argument("--smoke", action="store_true", help="a few training steps of each model (for CI)")
+    args = parser.parse_args(argv)
+    report = build(args.out_dir, smoke=args.smoke, log=lambda s: print(s, flush=True))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
