@@ -6,8 +6,9 @@ conditioned only through ``added_cond_kwargs={"image_embeds": ...}`` (no text), 
 positive branch kept for schedulers that use them and dropped otherwise, and ``movq.decode(latents,
 force_not_quantize=True)`` mapped from [-1,1] to [0,1]. Differences: sizes must be multiples of 64 (diffusers
 silently rounds up), one ``torch.Generator`` on the CPU draws all noise so a seed gives the same image on every device,
-and each step is reported (with a preview of the predicted clean image every ``preview_every`` steps) so a caller can
-show progress and cancel between steps.
+and each step is reported so a caller can show progress and cancel between steps: the timestep, ``x0_change`` (mean
+absolute change of the predicted clean latents since the previous step, which falls as the image settles) and, every
+``preview_every`` steps, a preview of the predicted clean image.
 """
 from __future__ import annotations
 
@@ -74,6 +75,7 @@ def decode_image_embeds(decoder: KandinskyDecoder, image_embeds: torch.Tensor, n
         learned_variance = getattr(scheduler.config, "variance_type", None) in ("learned", "learned_range")
 
         timesteps = scheduler.timesteps
+        previous_x0 = None
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents, latents]) if cfg else latents
             pred = unet(sample=model_input, timestep=t, encoder_hidden_states=None,
@@ -86,11 +88,16 @@ def decode_image_embeds(decoder: KandinskyDecoder, image_embeds: torch.Tensor, n
                 pred = pred[:, :channels]
             out = scheduler.step(pred, t, latents, generator=generator)
             latents = out.prev_sample
+            x0 = getattr(out, "pred_original_sample", None)
+            values = {"timestep": float(t)}
+            if x0 is not None and previous_x0 is not None:
+                values["x0_change"] = float((x0 - previous_x0).float().abs().mean())
+            previous_x0 = x0
             last = i == len(timesteps) - 1
             preview = None
             if last:
                 preview = movq_to_image(decoder, latents)
-            elif preview_every > 0 and (i + 1) % preview_every == 0 and getattr(out, "pred_original_sample", None) is not None:
-                preview = movq_to_image(decoder, out.pred_original_sample)
-            report(on_step, i + 1, len(timesteps), image=preview)
+            elif preview_every > 0 and (i + 1) % preview_every == 0 and x0 is not None:
+                preview = movq_to_image(decoder, x0)
+            report(on_step, i + 1, len(timesteps), values, image=preview)
         return preview.cpu()

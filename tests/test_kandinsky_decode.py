@@ -56,6 +56,9 @@ def test_every_step_is_reported_with_previews_on_schedule_and_the_final_image_la
     assert [s.step for s in steps] == [1, 2, 3] and all(s.total == 3 for s in steps)
     assert [s.image is not None for s in steps] == [False, True, True]
     assert torch.equal(steps[-1].image, images)
+    timesteps = [s.values["timestep"] for s in steps]
+    assert timesteps == sorted(timesteps, reverse=True)
+    assert "x0_change" not in steps[0].values and all(s.values["x0_change"] > 0 for s in steps[1:])
 
 
 def test_a_raising_callback_cancels_between_steps(embeds):
