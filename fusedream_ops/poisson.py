@@ -7,7 +7,10 @@ background as Dirichlet boundary (Pérez eq. 7): for every p ∈ Ω, over its 4-
 
 and f = bg outside Ω. At the image border there is no neighbour (a Neumann condition), so a mask touching the border
 is fine. The system is symmetric positive definite whenever Ω leaves at least one background pixel; it is solved by
-conjugate gradients, one independent system per image and channel, warm-started at the plain paste.
+preconditioned conjugate gradients, one independent system per image and channel, warm-started at the plain paste.
+The preconditioner is the exact inverse of the same operator on the mask's bounding box, which is separable
+(A_box = T_y ⊕ T_x, 1-D second differences with Dirichlet sides inside the image and Neumann sides at its border) and
+applied with two eigenbases: for a rectangular mask — FuseDream's paste box — CG converges in one iteration.
 """
 from __future__ import annotations
 
@@ -84,21 +87,69 @@ def poisson_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torc
     def apply(x):
         return inside * (count * x - neighbour_sum(inside * x))
 
+    precondition = BoxPreconditioner(inside)
+
+    def dot(a, b):
+        return (a * b).sum(dim=(2, 3), keepdim=True)
+
     b = inside * (neighbour_sum(outside * bg) + guidance_laplacian(g))
     x = inside * g
     r = b - apply(x)
-    p = r.clone()
-    rr = (r * r).sum(dim=(2, 3), keepdim=True)
-    stop = (tolerance ** 2) * (b * b).sum(dim=(2, 3), keepdim=True).clamp_min(1e-30)
+    z = precondition(r)
+    p = z
+    rz = dot(r, z)
+    stop = (tolerance ** 2) * dot(b, b).clamp_min(1e-30)
     for i in range(max_iterations):
-        if i % CHECK_EVERY == 0 and bool((rr <= stop).all()):
+        if i % CHECK_EVERY == 0 and bool((dot(r, r) <= stop).all()):
             break
         ap = apply(p)
-        pap = (p * ap).sum(dim=(2, 3), keepdim=True)
-        alpha = torch.where(pap > 0, rr / pap.clamp_min(1e-30), torch.zeros_like(rr))
+        pap = dot(p, ap)
+        alpha = torch.where(pap > 0, rz / pap.clamp_min(1e-30), torch.zeros_like(rz))
         x = x + alpha * p
         r = r - alpha * ap
-        rr_new = (r * r).sum(dim=(2, 3), keepdim=True)
-        p = r + torch.where(rr > 0, rr_new / rr.clamp_min(1e-30), torch.zeros_like(rr)) * p
-        rr = rr_new
+        z = precondition(r)
+        rz_new = dot(r, z)
+        p = z + torch.where(rz > 0, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz)) * p
+        rz = rz_new
     return (inside * x + outside * bg).to(background.dtype)
+
+
+def second_difference(start: int, stop: int, size: int) -> torch.Tensor:
+    """1-D operator of the pixels ``start:stop`` of an axis of length ``size``: 2 on the diagonal (1 at an end that
+    is the image border: no neighbour there), −1 between neighbours."""
+    n = stop - start
+    t = torch.diag(torch.full((n,), 2.0, dtype=torch.float64))
+    if n > 1:
+        ones = torch.ones(n - 1, dtype=torch.float64)
+        t -= torch.diag(ones, 1) + torch.diag(ones, -1)
+    if start == 0:
+        t[0, 0] -= 1
+    if stop == size:
+        t[-1, -1] -= 1
+    return t
+
+
+class BoxPreconditioner:
+    """z = P_Ω A_box⁻¹ P_Ω r per image, A_box = T_y ⊕ T_x on the bounding box of the image's mask (SPD)."""
+
+    def __init__(self, inside: torch.Tensor):
+        self.inside = inside
+        height, width = inside.shape[-2:]
+        self.boxes = []
+        for m in inside[:, 0]:
+            rows, cols = m.any(dim=1).nonzero().flatten(), m.any(dim=0).nonzero().flatten()
+            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+            ly, qy = torch.linalg.eigh(second_difference(r0, r1, height))
+            lx, qx = torch.linalg.eigh(second_difference(c0, c1, width))
+            denominator = ly[:, None] + lx[None, :]
+            denominator[denominator < 1e-9] = 1.0  # the constant mode when the box spans the whole image
+            to = dict(device=inside.device, dtype=inside.dtype)
+            self.boxes.append(((slice(r0, r1), slice(c0, c1)), qy.to(**to), qx.to(**to), denominator.to(**to)))
+
+    def __call__(self, r: torch.Tensor) -> torch.Tensor:
+        r = self.inside * r
+        z = torch.zeros_like(r)
+        for i, ((rows, cols), qy, qx, denominator) in enumerate(self.boxes):
+            spectral = qy.t() @ r[i, :, rows, cols] @ qx / denominator
+            z[i, :, rows, cols] = qy @ spectral @ qx.t()
+        return self.inside * z

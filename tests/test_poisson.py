@@ -104,3 +104,14 @@ def test_size_mismatches_are_errors():
         poisson_blend(fg, torch.rand(1, 3, 9, 8), torch.ones(1, 8, 8))
     with pytest.raises(FuseDreamError, match="mask size"):
         poisson_blend(fg, bg, torch.ones(1, 9, 8))
+
+
+@pytest.mark.parametrize("position", ["center", "top-left", "bottom-center"])
+def test_a_rectangular_mask_is_solved_exactly_in_one_iteration_by_the_box_preconditioner(position):
+    fg, bg = _images(2, 40, 36, seed=5)
+    mask = paste_mask(40, 36, 0.65, position)[:, 0]
+    layer = foreground_layer(fg, 40, 36, 0.65, position)
+    once = poisson_blend(layer, bg, mask, max_iterations=1, tolerance=1e-12)
+    converged = poisson_blend(layer, bg, mask, max_iterations=2000, tolerance=1e-7)
+    assert torch.allclose(once, converged, atol=1e-4)
+    assert not torch.allclose(once, torch.where(mask[:, None] > 0.5, layer, bg), atol=1e-2)
