@@ -31,6 +31,9 @@ patches enters exactly like this). ``bare``: the tokens alone, no class token, n
 pooled."""
 MAX_TOKENS = 8
 WEIGHT_DECAY = 0.01
+HALF_LOSS_SCALE = 1024.0
+"""Backward runs on ``loss * HALF_LOSS_SCALE`` through an fp16/bf16 tower so small gradients do not underflow on the
+way down 48 layers; Adam's update is invariant to a constant gradient scale, so nothing needs unscaling."""
 
 
 def embed_pseudo_tokens(image_encoder, tokens: torch.Tensor, entry: str = "patches") -> torch.Tensor:
@@ -102,6 +105,7 @@ def optimize_ovi(image_encoder, text_embed: torch.Tensor, num_tokens: int = 1, s
         scale = token_scale(image_encoder)
         unit_tokens = torch.randn(1, num_tokens, hidden, generator=gen).to(device).requires_grad_(True)
         opt = torch.optim.AdamW([unit_tokens], lr=lr, weight_decay=WEIGHT_DECAY)
+        loss_scale = HALF_LOSS_SCALE if param.dtype in (torch.float16, torch.bfloat16) else 1.0
         history: dict[str, list[float]] = {"cosine": []}
         best_loss, best_embed, best_step, best_cos = float("inf"), None, 0, 0.0
         for step in range(1, steps + 1):
@@ -125,7 +129,7 @@ def optimize_ovi(image_encoder, text_embed: torch.Tensor, num_tokens: int = 1, s
             if values["loss"] < best_loss:
                 best_loss, best_embed, best_step, best_cos = values["loss"], e.detach().clone(), step, values["cosine"]
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * loss_scale).backward()
             opt.step()
             report(on_step, step, steps, values)
     return OviResult(best_embed.float().cpu(), best_step, best_cos, history["cosine"][0], history)

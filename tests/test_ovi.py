@@ -108,6 +108,15 @@ def test_each_step_reports_the_cosine_without_an_image_and_a_raising_callback_ca
     assert all("cosine" in s.values and s.image is None for s in seen)
 
 
+def test_a_half_precision_tower_optimizes_too(target):
+    from fusedream_pack.fusedream_ops.kandinsky import load_encoders
+
+    half = load_encoders(km.prior_folder(), dtype=torch.float16).image_encoder
+    result = ovi.optimize_ovi(half, target, 2, 20, 0.1, seed=0)
+    assert result.image_embeds.dtype == torch.float32
+    assert result.best_cosine > result.start_cosine + 0.1
+
+
 def test_runs_when_called_inside_inference_mode_like_a_comfyui_node(target):
     with torch.inference_mode():
         result = ovi.optimize_ovi(km.encoders().image_encoder, target.clone(), 1, 3, 0.1, 0)
