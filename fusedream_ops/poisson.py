@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .errors import require
 
 CHECK_EVERY = 10
-"""Convergence is checked (one device sync) every this many CG iterations."""
+"""Convergence is checked (one device sync) at each of the first and then every this many CG iterations."""
 
 
 def neighbour_sum(x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +100,7 @@ def poisson_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torc
     rz = dot(r, z)
     stop = (tolerance ** 2) * dot(b, b).clamp_min(1e-30)
     for i in range(max_iterations):
-        if i % CHECK_EVERY == 0 and bool((dot(r, r) <= stop).all()):
+        if (i < CHECK_EVERY or i % CHECK_EVERY == 0) and bool((dot(r, r) <= stop).all()):
             break
         ap = apply(p)
         pap = dot(p, ap)
