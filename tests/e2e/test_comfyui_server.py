@@ -147,3 +147,32 @@ def test_example_workflow_runs_and_its_optimizers_report(server, object_info, pa
         if node["class_type"] in monitored_classes(object_info) and nid not in cached:
             assert nid in nodes_with_events, f"{node['class_type']} (node {nid}) sent no {EVENT} event"
             assert result.outputs.get(nid, {}).get(UI_KEY), f"{node['class_type']} (node {nid}) has no ui series"
+
+
+def test_chart_draws_live_and_comes_back_in_headless_chromium(server, tmp_path):
+    """The chart in ComfyUI's real frontend (see browser_check.py for each step; screenshots in tmp_path)."""
+    from browser_check import Browser, check, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("no chromium on PATH (apt-get install chromium) or in $CHROMIUM")
+    browser = Browser(chromium)
+    try:
+        report = check(server, browser, str(tmp_path))
+    finally:
+        browser.close()
+    assert report["extension_registered"]
+    assert report["saved_widget_values"] == [60, 64, 7, "fixed", 0.05, 5, 10]  # the chart saves no value
+    assert "fusedream_chart" not in report["api_prompt_inputs"]
+    assert report["before_run"]["points"] == 0 and report["before_run"]["visible"]
+    assert 10 <= report["mid_run"]["points"] < 60 and report["mid_run"]["series"] == "augclip,lpips"
+    assert report["after_run"]["points"] == 60
+    assert report["collapsed"]["collapsed"] and not report["collapsed"]["visible"]
+    assert report["resized"]["visible"] and report["resized"]["w"] > report["after_run"]["w"]
+    assert report["resized"]["canvasW"] >= report["resized"]["w"]  # the canvas follows the widget's size
+    assert report["rerun_min_points"] < 60  # the re-run started a fresh chart
+    assert report["reloaded_empty"]["points"] == 0
+    assert report["restored_from_history"]["points"] == 60
+    assert report["removed_has_no_chart_left"]
+    ours = [c for c in report["console_errors"] if "fusedream" in c.lower()]
+    assert not ours, ours

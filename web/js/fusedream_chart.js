@@ -17,7 +17,7 @@ import {
 } from "./chart_core.js";
 
 const WIDGET_NAME = "fusedream_chart";
-const MIN_HEIGHT = 130;
+const MIN_HEIGHT = 150;
 const COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#ba68c8", "#fff176"];
 const BG = "#1b1b1b";
 const GRID = "rgba(255,255,255,0.08)";
