@@ -92,7 +92,11 @@ def grid_rows(real: bool, steps: int):
         from pytorch_pretrained_biggan import BigGAN
         from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN256
 
+        torch.manual_seed(0)
         gan = BigGAN(BigGAN256)
+        with torch.no_grad():  # the library leaves the final batch norm's affine parameters uninitialised
+            gan.generator.bn.weight.fill_(1.0)
+            gan.generator.bn.bias.zero_()
         fold_spectral_norm(gan)
         clip = open_clip.create_model("ViT-B-32", pretrained=None)
     else:

@@ -36,6 +36,7 @@ def test_bilevel_direction_is_plain_descent_on_the_secondary_when_it_does_not_co
     v, lam = combined_direction(s, l, "bilevel", beta=1.0)
     assert lam == 0
     assert torch.equal(v[0], l[0])
+    assert torch.dot(v[0], l[0]) > 0  # a small step along -v lowers the secondary loss
 
 
 def test_bilevel_direction_removes_the_conflicting_component_exactly_at_the_barrier():
