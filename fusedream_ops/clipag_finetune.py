@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import logging
 import math
 import os
 import sys
@@ -38,7 +37,6 @@ from .errors import FuseDreamError, require
 from .init_images import IMAGE_EXTENSIONS, square_resize
 from .images import from_pil
 
-log = logging.getLogger("FuseDream")
 
 RESUME_FILE = "resume.pt"
 MAX_LISTED = 5
@@ -103,7 +101,8 @@ def pairs_from_csv(path: str, img_key: str = "filepath", caption_key: str = "tit
     missing = [p for p, _ in pairs if not os.path.isfile(p)]
     require(not missing, f"CSV '{path}': {len(missing)} image(s) do not exist, e.g. {', '.join(missing[:MAX_LISTED])}.")
     empty = [p for p, c in pairs if not c]
-    require(not empty, f"CSV '{path}': {len(empty)} row(s) have an empty caption, e.g. {', '.join(empty[:MAX_LISTED])}.")
+    require(not empty, f"CSV '{path}': {len(empty)} row(s) have an empty caption, e.g. "
+                       f"{', '.join(empty[:MAX_LISTED])}.")
     return pairs
 
 
@@ -179,7 +178,7 @@ def contrastive_loss(image_features: torch.Tensor, text_features: torch.Tensor, 
 
 def pgd_l2(images: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor], eps: float, steps: int,
            step_size: float) -> torch.Tensor:
-    """Projected gradient ascent on ``loss_of(images + δ)`` with ‖δ_i‖₂ ≤ ``eps`` per image and images in [0, 1].
+    """Projected gradient ascent on ``loss_of(images + δ)`` with ‖δ_i‖₂ ≤ ``eps`` and images in [0, 1].
 
     Each step moves δ by ``step_size`` along the L2-normalised gradient, projects onto the ball and clips the
     pixels; it starts at δ = 0 (deterministic). Only δ gets gradients: weights' ``.grad`` are left untouched.
@@ -263,6 +262,17 @@ def checkpoint_path(out_dir: str, step: int) -> str:
     return os.path.join(out_dir, f"clipag-step{step:06d}.safetensors")
 
 
+def prune_checkpoints(out_dir: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` step checkpoints (and their configs); ``keep`` 0 keeps every one."""
+    if keep <= 0:
+        return
+    names = sorted(n for n in os.listdir(out_dir) if n.startswith("clipag-step") and n.endswith(".safetensors"))
+    for name in names[:-keep]:
+        for path in (os.path.join(out_dir, name), os.path.join(out_dir, name[:-len(".safetensors")] + ".json")):
+            if os.path.exists(path):
+                os.remove(path)
+
+
 RESUME_KEYS = ("batch_size", "accumulation", "seed", "eps", "pgd_steps", "pgd_step_size", "val_fraction", "val_max")
 
 
@@ -287,7 +297,8 @@ def load_resume(out_dir: str, visual: torch.nn.Module, optimizer, settings: Fine
         raise FuseDreamError(f"resume state '{path}' could not be read ({type(exc).__name__}: {exc}); delete it to "
                              f"start over.") from None
     saved = state["settings"]
-    changed = [f"{k} {saved.get(k)} → {getattr(settings, k)}" for k in RESUME_KEYS if saved.get(k) != getattr(settings, k)]
+    changed = [f"{k} {saved.get(k)} → {getattr(settings, k)}"
+               for k in RESUME_KEYS if saved.get(k) != getattr(settings, k)]
     if state.get("world", 1) != world:
         changed.append(f"processes {state.get('world', 1)} → {world}")
     require(not changed, f"'{path}' was made with other settings ({'; '.join(changed)}): use the same settings to "
@@ -337,7 +348,8 @@ def freeze_all_but_image_encoder(model: torch.nn.Module) -> list[torch.nn.Parame
 
 def finetune(scorer: ClipScorer, train_pairs: list, val_pairs: list, out_dir: str, model_cfg: dict,
              settings: FinetuneSettings = FinetuneSettings(), runtime: Runtime | None = None,
-             workers: int = 0, progress: bool = True, echo: Callable[[str], None] = print) -> str | None:
+             workers: int = 0, progress: bool = True, echo: Callable[[str], None] = print,
+             keep: int = 0) -> str | None:
     """Adversarially fine-tune ``scorer.model``'s image encoder in place; returns the last checkpoint written."""
     s = settings
     rt = runtime or Runtime(scorer.device)
@@ -375,6 +387,7 @@ def finetune(scorer: ClipScorer, train_pairs: list, val_pairs: list, out_dir: st
         if rt.main:
             save_clip(model, path, model_cfg)
             save_resume(out_dir, step, model.visual, optimizer, s, rt.world)
+            prune_checkpoints(out_dir, keep)
             echo(f"step {step}: wrote {path}")
         rt.barrier()
         return path
@@ -442,6 +455,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pgd-steps", type=int, default=d.pgd_steps, help=f"attack steps ({d.pgd_steps})")
     p.add_argument("--pgd-step-size", type=float, default=None, help="attack step (default 2.5·eps/pgd-steps)")
     p.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint interval ({d.save_every})")
+    p.add_argument("--keep", type=int, default=0, help="keep only the newest N step checkpoints (0 = all)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held-out share ({d.val_fraction})")
     p.add_argument("--val-max", type=int, default=d.val_max, help=f"held-out pairs at most ({d.val_max})")
     p.add_argument("--seed", type=int, default=d.seed, help="data order and split seed (0)")
@@ -470,7 +484,8 @@ def main(argv=None) -> int:
         if runtime.main:
             print(f"{len(train)} training pairs, {len(val)} held out; architecture {scorer.name}; "
                   f"{runtime.world} process(es) on {runtime.device}")
-        last = finetune(scorer, train, val, args.out, cfg, settings, runtime, args.workers, not args.no_progress)
+        last = finetune(scorer, train, val, args.out, cfg, settings, runtime, args.workers, not args.no_progress,
+                        keep=args.keep)
         if runtime.main and last:
             print(f"done: {last} (load it with the CLIP loader, architecture 'auto')")
     except FuseDreamError as exc:

@@ -85,7 +85,7 @@ class GeneratorFreeSynthesis:
             "color": ("STRING", {"default": "#808080",
                                  "tooltip": "Colour for init 'color': '#RRGGBB' or 'r, g, b' (0-255)."}),
             "candidates": ("INT", {"default": 1000, "min": 1, "max": 100_000,
-                                   "tooltip": "Samples drawn from init_gaussian and scored with CLIP (authors: 1000)."}),
+                                   "tooltip": "Samples of init_gaussian scored with CLIP (authors: 1000)."}),
             "views": _advanced("INT", d.views, "DiffAugment copies of the whole image per step (authors: 32).",
                                min=1, max=256),
             "patches": _advanced("INT", d.patches, "Random crops (128/224 of the side) per step, resized to the "

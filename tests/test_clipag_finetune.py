@@ -94,13 +94,24 @@ def test_command_line_writes_checkpoints_the_loader_accepts_and_reports_the_held
     root, _, checkpoint = data
     out = tmp_path / "run"
     code = ft.main(["--data", str(root / "pairs"), "--checkpoint", checkpoint, "--out", str(out), "--steps", "1",
-                    "--batch-size", "4", "--accumulation", "1", "--val-fraction", "0.25", "--workers", "0",
+                    "--batch-size", "4", "--accumulation", "1", "--val-fraction", "0.25", "--workers", "2",
                     "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "9 training pairs, 3 held out" in printed
     assert "step 0: held-out image→text top-1" in printed and "under PGD (ε=1.5, 3 steps) on 3 pairs" in printed
     assert load_clip("auto", str(out / "clipag-step000001.safetensors")).name == "clipag-step000001"
+
+
+def test_only_the_newest_checkpoints_are_kept_when_asked(tmp_path):
+    for step in (1, 2, 3):
+        for ext in (".safetensors", ".json"):
+            (tmp_path / f"clipag-step{step:06d}{ext}").write_text("x")
+    (tmp_path / "resume.pt").write_text("x")
+    ft.prune_checkpoints(str(tmp_path), 0)
+    assert len(os.listdir(tmp_path)) == 7
+    ft.prune_checkpoints(str(tmp_path), 1)
+    assert sorted(os.listdir(tmp_path)) == ["clipag-step000003.json", "clipag-step000003.safetensors", "resume.pt"]
 
 
 def test_pgd_stays_in_the_l2_ball_and_the_unit_cube_and_raises_the_loss():
