@@ -29,6 +29,14 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DECODER_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "UnCLIPScheduler")
 
 
+def _transformers_dtype_kw() -> str:
+    """transformers >= 4.56 takes ``dtype=`` (5.x deprecates ``torch_dtype=``); older releases only ``torch_dtype=``."""
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     """fp16 on CUDA (the released weights are fp16 and 8 GB in fp32), fp32 elsewhere (CPU has no fast fp16)."""
     return torch.float16 if torch.device(device).type == "cuda" else torch.float32
@@ -178,8 +186,9 @@ def load_encoders(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyE
     image_path = _component(folder, "image_encoder", "CLIPVisionModelWithProjection", ("config.json",))
     text_path = _component(folder, "text_encoder", "CLIPTextModelWithProjection", ("config.json",))
     tok_path = _component(folder, "tokenizer", "CLIP tokenizer", ("vocab.json", "merges.txt"))
-    image_encoder = _load_pretrained(CLIPVisionModelWithProjection, image_path, dtype, "dtype")
-    text_encoder = _load_pretrained(CLIPTextModelWithProjection, text_path, dtype, "dtype")
+    dtype_kw = _transformers_dtype_kw()
+    image_encoder = _load_pretrained(CLIPVisionModelWithProjection, image_path, dtype, dtype_kw)
+    text_encoder = _load_pretrained(CLIPTextModelWithProjection, text_path, dtype, dtype_kw)
     tokenizer = CLIPTokenizer.from_pretrained(tok_path, model_max_length=77, local_files_only=True)
     require(len(tokenizer) > 1000, f"'{tok_path}' holds an empty or broken vocabulary ({len(tokenizer)} tokens).")
     require(image_encoder.config.projection_dim == text_encoder.config.projection_dim,
