@@ -136,15 +136,19 @@ class BoxPreconditioner:
         self.inside = inside
         height, width = inside.shape[-2:]
         self.boxes = []
+        solved = {}
         for m in inside[:, 0]:
             rows, cols = m.any(dim=1).nonzero().flatten(), m.any(dim=0).nonzero().flatten()
-            r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-            ly, qy = torch.linalg.eigh(second_difference(r0, r1, height))
-            lx, qx = torch.linalg.eigh(second_difference(c0, c1, width))
-            denominator = ly[:, None] + lx[None, :]
-            denominator[denominator < 1e-9] = 1.0  # the constant mode when the box spans the whole image
-            to = dict(device=inside.device, dtype=inside.dtype)
-            self.boxes.append(((slice(r0, r1), slice(c0, c1)), qy.to(**to), qx.to(**to), denominator.to(**to)))
+            box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+            if box not in solved:
+                r0, r1, c0, c1 = box
+                ly, qy = torch.linalg.eigh(second_difference(r0, r1, height))
+                lx, qx = torch.linalg.eigh(second_difference(c0, c1, width))
+                denominator = ly[:, None] + lx[None, :]
+                denominator[denominator < 1e-9] = 1.0  # the constant mode when the box spans the whole image
+                to = dict(device=inside.device, dtype=inside.dtype)
+                solved[box] = ((slice(r0, r1), slice(c0, c1)), qy.to(**to), qx.to(**to), denominator.to(**to))
+            self.boxes.append(solved[box])
 
     def __call__(self, r: torch.Tensor) -> torch.Tensor:
         r = self.inside * r
