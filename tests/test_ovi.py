@@ -55,6 +55,11 @@ def test_ovi_raises_cosine_monotonically_on_average_and_beats_the_random_start(f
     assert free_run.best_cosine > free_run.start_cosine + 0.15
 
 
+def test_more_pseudo_tokens_reach_a_higher_similarity(target, free_run):
+    one_token = ovi.optimize_ovi(km.encoders().image_encoder, target, num_tokens=1, steps=STEPS, lr=0.1, seed=0)
+    assert free_run.best_cosine > one_token.best_cosine + 0.03  # paper Fig. 2: more tokens, higher plateau
+
+
 def test_result_is_the_best_iterate_and_its_cosine_is_reported(free_run, target):
     e = free_run.image_embeds
     assert e.shape == (1, target.shape[1]) and e.dtype == torch.float32
