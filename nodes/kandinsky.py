@@ -6,6 +6,7 @@ scheduler/); ``models/ovi_reference/`` for reference statistics files (.safetens
 """
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -154,9 +155,10 @@ class OVIPrior:
         "optimizing, so the chart shows the cosine and 'frames' is a 1×1 placeholder.")
     CATEGORY = CATEGORY
     FUNCTION = "optimize"
-    RETURN_TYPES = (EMBEDS, "FLOAT", "IMAGE")
-    RETURN_NAMES = ("image_embeds", "cosine", "frames")
+    RETURN_TYPES = (EMBEDS, "FLOAT", "STRING", "IMAGE")
+    RETURN_NAMES = ("image_embeds", "cosine", "history", "frames")
     OUTPUT_TOOLTIPS = ("The optimized image embedding (best iterate).", "Its cosine similarity to the text embedding.",
+                       "The similarity history as JSON: {\"best_step\": n, \"cosine\": [...], ...} one value per step.",
                        "Placeholder (an embedding has no image): a 1×1 black frame.")
 
     @classmethod
@@ -192,7 +194,10 @@ class OVIPrior:
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="OVI")
         result = optimize_ovi(encoders.image_encoder, text.text_embeds[0], num_tokens, steps, lr, seed,
                               reference_stats, lambda_m, lambda_n, token_entry, on_step=monitor)
-        return {"ui": monitor.ui(), "result": (_out(result.image_embeds), result.best_cosine, monitor.frames())}
+        history = json.dumps({"best_step": result.best_step, **{k: [round(v, 6) for v in series]
+                                                                for k, series in result.history.items()}})
+        return {"ui": monitor.ui(),
+                "result": (_out(result.image_embeds), result.best_cosine, history, monitor.frames())}
 
 
 class TextEmbPrior:

@@ -1,5 +1,6 @@
 """The Kandinsky 2.2 / OVI nodes run as ComfyUI runs them (inside inference mode), on the fixture command's models."""
 import glob
+import json
 import os
 
 import pytest
@@ -67,9 +68,11 @@ def test_the_example_workflows_name_existing_nodes_with_valid_widgets(tiny_model
 def test_ovi_graph_runs_end_to_end_and_reports_its_cosine_series(encoders, decoder, texts, negative):
     text, _ = texts
     out = call("FuseDreamOVIPrior", encoders=encoders, text=text, steps=6, unique_id="7")
-    embeds, cosine, frames = out["result"]
+    embeds, cosine, history, frames = out["result"]
     assert embeds.shape == (1, EMBED_DIM) and embeds.device.type == "cpu"
     assert isinstance(cosine, float) and frames.shape == (1, 1, 1, 3)
+    history = json.loads(history)
+    assert len(history["cosine"]) == 6 and history["cosine"][history["best_step"] - 1] == pytest.approx(cosine, abs=1e-5)
     run = out["ui"]["fusedream_series"][0]
     assert run["steps"] == [1, 2, 3, 4, 5, 6] and max(run["series"]["cosine"]) == pytest.approx(cosine, abs=1e-6)
     decoded = decode(decoder, embeds, negative, unique_id="8")
