@@ -27,7 +27,7 @@ from ..objective import AugClipObjective
 from ..optimize import optimize_basis
 from ..topk import topk_latents
 from . import world
-from .build import BIGGAN_PATH, CLIP_PATH, JUDGE_PATH, load_judge
+from .build import BIGGAN_PATH, CLIP_PATH, JUDGE_PATH, ROBUST_CLIP_PATH, load_judge
 from .judge import Judge
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -41,13 +41,17 @@ class ToyWorld:
     scorer: ClipScorer
     generator: BigGANGenerator
     judge: Judge
+    robust_scorer: ClipScorer | None = None
+    """The tiny CLIP after the pack's CLIPAG adversarial fine-tuning, when the fixtures hold it."""
 
 
 def load_toyworld(models_dir: str = FIXTURES) -> ToyWorld:
-    """The tiny CLIP, generator and judge through the pack's own loaders."""
+    """The tiny CLIP, generator and judge (and robust CLIP, if built) through the pack's own loaders."""
+    robust = os.path.join(models_dir, ROBUST_CLIP_PATH)
     return ToyWorld(load_clip("auto", os.path.join(models_dir, CLIP_PATH)),
                     load_biggan(os.path.join(models_dir, BIGGAN_PATH)),
-                    load_judge(os.path.join(models_dir, JUDGE_PATH)))
+                    load_judge(os.path.join(models_dir, JUDGE_PATH)),
+                    load_clip("auto", robust) if os.path.isfile(robust) else None)
 
 
 @dataclass(frozen=True)
@@ -190,3 +194,29 @@ def fgsm_check(tw: ToyWorld, count: int = 64, eps: float = 4 / 255, seed: int = 
         (measure(clip_attacked, eval_copies) - clean_aug).mean().item(),
         unchanged,
     )
+
+
+def compare_pixel_synthesis(tw: ToyWorld, captions: list[tuple[str, torch.Tensor]], seeds: list[int],
+                            steps: int = 60, views: int = 16, patches: int = 8) -> dict[str, MethodScores]:
+    """CLIPAG's generator-free synthesis from noise, guided by the plain and by the robust tiny CLIP.
+
+    Every result is judged, and scored by the PLAIN CLIP's AugCLIP so both guides face the same evaluator.
+    """
+    from ..init_images import noise_images
+    from ..pixel_synthesis import PixelSynthesisSettings, synthesize_pixels
+
+    guides = {"plain": tw.scorer, "robust": tw.robust_scorer}
+    scores = {name: MethodScores() for name, scorer in guides.items() if scorer is not None}
+    for caption, labels in captions:
+        evaluator = AugClipObjective(tw.scorer, [(caption, 1.0)], AugmentPolicy(), copies=64)
+        for seed in seeds:
+            init = noise_images(1, world.IMAGE_SIZE, torch.Generator().manual_seed(seed))
+            for name in scores:
+                objective = AugClipObjective(guides[name], [(caption, 1.0)], AugmentPolicy(signed_range=False))
+                settings = PixelSynthesisSettings(steps=steps, views=views, patches=patches, seed=seed)
+                image = synthesize_pixels(objective, init, settings).image
+                with no_grad_normal_tensors():
+                    scores[name].successes.append(bool((tw.judge.read(image)[0] == labels).all()))
+                    scores[name].augclip.append(evaluator.mean_score(image, draws=2, seed=10_000 + seed).item())
+                    scores[name].clip.append(evaluator.cosine(image).item())
+    return scores

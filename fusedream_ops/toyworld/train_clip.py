@@ -130,12 +130,35 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - CLIP_MEAN.to(x)) / CLIP_STD.to(x)
 
 
+def shape_swapped(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The scenes with one object's shape replaced by another shape (same colour, same cell).
+
+    Used as hard negative captions: in a random batch two scenes rarely differ only by shape (~2 % of
+    pairs), so without them the model learns colour and position long before shape.
+    """
+    out = labels.clone()
+    rows = torch.arange(len(labels))
+    present = (labels > 0).float()
+    cell = torch.multinomial(present, 1, generator=generator).squeeze(1)
+    klass = labels[rows, cell] - 1
+    colours = len(world.COLOURS)
+    shift = torch.randint(1, len(world.SHAPES), (len(labels),), generator=generator)
+    shape = (klass // colours + shift) % len(world.SHAPES)
+    out[rows, cell] = shape * colours + klass % colours + 1
+    return out
+
+
 def contrastive_loss(image_features, text_features, logit_scale, match):
-    """Symmetric InfoNCE with multi-positive targets ``match [B_text, B_image]``."""
+    """Symmetric InfoNCE with multi-positive targets ``match [T, B]`` (texts × images).
+
+    Texts may outnumber images (hard negatives); text→image terms are taken over texts with a match only.
+    """
     logits = logit_scale.exp() * text_features @ image_features.t()
-    target_t = match.float() / match.float().sum(1, keepdim=True)
-    target_i = match.t().float() / match.t().float().sum(1, keepdim=True)
-    return 0.5 * (torch.sum(-target_t * F.log_softmax(logits, 1), 1).mean()
+    m = match.float()
+    has = m.sum(1) > 0
+    target_t = m[has] / m[has].sum(1, keepdim=True)
+    target_i = m.t() / m.t().sum(1, keepdim=True)
+    return 0.5 * (torch.sum(-target_t * F.log_softmax(logits[has], 1), 1).mean()
                   + torch.sum(-target_i * F.log_softmax(logits.t(), 1), 1).mean())
 
 
@@ -161,7 +184,10 @@ def train_clip(steps: int = 2000, batch: int = 128, seed: int = 1, lr: float = 2
     for step in range(steps):
         scenes = world.sample_scenes(batch, seed * 1_000_003 + step, two_object_fraction)
         captions, positioned = caption_batch(scenes.labels, g)
-        caption_labels = scenes.labels.clone()
+        negatives = shape_swapped(scenes.labels, g)
+        captions = captions + [world.caption_for(l) for l in negatives]
+        caption_labels = torch.cat([scenes.labels, negatives])
+        positioned = torch.cat([positioned, torch.ones_like(positioned)])
         match = world.scene_matches(caption_labels, positioned, scenes.labels)
         images = light_augment(scenes.images, g)
         image_features = F.normalize(model.encode_image(normalize(images)), dim=-1)
