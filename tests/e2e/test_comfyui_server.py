@@ -4,7 +4,8 @@ keep frames and stop on Cancel.
 Skipped unless ``COMFYUI_PATH`` (a ComfyUI checkout, never inside this repo) and ``COMFYUI_PYTHON`` (a Python with
 ComfyUI's and the pack's requirements) are set; see docs/monitor.md for the commands. The server runs on a free
 loopback port with the pack's tiny fixture models and the test-only probe pack (``tests/e2e/probe_pack``).
-``FUSEDREAM_E2E_MAX_STEPS`` (default 6) caps step-count widgets of the example workflows so they finish quickly.
+The example workflows' work sizes (steps, candidates, augmentation copies...) are capped (``CAPS``; steps by
+``FUSEDREAM_E2E_MAX_STEPS``, default 6) so they finish quickly on a CPU.
 """
 import glob
 import io
@@ -23,8 +24,10 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON")
 EVENT = "fusedream.progress"
 UI_KEY = "fusedream_series"
-STEP_INPUTS = ("steps", "iterations", "num_steps")
 MAX_STEPS = int(os.environ.get("FUSEDREAM_E2E_MAX_STEPS", "6"))
+# Work-size inputs of the example workflows and the most each may be in the e2e run (a smoke test, not a result).
+CAPS = {"steps": MAX_STEPS, "iterations": MAX_STEPS, "num_steps": MAX_STEPS, "candidates": 32, "copies": 4,
+        "views": 4, "patches": 4, "draws": 4, "score_draws": 2}
 WORKFLOWS = sorted(glob.glob(os.path.join(PACK_DIR, "example_workflows", "*.json")))
 
 if not (COMFYUI_PATH and COMFYUI_PYTHON):
@@ -123,13 +126,15 @@ def test_cancel_stops_an_optimizing_node_within_a_step(server):
     assert result.seconds < 20
 
 
-def cap_steps(prompt, object_info):
+def cap_work(prompt, object_info):
+    """Lower the work-size inputs listed in CAPS (never below the input's own minimum)."""
     for node in prompt.values():
-        for name in STEP_INPUTS:
+        info = object_info[node["class_type"]]["input"]
+        specs = {**info.get("required", {}), **info.get("optional", {})}
+        for name, cap in CAPS.items():
             value = node["inputs"].get(name)
-            if isinstance(value, int) and value > MAX_STEPS:
-                node["inputs"][name] = max(MAX_STEPS, object_info[node["class_type"]]["input"]
-                                           .get("required", {}).get(name, [None, {}])[1].get("min", 1))
+            if isinstance(value, int) and not isinstance(value, bool) and value > cap and name in specs:
+                node["inputs"][name] = max(cap, specs[name][1].get("min", 0) if len(specs[name]) > 1 else 0)
     return prompt
 
 
@@ -137,7 +142,7 @@ def cap_steps(prompt, object_info):
 def test_example_workflow_runs_and_its_optimizers_report(server, object_info, path):
     with open(path) as f:
         workflow = json.load(f)
-    prompt = cap_steps(ui_to_api(workflow, object_info), object_info)
+    prompt = cap_work(ui_to_api(workflow, object_info), object_info)
     result = server.run(prompt, timeout=900)
     errors = result.of_type("execution_error")
     assert result.status == "success", json.dumps(errors or result.history.get("status"), indent=1)[:4000]
