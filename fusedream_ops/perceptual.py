@@ -53,10 +53,6 @@ class PerceptualDistance(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.net = net
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         require(a.shape[-2:] == b.shape[-2:], f"LPIPS compares images of one size, got {tuple(a.shape[-2:])} and "
                                               f"{tuple(b.shape[-2:])}.")

@@ -238,3 +238,8 @@ def test_lpips_distance_node(nodes):
         out = LPIPSDistance().distance(a, a[:1], nodes["lpips"])
     distance, text = out["result"]
     assert text.startswith("0.0000, ") and distance > 0
+
+
+def test_lpips_module_accepts_the_device_attribute_comfyuis_model_patcher_sets(nodes):
+    nodes["lpips"].device = torch.device("cpu")  # ModelPatcher.unpatch_model does model.device = device_to
+    assert nodes["lpips"].device == torch.device("cpu")
