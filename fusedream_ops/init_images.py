@@ -98,8 +98,11 @@ class SmallImageGaussians:
     def sample(self, count: int, size: int, generator: torch.Generator) -> torch.Tensor:
         """``count`` samples cycling over the classes, in [0, 1], upsampled to ``[count,3,size,size]``."""
         classes = torch.arange(count) % self.means.shape[0]
-        eps = torch.randn(count, self.means.shape[1], 1, generator=generator)
-        x = self.means[classes] + (self.cholesky[classes] @ eps).squeeze(-1)
+        eps = torch.randn(count, self.means.shape[1], generator=generator)
+        x = self.means[classes].clone()
+        for c in classes.unique().tolist():  # one matmul per class, no per-sample copy of its factor
+            rows = classes == c
+            x[rows] += eps[rows] @ self.cholesky[c].t()
         x = ((x + 1) / 2).clamp(0, 1).view(count, 3, self.small_size, self.small_size)
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
 
