@@ -75,11 +75,19 @@ def _check_loading_info(path: str, info: dict) -> None:
                           "The file is truncated or belongs to another model.")
 
 
+def _fp16_variant_only(path: str) -> bool:
+    """The folder holds only ``*.fp16.*`` weights (a download of just the fp16 variant)."""
+    files = os.listdir(path)
+    plain = any(f in files for f in WEIGHT_FILES if ".fp16." not in f)
+    return not plain and any(".fp16." in f for f in files)
+
+
 def _load_pretrained(cls, path: str, dtype: torch.dtype, dtype_kw: str):
+    variant = {"variant": "fp16"} if _fp16_variant_only(path) else {}
     try:
         with no_grad_normal_tensors():
             model, info = cls.from_pretrained(path, local_files_only=True, output_loading_info=True,
-                                              **{dtype_kw: dtype})
+                                              **{dtype_kw: dtype}, **variant)
     except FuseDreamError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError) as exc:

@@ -120,6 +120,16 @@ def test_truncated_unet_checkpoint_is_an_error(tmp_path):
         load_decoder(folder)
 
 
+def test_a_folder_holding_only_the_fp16_variant_loads(tmp_path):
+    folder = copy_of(km.decoder_folder(), tmp_path)
+    movq = os.path.join(folder, "movq")
+    os.rename(os.path.join(movq, "diffusion_pytorch_model.safetensors"),
+              os.path.join(movq, "diffusion_pytorch_model.fp16.safetensors"))
+    decoder = load_decoder(folder)
+    reference = km.decoder().movq.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in decoder.movq.state_dict().items())
+
+
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FuseDreamError, match="does not exist"):
         load_encoders(str(tmp_path / "nowhere"))
