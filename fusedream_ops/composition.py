@@ -13,7 +13,8 @@ blend of the foreground into the background.
 Choices where the paper is silent: LPIPS compares I_fg at its own resolution with the background crop resized to
 it; a cell's result is its best iterate by the AugCLIP of its step (as the single-image optimizer), ranked across
 cells by AugCLIP averaged over ``score_draws`` batches of views, identical for every cell (common random numbers);
-several cells can be optimised as one batch (independent problems: one λ per cell).
+several cells can be optimised as one batch (independent problems: one λ per cell). Beyond the paper, the background
+may be a fixed image (any size) instead of a generated one; then only the foreground latent is optimised.
 """
 from __future__ import annotations
 
@@ -102,7 +103,8 @@ class CompositionResult:
 
     cells: list[Cell]
     foreground_latent: BigGANLatent
-    background_latent: BigGANLatent
+    background_latent: BigGANLatent | None
+    """None when the background was a fixed image."""
     foreground: torch.Tensor
     background: torch.Tensor
     fused: torch.Tensor
@@ -127,7 +129,8 @@ class CompositionResult:
         return CompositionResult(
             [c for r in results for c in r.cells],
             BigGANLatent.cat([r.foreground_latent for r in results]),
-            BigGANLatent.cat([r.background_latent for r in results]),
+            None if results[0].background_latent is None
+            else BigGANLatent.cat([r.background_latent for r in results]),
             cat("foreground"), cat("background"), cat("fused"), cat("blended"), cat("masks"), cat("augclip"),
             cat("lpips"), [s for r in results for s in r.best_step],
             {k: torch.cat([r.history[k] for r in results], dim=1) for k in results[0].history})
@@ -139,20 +142,27 @@ def _offset(on_step: StepCallback | None, offset: int, total: int) -> StepCallba
     return lambda step: on_step(Step(step.step + offset, total, step.values, step.image))
 
 
-def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, background: BigGANLatent,
+def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, background: BigGANLatent | torch.Tensor,
                          objective: AugClipObjective, perceptual: PerceptualDistance, cells: list[Cell],
                          steps: int = 1000, lr: float = 5e-3, method: str = "bilevel", beta: float = 1.0,
                          weight: float = 0.5, mode: str = "paper", latent_noise: float = 0.01,
                          optimize_y: bool = True, seed: int = 0, copies: int | None = None, score_draws: int = 4,
                          blend_iterations: int = 5000, on_step: StepCallback | None = None) -> CompositionResult:
     """Solve (5) for every cell in ``cells`` (one batch, independent problems) from the bases ``foreground`` and
-    ``background``; see the module docstring. ``on_step`` gets the fused image and ``augclip``/``lpips`` of the
-    cell with the highest AugCLIP at that step."""
+    ``background``; see the module docstring. ``background`` may instead be a fixed image ``[1,3,H,W]`` in 0..1
+    (any size; it sets the output size): then only the foreground latent moves. ``on_step`` gets the fused image
+    and ``augclip``/``lpips`` of the cell with the highest AugCLIP at that step."""
     require_positive("steps", steps)
     require(bool(cells), "there are no cells (scale, position) to optimise.")
-    require(foreground.truncation == background.truncation,
-            f"foreground and background latents have different truncation ({foreground.truncation} vs "
-            f"{background.truncation}); sample them with the same truncation.")
+    fixed_background = None
+    if isinstance(background, torch.Tensor):
+        require(background.ndim == 4 and background.shape[:2] == (1, 3),
+                f"a background image must be one RGB image [1,3,H,W], got shape {tuple(background.shape)}.")
+        fixed_background = background.to(generator.device).float()
+    else:
+        require(foreground.truncation == background.truncation,
+                f"foreground and background latents have different truncation ({foreground.truncation} vs "
+                f"{background.truncation}); sample them with the same truncation.")
     require(score_draws >= 1, f"score_draws must be at least 1, got {score_draws}.")
     rng = torch.Generator().manual_seed(int(seed))
     device = generator.device
@@ -164,9 +174,12 @@ def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, b
     best_z = best_y = None
     with grad_enabled():
         fg_bases = [LatentBasis(foreground.to(device), mode, optimize_y, rng) for _ in cells]
-        bg_bases = [LatentBasis(background.to(device), mode, optimize_y, rng) for _ in cells]
+        bg_bases = [] if fixed_background is not None else \
+            [LatentBasis(background.to(device), mode, optimize_y, rng) for _ in cells]
         bases = fg_bases + bg_bases
-        groups = [[p for b in (f, g) for p in b.parameters() if p.requires_grad] for f, g in zip(fg_bases, bg_bases)]
+        cell_bases = [[f, g] for f, g in zip(fg_bases, bg_bases)] or [[f] for f in fg_bases]
+        groups = [[p for b in pair for p in b.parameters() if p.requires_grad] for pair in cell_bases]
+        rows = 2 if fixed_background is None else 1
         optimizer = torch.optim.Adam([p for group in groups for p in group], lr=lr)
         for step in range(1, steps + 1):
             latents = [b() for b in bases]
@@ -177,7 +190,7 @@ def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, b
                 z_in = z + latent_noise * torch.randn(z.shape, generator=rng).to(device)
                 y_in = y + latent_noise * torch.randn(y.shape, generator=rng).to(device)
             images = generator(z_in, y_in, truncation)
-            fg, bg = images[:n], images[n:]
+            fg, bg = images[:n], images[n:] if fixed_background is None else fixed_background.expand(n, -1, -1, -1)
             fused = fuse_cells(fg, bg, cells)
             score = objective.score(fused, rng, copies)
             loss = consistency_loss(perceptual, fg, bg, cells)
@@ -187,8 +200,8 @@ def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, b
             improved = scores > best_score
             if bool(improved.any()):
                 zs, ys = z.detach().cpu(), y.detach().cpu()
-                best_z = zs.clone() if best_z is None else torch.where(improved.repeat(2)[:, None], zs, best_z)
-                best_y = ys.clone() if best_y is None else torch.where(improved.repeat(2)[:, None], ys, best_y)
+                best_z = zs.clone() if best_z is None else torch.where(improved.repeat(rows)[:, None], zs, best_z)
+                best_y = ys.clone() if best_y is None else torch.where(improved.repeat(rows)[:, None], ys, best_y)
                 best_score = torch.where(improved, scores, best_score)
                 best_step = [step if improved[i] else s for i, s in enumerate(best_step)]
             optimizer.zero_grad(set_to_none=True)
@@ -205,18 +218,19 @@ def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, b
     with no_grad_normal_tensors():
         best = BigGANLatent(best_z, best_y, truncation)
         images = generator.decode(best)
-        fg, bg = images[:n], images[n:]
+        fg, bg = images[:n], images[n:] if fixed_background is None else fixed_background.expand(n, -1, -1, -1)
         fused = fuse_cells(fg, bg, cells)
         blended, masks = blend_cells(fg, bg, cells, blend_iterations)
         final_scores = torch.cat([objective.mean_score(fused[i:i + 1], score_draws, seed, copies) for i in range(n)])
         final_losses = consistency_loss(perceptual, fg, bg, cells)
     return CompositionResult(
-        list(cells), best.select(slice(0, n)), best.select(slice(n, 2 * n)),
+        list(cells), best.select(slice(0, n)), None if fixed_background is not None else best.select(slice(n, 2 * n)),
         fg.cpu(), bg.cpu(), fused.cpu(), blended.cpu(), masks.cpu(), final_scores.float().cpu(),
         final_losses.float().cpu(), best_step, {k: torch.stack(v) for k, v in history.items()})
 
 
-def composition_grid_search(generator: BigGANGenerator, foreground: BigGANLatent, background: BigGANLatent,
+def composition_grid_search(generator: BigGANGenerator, foreground: BigGANLatent,
+                            background: BigGANLatent | torch.Tensor,
                             objective: AugClipObjective, perceptual: PerceptualDistance,
                             cells: list[Cell] | None = None, cells_per_batch: int = 1, steps: int = 1000,
                             on_step: StepCallback | None = None, **options) -> CompositionResult:

@@ -35,9 +35,26 @@ def _optimizer_inputs() -> dict:
         "lpips": ("FUSEDREAM_LPIPS", {"tooltip": "ℓ_Fuse: LPIPS between the foreground and the background "
                                                  "under it."}),
         "foreground": ("BIGGAN_LATENT", {"tooltip": "Foreground basis latents (e.g. Top-k init)."}),
-        "background": ("BIGGAN_LATENT", {"tooltip": "Background basis latents (e.g. Top-k init with another seed "
-                                                    "or prompt)."}),
     }
+
+
+OPTIONAL_BACKGROUNDS = {"optional": {
+    "background": ("BIGGAN_LATENT", {"tooltip": "Background basis latents (e.g. Top-k init with another seed or "
+                                                "prompt), optimised together with the foreground. Connect this or "
+                                                "background_image."}),
+    "background_image": ("IMAGE", {"tooltip": "A fixed background image of any size instead of generated latents: "
+                                              "only the foreground moves. Connect this or background."}),
+}}
+
+
+def _background(background, background_image):
+    """The background latents, or the first background image as ``[1,3,H,W]`` (exactly one must be connected)."""
+    require((background is None) != (background_image is None),
+            "connect exactly one of 'background' (latents to optimise) and 'background_image' (a fixed image).")
+    if background is not None:
+        return background
+    with no_grad_normal_tensors():
+        return from_image_batch(background_image[:1].clone(), "background_image")
 
 
 def _optimizer_widgets() -> dict:
@@ -170,17 +187,19 @@ class CompositionOptimizer:
                        "The fused image that was optimised (plain paste).", "The foreground image.",
                        "The background image.", "Where the foreground lands.", "AugCLIP of the fused image.",
                        "LPIPS between the foreground and the background crop.", "The best foreground latent.",
-                       "The best background latent.", "Frames kept every 'keep_frames_every' steps plus the last.")
+                       "The best background latent (none with a background image).",
+                       "Frames kept every 'keep_frames_every' steps plus the last.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {**_optimizer_inputs(), "scale": SCALE, "position": POSITION, **_optimizer_widgets(),
-                             **MONITOR_INPUTS}, **HIDDEN}
+                             **MONITOR_INPUTS}, **OPTIONAL_BACKGROUNDS, **HIDDEN}
 
-    def optimize(self, generator, objective, lpips, foreground, background, scale, position, steps, lr, method,
-                 beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
-                 preview_every=5, keep_frames_every=0, unique_id=None):
+    def optimize(self, generator, objective, lpips, foreground, scale, position, steps, lr, method, beta,
+                 linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations, preview_every=5,
+                 keep_frames_every=0, background=None, background_image=None, unique_id=None):
         cell = Cell(scale, position)
+        background = _background(background, background_image)
         comfy.load_to_device(generator.model, objective.scorer.model, lpips)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every)
         r = optimize_composition(generator, foreground, background, objective, lpips, [cell], steps, on_step=monitor,
@@ -222,12 +241,13 @@ class CompositionGridSearch:
                                                    "GPU, more memory)."}),
             **_optimizer_widgets(),
             **MONITOR_INPUTS,
-        }, **HIDDEN}
+        }, **OPTIONAL_BACKGROUNDS, **HIDDEN}
 
-    def search(self, generator, objective, lpips, foreground, background, scales, positions, cells_per_batch, steps,
-               lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
-               preview_every=5, keep_frames_every=0, unique_id=None):
+    def search(self, generator, objective, lpips, foreground, scales, positions, cells_per_batch, steps, lr, method,
+               beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
+               preview_every=5, keep_frames_every=0, background=None, background_image=None, unique_id=None):
         cells = parse_grid(scales, positions)
+        background = _background(background, background_image)
         comfy.load_to_device(generator.model, objective.scorer.model, lpips)
         batches = (len(cells) + cells_per_batch - 1) // cells_per_batch
         monitor = NodeMonitor(unique_id, steps * batches, preview_every, keep_frames_every)

@@ -182,8 +182,9 @@ def test_whole_composition_workflow_runs_through_the_nodes_inside_inference_mode
         fg_basis = TopKInit().select(nodes["generator"], nodes["foreground"], nodes["objective"], 2, False, 10, 0)
         bg_basis = TopKInit().select(nodes["generator"], nodes["background"], nodes["objective"], 2, False, 10, 1)
         out = CompositionGridSearch().search(
-            nodes["generator"], nodes["objective"], nodes["lpips"], fg_basis["result"][0], bg_basis["result"][0],
-            "0.65, 0.5", "center, bottom-left", 2, 2, **FAST, preview_every=1, keep_frames_every=1, unique_id="7")
+            nodes["generator"], nodes["objective"], nodes["lpips"], fg_basis["result"][0], "0.65, 0.5",
+            "center, bottom-left", 2, 2, **FAST, preview_every=1, keep_frames_every=1, background=bg_basis["result"][0],
+            unique_id="7")
     (blended, fused, fg, bg, mask, scale, position, augclip, lpips, candidates, candidates_blended, lines,
      frames) = out["result"]
     assert blended.shape == fused.shape == fg.shape == bg.shape == (1, 32, 32, 3)
@@ -203,8 +204,8 @@ def test_whole_composition_workflow_runs_through_the_nodes_inside_inference_mode
 def test_composition_optimizer_node_for_one_cell(nodes):
     with torch.inference_mode():
         out = CompositionOptimizer().optimize(
-            nodes["generator"], nodes["objective"], nodes["lpips"], nodes["foreground"], nodes["background"],
-            0.5, "bottom-right", 2, **FAST, unique_id="3")
+            nodes["generator"], nodes["objective"], nodes["lpips"], nodes["foreground"], 0.5, "bottom-right", 2,
+            **FAST, background=nodes["background"], unique_id="3")
     blended, fused, fg, bg, mask, augclip, lpips, fg_latent, bg_latent, frames = out["result"]
     assert blended.shape == (1, 32, 32, 3) and mask[0, 16:, 16:].all() and not mask[0, :16].any()
     assert isinstance(augclip, float) and lpips >= 0
@@ -243,3 +244,28 @@ def test_lpips_distance_node(nodes):
 def test_lpips_module_accepts_the_device_attribute_comfyuis_model_patcher_sets(nodes):
     nodes["lpips"].device = torch.device("cpu")  # ModelPatcher.unpatch_model does model.device = device_to
     assert nodes["lpips"].device == torch.device("cpu")
+
+
+def test_a_fixed_background_image_of_another_size_moves_only_the_foreground(nodes):
+    photo = torch.rand(1, 48, 40, 3, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        out = CompositionOptimizer().optimize(
+            nodes["generator"], nodes["objective"], nodes["lpips"], nodes["foreground"], 0.5, "center-left", 2,
+            **FAST, background_image=photo, unique_id="4")
+    blended, fused, fg, bg, mask, augclip, lpips, fg_latent, bg_latent, frames = out["result"]
+    assert fused.shape == blended.shape == (1, 48, 40, 3) and fg.shape == (1, 32, 32, 3)
+    assert bg_latent is None and len(fg_latent) == 1
+    outside = ~mask[0].bool()
+    assert torch.allclose(fused[0][outside], photo[0][outside]) and torch.allclose(bg, photo)
+    assert torch.allclose(blended[0][outside], photo[0][outside])
+
+
+def test_exactly_one_background_must_be_connected(nodes):
+    with torch.inference_mode():
+        with pytest.raises(FuseDreamError, match="exactly one of 'background'"):
+            CompositionGridSearch().search(nodes["generator"], nodes["objective"], nodes["lpips"], nodes["foreground"],
+                                           "0.5", "center", 1, 1, **FAST)
+        with pytest.raises(FuseDreamError, match="exactly one of 'background'"):
+            CompositionOptimizer().optimize(nodes["generator"], nodes["objective"], nodes["lpips"],
+                                            nodes["foreground"], 0.5, "center", 1, **FAST,
+                                            background=nodes["background"], background_image=torch.rand(1, 8, 8, 3))
