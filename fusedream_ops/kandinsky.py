@@ -118,6 +118,7 @@ class KandinskyEncoders:
     text_encoder: torch.nn.Module
     tokenizer: object
     folder: str
+    """The prior folder they came from; empty when loaded from single files."""
     image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
     image_std: tuple[float, float, float] = OPENAI_CLIP_STD
 
@@ -206,6 +207,96 @@ def load_encoders(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyE
     return KandinskyEncoders(image_encoder, text_encoder, tokenizer, folder, mean, std)
 
 
+# ---------------------------------------------------------------- the encoders from single files
+VISION_HEADS = {768: 12, 1024: 16, 1280: 16, 1664: 16}
+"""Attention heads of the CLIP vision towers by width (B, L, H, bigG): the one size a state dict does not show."""
+TEXT_HEADS = {512: 8, 768: 12, 1024: 16, 1280: 20}
+
+
+def _read_state_dict(path: str) -> dict:
+    require(os.path.isfile(path), f"'{path}' does not exist.")
+    try:
+        if path.lower().endswith((".safetensors", ".sft")):
+            from safetensors.torch import load_file
+
+            return load_file(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and torch raise several error types for corrupt files
+        raise FuseDreamError(f"could not read '{path}': {exc}") from exc
+    require(isinstance(state, dict), f"'{path}' does not hold a state dict.")
+    return state.get("state_dict", state)
+
+
+def _sidecar_config(path: str):
+    sidecar = os.path.splitext(path)[0] + ".json"
+    if not os.path.isfile(sidecar):
+        return None
+    with open(sidecar) as f:
+        return json.load(f)
+
+
+def _layer_count(state: dict, prefix: str) -> int:
+    layers = {int(k[len(prefix):].split(".")[0]) for k in state if k.startswith(prefix)}
+    return max(layers) + 1 if layers else 0
+
+
+def _infer_config(state: dict, path: str, kind: str) -> dict:
+    """The transformers config of a CLIP tower from its tensor shapes (heads from a width table)."""
+    vision = kind == "vision"
+    root = "vision_model" if vision else "text_model"
+    proj = "visual_projection.weight" if vision else "text_projection.weight"
+    pos = f"{root}.embeddings.position_embedding.weight"
+    require(pos in state and proj in state,
+            f"'{path}' is not a transformers CLIP{'Vision' if vision else 'Text'}ModelWithProjection state dict "
+            f"(no '{pos}' / '{proj}'); use the {'clip_vision' if vision else 'text_encoders'} file in the Hugging Face "
+            "format, or the prior folder.")
+    width = state[pos].shape[1]
+    heads = (VISION_HEADS if vision else TEXT_HEADS).get(width)
+    require(heads is not None, f"'{path}': no known head count for a {width}-wide CLIP {kind} tower; put its "
+                               f"transformers config.json beside it as '{os.path.splitext(os.path.basename(path))[0]}.json'.")
+    config = {"hidden_size": width, "num_attention_heads": heads, "projection_dim": state[proj].shape[0],
+              "num_hidden_layers": _layer_count(state, f"{root}.encoder.layers."), "hidden_act": "gelu",
+              "intermediate_size": state[f"{root}.encoder.layers.0.mlp.fc1.weight"].shape[0]}
+    if vision:
+        patch = state[f"{root}.embeddings.patch_embedding.weight"].shape[-1]
+        config.update(patch_size=patch, image_size=patch * round((state[pos].shape[0] - 1) ** 0.5))
+    else:
+        config.update(vocab_size=state[f"{root}.embeddings.token_embedding.weight"].shape[0],
+                      max_position_embeddings=state[pos].shape[0], bos_token_id=49406, eos_token_id=49407,
+                      pad_token_id=49407)
+    return config
+
+
+def _load_single_file(cls, config_cls, path: str, kind: str, dtype: torch.dtype):
+    state = _read_state_dict(path)
+    config = config_cls(**(_sidecar_config(path) or _infer_config(state, path, kind)))
+    with no_grad_normal_tensors():
+        model = cls(config)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]  # a buffer older files still carry
+    _check_loading_info(path, {"missing_keys": missing, "unexpected_keys": unexpected})
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def load_encoders_from_files(image_encoder_path: str, text_encoder_path: str,
+                             dtype: torch.dtype = torch.float32) -> KandinskyEncoders:
+    """The prior's towers from single files in the Hugging Face key layout, e.g. ComfyUI's ``clip_vision_g.safetensors``
+    and SDXL's ``clip_g.safetensors`` (the same OpenCLIP ViT-bigG/14 the Kandinsky 2.2 prior uses); the tokenizer is
+    open_clip's bundled one. The trained prior is not available this way."""
+    from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
+                              CLIPVisionModelWithProjection)
+
+    from .clip_bpe import bundled_clip_tokenizer
+
+    image_encoder = _load_single_file(CLIPVisionModelWithProjection, CLIPVisionConfig, image_encoder_path,
+                                      "vision", dtype)
+    text_encoder = _load_single_file(CLIPTextModelWithProjection, CLIPTextConfig, text_encoder_path, "text", dtype)
+    require(image_encoder.config.projection_dim == text_encoder.config.projection_dim,
+            f"the image encoder projects to {image_encoder.config.projection_dim} dimensions but the text encoder to "
+            f"{text_encoder.config.projection_dim}; both must come from the same CLIP model (ViT-bigG/14: 1280).")
+    return KandinskyEncoders(image_encoder, text_encoder, bundled_clip_tokenizer(), "")
+
+
 # ---------------------------------------------------------------- the trained prior (optional)
 @dataclass
 class TrainedPrior:
@@ -217,6 +308,8 @@ def load_trained_prior(folder: str, dtype: torch.dtype = torch.float32) -> Train
     """``prior/`` (PriorTransformer) + ``scheduler/`` (UnCLIPScheduler) of a Kandinsky 2.2 prior folder."""
     from diffusers import PriorTransformer
 
+    require(bool(folder), "the encoders were loaded from single files; the trained prior needs a prior folder with "
+                          "prior/ and scheduler/ (load the encoders with the Prior Encoders Loader).")
     prior_path = _component(folder, "prior", "PriorTransformer, the trained diffusion prior", ("config.json",))
     sched_path = _component(folder, "scheduler", "the prior's UnCLIPScheduler", ("scheduler_config.json",))
     prior = _load_pretrained(PriorTransformer, prior_path, dtype, "torch_dtype")

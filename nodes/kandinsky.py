@@ -15,7 +15,7 @@ from ..fusedream_ops.autograd import no_grad_normal_tensors
 from ..fusedream_ops.errors import require
 from ..fusedream_ops.images import from_image_batch, to_image_batch
 from ..fusedream_ops.kandinsky import (as_image_embeds, default_dtype, load_decoder, load_encoders,
-                                       load_trained_prior, require_embed_dim)
+                                       load_encoders_from_files, load_trained_prior, require_embed_dim)
 from ..fusedream_ops.kandinsky_decode import decode_image_embeds
 from ..fusedream_ops.kandinsky_prior import run_trained_prior, text_as_image_embeds
 from ..fusedream_ops.ovi import TOKEN_ENTRIES, MAX_TOKENS, optimize_ovi
@@ -98,6 +98,39 @@ class EncodersLoader:
 
     def load(self, prior_folder, precision):
         return (load_encoders(comfy.resolve_model_entry(KANDINSKY_FOLDER, prior_folder), _dtype(precision)),)
+
+
+SINGLE_FILE_EXTENSIONS = (".safetensors", ".sft", ".bin", ".pt", ".pth")
+
+
+class EncodersFromFiles:
+    DESCRIPTION = ("The prior's CLIP towers from single files you may already have: a ViT-bigG/14 vision model with "
+                   "projection from models/clip_vision (e.g. clip_vision_g.safetensors) and the bigG text encoder "
+                   "from models/text_encoders (e.g. SDXL's clip_g.safetensors), in the Hugging Face key layout; the "
+                   "tokenizer is open_clip's bundled one. The architecture is read from the tensor shapes (or a .json "
+                   "config beside the file). The trained prior needs the prior folder instead.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (ENCODERS,)
+    RETURN_NAMES = ("encoders",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "image_encoder": (comfy.list_model_entries("clip_vision", want_dirs=False,
+                                                       extensions=SINGLE_FILE_EXTENSIONS),
+                              {"tooltip": "CLIP vision model with projection in models/clip_vision (ViT-bigG/14, "
+                                          "1280-d for Kandinsky 2.2)."}),
+            "text_encoder": (comfy.list_model_entries("text_encoders", want_dirs=False,
+                                                      extensions=SINGLE_FILE_EXTENSIONS),
+                             {"tooltip": "CLIP text model with projection in models/text_encoders (the bigG one, "
+                                         "e.g. clip_g.safetensors)."}),
+            "precision": PRECISION,
+        }}
+
+    def load(self, image_encoder, text_encoder, precision):
+        return (load_encoders_from_files(comfy.resolve_model_entry("clip_vision", image_encoder),
+                                         comfy.resolve_model_entry("text_encoders", text_encoder), _dtype(precision)),)
 
 
 class DecoderLoader:
@@ -486,6 +519,7 @@ class ReferenceStatsLoad:
 
 NODE_CLASS_MAPPINGS = {
     "FuseDreamKandinsky22EncodersLoader": EncodersLoader,
+    "FuseDreamKandinsky22EncodersFromFiles": EncodersFromFiles,
     "FuseDreamKandinsky22DecoderLoader": DecoderLoader,
     "FuseDreamKandinsky22TextEncode": TextEncode,
     "FuseDreamOVIPrior": OVIPrior,
@@ -501,6 +535,7 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FuseDreamKandinsky22EncodersLoader": "Kandinsky 2.2 Prior Encoders Loader (FuseDream)",
+    "FuseDreamKandinsky22EncodersFromFiles": "Kandinsky 2.2 Prior Encoders from Single Files (FuseDream)",
     "FuseDreamKandinsky22DecoderLoader": "Kandinsky 2.2 Decoder Loader (FuseDream)",
     "FuseDreamKandinsky22TextEncode": "Kandinsky 2.2 Text Encode (FuseDream)",
     "FuseDreamOVIPrior": "OVI Prior (FuseDream)",
