@@ -39,10 +39,22 @@ def intermediate_device() -> torch.device:
     return mm.intermediate_device() if mm is not None else torch.device("cpu")
 
 
+class _Resident(torch.nn.Module):
+    """The module ComfyUI's ModelPatcher manages for one of ours.
+
+    ModelPatcher assigns ``model.device``, a read-only property on transformers/diffusers models, so it gets this
+    plain holder instead of the model itself.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+
 def load_to_device(*modules: torch.nn.Module) -> torch.device:
     """Put ``modules`` on the compute device together and return that device.
 
-    In ComfyUI each module is wrapped once in a ModelPatcher and loaded with ``force_full_load=True`` (plain
+    In ComfyUI each module is handed once to a ModelPatcher and loaded with ``force_full_load=True`` (plain
     nn.Modules cannot be partially loaded), so ComfyUI can evict other models for them and offload them later.
     The move happens outside inference mode: weights moved inside it could not be used for backward.
     """
@@ -60,9 +72,9 @@ def load_to_device(*modules: torch.nn.Module) -> torch.device:
             patcher = getattr(module, "_fusedream_patcher", None)
             if patcher is None:
                 patcher = comfy.model_patcher.ModelPatcher(
-                    module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+                    _Resident(module), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
                 )
-                object.__setattr__(module, "_fusedream_patcher", patcher)
+                object.__setattr__(module, "_fusedream_patcher", patcher)  # not a submodule: no cycle
             patchers.append(patcher)
         mm.load_models_gpu(patchers, force_full_load=True)
         return mm.get_torch_device()

@@ -54,26 +54,6 @@ def _dtype(precision: str) -> torch.dtype:
     return PRECISIONS[precision] or default_dtype(comfy.torch_device())
 
 
-class _Resident(torch.nn.Module):
-    """A plain module holding one transformers/diffusers model for ComfyUI's ModelPatcher, which assigns
-    ``model.device`` — a read-only property on those models."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-
-def _load_to_device(*models: torch.nn.Module) -> torch.device:
-    residents = []
-    for model in models:
-        resident = getattr(model, "_fusedream_resident", None)
-        if resident is None:
-            resident = _Resident(model)
-            object.__setattr__(model, "_fusedream_resident", resident)  # not a submodule: no cycle in .modules()
-        residents.append(resident)
-    return comfy.load_to_device(*residents)
-
-
 def _out(embeds: torch.Tensor) -> torch.Tensor:
     return embeds.detach().float().to(comfy.intermediate_device())
 
@@ -172,7 +152,7 @@ class TextEncode:
         }}
 
     def encode(self, encoders, prompt, negative_prompt):
-        _load_to_device(encoders.text_encoder)
+        comfy.load_to_device(encoders.text_encoder)
         return (encoders.encode_text([prompt]), encoders.encode_text([negative_prompt]))
 
 
@@ -223,7 +203,7 @@ class OVIPrior:
     def optimize(self, encoders, text, num_tokens, steps, lr, seed, lambda_m, lambda_n, token_entry,
                  preview_every=5, keep_frames_every=0, reference_stats=None, unique_id=None):
         require(text.text_embeds.shape[0] == 1, f"text must hold one prompt, got {text.text_embeds.shape[0]}.")
-        _load_to_device(encoders.image_encoder)
+        comfy.load_to_device(encoders.image_encoder)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="OVI")
         result = optimize_ovi(encoders.image_encoder, text.text_embeds[0], num_tokens, steps, lr, seed,
                               reference_stats, lambda_m, lambda_n, token_entry, on_step=monitor)
@@ -278,7 +258,7 @@ class TrainedPrior:
         if cached is None or cached[0] != (encoders.folder, dtype):
             self._prior = cached = ((encoders.folder, dtype), load_trained_prior(encoders.folder, dtype))
         prior = cached[1]
-        _load_to_device(prior.prior, encoders.text_encoder, encoders.image_encoder)
+        comfy.load_to_device(prior.prior, encoders.text_encoder, encoders.image_encoder)
         bar = comfy.ProgressBar(steps, None if unique_id is None else str(unique_id))
 
         def on_step(step):
@@ -316,7 +296,7 @@ class NegativeEmbeds:
         require(mode in NEGATIVE_MODES, f"mode must be one of {', '.join(NEGATIVE_MODES)}, got {mode!r}.")
         if mode == "zero tensor":
             return (_out(torch.zeros(1, encoders.embed_dim)),)
-        _load_to_device(encoders.image_encoder)
+        comfy.load_to_device(encoders.image_encoder)
         return (_out(encoders.zero_image_embed()),)
 
 
@@ -336,7 +316,7 @@ class ImageEncode:
         }}
 
     def encode(self, encoders, image):
-        _load_to_device(encoders.image_encoder)
+        comfy.load_to_device(encoders.image_encoder)
         with no_grad_normal_tensors():
             x = from_image_batch(image.clone())
         return (_out(encoders.encode_images(x)),)
@@ -437,7 +417,7 @@ class Decoder:
                preview_every=5, keep_frames_every=0, unique_id=None):
         positive = as_image_embeds(image_embeds, "image_embeds")
         negative = as_image_embeds(negative_embeds, "negative_embeds")
-        _load_to_device(decoder.unet, decoder.movq)
+        comfy.load_to_device(decoder.unet, decoder.movq)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="decoder")
         images = decode_image_embeds(decoder, positive, negative, steps, guidance, width, height, seed,
                                      images_per_embed, preview_every, on_step=monitor)
@@ -475,7 +455,7 @@ class ReferenceStatsBuild:
         folder = folder.strip()
         require(bool(folder) or images is not None,
                 "give a reference image folder or connect images; both are empty.")
-        _load_to_device(encoders.image_encoder)
+        comfy.load_to_device(encoders.image_encoder)
         parts = []
         if folder:
             files = image_files(folder)
