@@ -21,7 +21,8 @@ import tempfile
 import time
 import urllib.request
 
-from comfy_server import PROBE_PACK_DIR, ComfyServer, WebSocket, _die_with_parent, free_port
+from comfy_server import (CAPS, PROBE_PACK_DIR, ComfyServer, WebSocket, _die_with_parent, free_port,
+                          write_fixture_models)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -208,11 +209,59 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
     return report
 
 
+WORKFLOW_CHARTS = """(() => {
+  const app = window.comfyAPI.app.app;
+  return app.graph._nodes.filter(n => n.fusedreamChart).map(n => ({
+    id: n.id, type: n.type, points: n.fusedreamChart.buffer.length, series: n.fusedreamChart.buffer.names,
+    label: n.fusedreamChart.buffer.label, visible: n.fusedreamChart.root.getBoundingClientRect().width > 0}));
+})()"""
+
+
+def open_page(server: ComfyServer, browser: Browser, node_type: str) -> None:
+    browser.call("Page.navigate", {"url": server.url + "/"})
+    browser.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && typeof LiteGraph !== 'undefined' "
+                     f"&& LiteGraph.registered_node_types[{json.dumps(node_type)}])", timeout=120)
+    time.sleep(2.0)
+    for _ in range(3):
+        for kind in ("keyDown", "keyUp"):
+            browser.call("Input.dispatchKeyEvent", {"type": kind, "key": "Escape", "code": "Escape",
+                                                    "windowsVirtualKeyCode": 27})
+        time.sleep(0.3)
+
+
+def run_workflow(server: ComfyServer, browser: Browser, path: str, out: str, caps: dict) -> list:
+    """Open a UI workflow in the page, lower its work sizes, queue it from the page, screenshot the charts."""
+    with open(path) as f:
+        workflow = json.load(f)
+    open_page(server, browser, workflow["nodes"][0]["type"])
+    browser.js(f"window.comfyAPI.app.app.loadGraphData({json.dumps(workflow)}).then(() => true)")
+    browser.js(f"""(() => {{ const caps = {json.dumps(caps)};
+      for (const n of window.comfyAPI.app.app.graph._nodes) for (const w of n.widgets || [])
+        if (w.name in caps && typeof w.value === 'number' && w.value > caps[w.name])
+          w.value = Math.max(caps[w.name], w.options?.min ?? 0);
+      return true; }})()""")
+    before = len(server.get("/history"))
+    browser.js("window.comfyAPI.app.app.queuePrompt(0).then(() => true)")
+    deadline = time.monotonic() + 900
+    while len(server.get("/history")) == before and time.monotonic() < deadline:
+        time.sleep(1.0)
+    time.sleep(1.5)
+    charts = browser.js(WORKFLOW_CHARTS)
+    browser.js("(() => { const c = window.comfyAPI.app.app.canvas; c.ds.scale = 0.6; c.setDirty(true, true); "
+               "return true; })()")
+    time.sleep(0.8)
+    browser.screenshot(os.path.join(out, os.path.splitext(os.path.basename(path))[0].replace(" ", "_") + ".png"))
+    return charts
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"))
     parser.add_argument("--python", default=os.environ.get("COMFYUI_PYTHON", sys.executable))
     parser.add_argument("--out", default="/tmp/fusedream-browser")
+    parser.add_argument("--workflow", action="append", default=[],
+                        help="also run this UI workflow from the page (with fixture models, work sizes capped) "
+                             "and screenshot its charts; may be repeated")
     args = parser.parse_args(argv)
     chromium = find_chromium()
     if not (args.comfyui and chromium):
@@ -223,9 +272,13 @@ def main(argv=None) -> int:
     server = ComfyServer(args.comfyui, args.python, base=base, extra_packs=(PROBE_PACK_DIR,))
     browser = None
     try:
+        if args.workflow:
+            write_fixture_models(server.models_dir)
         server.start()
         browser = Browser(chromium)
         report = check(server, browser, args.out)
+        for path in args.workflow:
+            report[os.path.basename(path)] = run_workflow(server, browser, path, args.out, CAPS)
         print(json.dumps(report, indent=1))
         return 0
     finally:

@@ -39,6 +39,10 @@ PACK_LINK_NAME = "ComfyUI-FuseDream"
 PROBE_PACK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "probe_pack")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+MAX_STEPS = int(os.environ.get("FUSEDREAM_E2E_MAX_STEPS", "6"))
+# Work-size inputs of the example workflows and the most each may be in an e2e run (a smoke test, not a result).
+CAPS = {"steps": MAX_STEPS, "iterations": MAX_STEPS, "num_steps": MAX_STEPS, "candidates": 32, "copies": 4,
+        "views": 4, "patches": 4, "draws": 4, "score_draws": 2}
 
 
 def _die_with_parent() -> None:

@@ -16,7 +16,7 @@ import tempfile
 
 import pytest
 
-from comfy_server import PACK_DIR, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, ui_to_api, write_fixture_models
+from comfy_server import CAPS, PACK_DIR, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, ui_to_api, write_fixture_models
 
 pytestmark = pytest.mark.comfyui
 
@@ -24,10 +24,6 @@ COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON")
 EVENT = "fusedream.progress"
 UI_KEY = "fusedream_series"
-MAX_STEPS = int(os.environ.get("FUSEDREAM_E2E_MAX_STEPS", "6"))
-# Work-size inputs of the example workflows and the most each may be in the e2e run (a smoke test, not a result).
-CAPS = {"steps": MAX_STEPS, "iterations": MAX_STEPS, "num_steps": MAX_STEPS, "candidates": 32, "copies": 4,
-        "views": 4, "patches": 4, "draws": 4, "score_draws": 2}
 WORKFLOWS = sorted(glob.glob(os.path.join(PACK_DIR, "example_workflows", "*.json")))
 
 if not (COMFYUI_PATH and COMFYUI_PYTHON):
