@@ -39,6 +39,7 @@ from .images import from_pil
 
 
 RESUME_FILE = "resume.pt"
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 MAX_LISTED = 5
 
 
@@ -57,6 +58,8 @@ class FinetuneSettings:
     pgd_step_size: float | None = None
     """None = 2.5·ε / pgd_steps (Madry et al.'s rule)."""
     save_every: int = 100
+    precision: str = "fp32"
+    """fp32, or bf16 autocast for the image encoder's forward passes (attack and update)."""
     val_fraction: float = 0.05
     val_max: int = 500
     seed: int = 0
@@ -198,19 +201,26 @@ def pgd_l2(images: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor]
 
 
 class ImageTower(torch.nn.Module):
-    """CLIP's normalisation + image encoder → L2-normalised features: the module DDP wraps and AdamW trains."""
+    """CLIP's normalisation + image encoder → L2-normalised features: the module DDP wraps and AdamW trains.
 
-    def __init__(self, scorer: ClipScorer):
+    With ``autocast`` (e.g. ``torch.bfloat16``) the encoder runs under autocast; weights and optimizer stay fp32.
+    """
+
+    def __init__(self, scorer: ClipScorer, autocast: torch.dtype | None = None):
         super().__init__()
         self.visual = scorer.model.visual
         self.register_buffer("mean", scorer.mean.clone(), persistent=False)
         self.register_buffer("std", scorer.std.clone(), persistent=False)
         self.size = scorer.image_size
+        self.autocast = autocast
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if tuple(images.shape[-2:]) != self.size:
             images = F.interpolate(images, size=self.size, mode="bilinear", align_corners=False, antialias=True)
-        return F.normalize(self.visual((images - self.mean) / self.std).float(), dim=-1)
+        with torch.autocast(images.device.type, dtype=self.autocast or torch.float32,
+                            enabled=self.autocast is not None):
+            features = self.visual((images - self.mean) / self.std)
+        return F.normalize(features.float(), dim=-1)
 
 
 def attack_batch(tower: torch.nn.Module, images: torch.Tensor, text_features: torch.Tensor, logit_scale,
@@ -358,9 +368,10 @@ def finetune(scorer: ClipScorer, train_pairs: list, val_pairs: list, out_dir: st
     require(s.accumulation >= 1 and s.steps >= 1 and s.save_every >= 1,
             "--steps, --accumulation and --save-every must be at least 1.")
     require(s.eps >= 0 and s.pgd_steps >= 0, "--eps and --pgd-steps must be 0 or more.")
+    require(s.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got '{s.precision}'.")
     model = scorer.model.to(rt.device)
     parameters = freeze_all_but_image_encoder(model)
-    tower = ImageTower(scorer).to(rt.device)
+    tower = ImageTower(scorer, PRECISIONS[s.precision]).to(rt.device)
     trained = tower
     if rt.world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(
@@ -454,6 +465,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=d.eps, help=f"L2 attack radius in [0,1] pixels ({d.eps})")
     p.add_argument("--pgd-steps", type=int, default=d.pgd_steps, help=f"attack steps ({d.pgd_steps})")
     p.add_argument("--pgd-step-size", type=float, default=None, help="attack step (default 2.5·eps/pgd-steps)")
+    p.add_argument("--precision", choices=tuple(PRECISIONS), default=d.precision,
+                   help="fp32, or bf16 autocast of the image encoder (weights stay fp32; default fp32)")
     p.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint interval ({d.save_every})")
     p.add_argument("--keep", type=int, default=0, help="keep only the newest N step checkpoints (0 = all)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held-out share ({d.val_fraction})")
@@ -473,7 +486,8 @@ def main(argv=None) -> int:
     settings = FinetuneSettings(
         steps=args.steps, batch_size=args.batch_size, accumulation=args.accumulation, lr=args.lr,
         weight_decay=args.weight_decay, eps=args.eps, pgd_steps=args.pgd_steps, pgd_step_size=args.pgd_step_size,
-        save_every=args.save_every, val_fraction=args.val_fraction, val_max=args.val_max, seed=args.seed)
+        save_every=args.save_every, precision=args.precision, val_fraction=args.val_fraction, val_max=args.val_max,
+        seed=args.seed)
     runtime = None
     try:
         runtime = start_runtime(args.device)

@@ -81,6 +81,19 @@ def test_resume_continues_from_the_saved_step_exactly(data, tmp_path):
     assert all(torch.allclose(expected[k], got[k], atol=1e-6) for k in expected)
 
 
+def test_bf16_autocast_trains_fp32_weights(data, tmp_path):
+    root, pairs, checkpoint = data
+    scorer = _scorer(checkpoint)
+    before = scorer.model.visual.proj.clone()
+    ft.finetune(scorer, pairs, [], str(tmp_path), ft.model_config("auto", checkpoint, scorer),
+                ft.FinetuneSettings(**{**FAST, "steps": 1, "accumulation": 1, "precision": "bf16"}), progress=False,
+                echo=lambda _: None)
+    assert scorer.model.visual.proj.dtype == torch.float32 and not torch.equal(scorer.model.visual.proj, before)
+    with pytest.raises(FuseDreamError, match="--precision must be one of fp32, bf16"):
+        ft.finetune(scorer, pairs, [], str(tmp_path / "x"), {}, ft.FinetuneSettings(precision="fp16"),
+                    progress=False)
+
+
 def test_resuming_with_other_settings_is_refused(data, tmp_path):
     root, pairs, checkpoint = data
     scorer = _scorer(checkpoint)
