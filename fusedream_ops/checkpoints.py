@@ -28,8 +28,12 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     except FuseDreamError:
         raise
     except Exception as exc:  # truncated or foreign file: say which file and why
+        convert = ("" if path.endswith((".safetensors", ".sft")) else
+                   f" If it is a complete training checkpoint you trust that pickles more than tensors, convert it "
+                   f"once: python -m fusedream_ops.convert '{path}' '{os.path.splitext(path)[0]}.safetensors'.")
         raise FuseDreamError(f"Could not read checkpoint '{path}': {type(exc).__name__}: {exc}. "
-                             f"Is the file complete (re-download it) and a PyTorch/safetensors checkpoint?") from None
+                             f"Is the file complete (re-download it) and a PyTorch/safetensors checkpoint?"
+                             f"{convert}") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if key in state and isinstance(state[key], dict):
@@ -81,6 +85,9 @@ def atomic_write(path: str, write: Callable[[str], object]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a saved file gets the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

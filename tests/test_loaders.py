@@ -134,3 +134,20 @@ def test_shape_detection_recognises_vit_b_32_before_its_quickgelu_twin():
 
 def test_clip_weights_are_frozen(tiny_scorer):
     assert not any(p.requires_grad for p in tiny_scorer.model.parameters())
+
+
+def test_a_pickle_with_python_objects_is_refused_and_converts_once_trusted(tmp_path):
+    import argparse
+
+    from fusedream_pack.fusedream_ops.convert import convert
+
+    model = tiny_clip(seed=4)
+    save_clip(model, str(tmp_path / "run.pt"), TINY_CLIP_CONFIG)
+    torch.save({"args": argparse.Namespace(lr=1e-5), "state_dict": {f"module.{k}": v for k, v in
+                                                                    model.state_dict().items()}}, tmp_path / "run.pt")
+    with pytest.raises(FuseDreamError, match="python -m fusedream_ops.convert"):
+        load_clip("auto", str(tmp_path / "run.pt"))
+    convert(str(tmp_path / "run.pt"), str(tmp_path / "run.safetensors"))
+    scorer = load_clip("auto", str(tmp_path / "run.safetensors"))
+    assert torch.equal(scorer.model.visual.conv1.weight, model.visual.conv1.weight)
+    assert oct(os.stat(tmp_path / "run.safetensors").st_mode & 0o777) != oct(0o600)
