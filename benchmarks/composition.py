@@ -1,8 +1,7 @@
 """FuseDream-Composition costs, side by side.
 
     python benchmarks/composition.py              # Poisson blending at 256 and 512 px, grid batching on tiny models
-
-(Random-weight BigGAN-deep-256 renders NaN images, so real-size grid timings need real weights; not done here.)
+    python benchmarks/composition.py --real       # grid batching with BigGAN-deep-256 + ViT-B-32 (random weights)
 
 Rows:
 - Poisson: the pack's batched CG (4 images in one solve) vs one solve per image, and its error against an exact
@@ -80,17 +79,30 @@ def poisson_rows(repeats: int):
               f"ratio {single / batched:5.2f}  max |CG - exact| {error:.2e}")
 
 
-def grid_rows(steps: int):
-    from fusedream_ops.biggan import BigGANGenerator
+def grid_rows(real: bool, steps: int):
+    from fusedream_ops.biggan import BigGANGenerator, fold_spectral_norm
     from fusedream_ops.clip_scorer import ClipScorer
     from fusedream_ops.composition import composition_grid_search, parse_grid
-    from fusedream_ops.fixtures.biggan_clip import tiny_biggan, tiny_clip
+    from fusedream_ops.fixtures.biggan_clip import settle_spectral_norm, tiny_biggan, tiny_clip
     from fusedream_ops.latents import sample_latents
     from fusedream_ops.objective import AugClipObjective
     from fusedream_ops.perceptual import load_lpips
     import open_clip
 
-    gan, clip = tiny_biggan(), tiny_clip()
+    if real:
+        from pytorch_pretrained_biggan import BigGAN
+        from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN256
+
+        torch.manual_seed(0)
+        gan = BigGAN(BigGAN256)
+        with torch.no_grad():  # the library leaves the final batch norm's affine parameters uninitialised
+            gan.generator.bn.weight.fill_(1.0)
+            gan.generator.bn.bias.zero_()
+        settle_spectral_norm(gan, iterations=5)
+        fold_spectral_norm(gan)
+        clip = open_clip.create_model("ViT-B-32", pretrained=None)
+    else:
+        gan, clip = tiny_biggan(), tiny_clip()
     generator = BigGANGenerator(gan)
     objective = AugClipObjective(ClipScorer(clip, open_clip.get_tokenizer("ViT-B-32"), "clip"),
                                  [("an elephant on top of a roof", 1.0)], copies=8)
@@ -103,20 +115,21 @@ def grid_rows(steps: int):
         composition_grid_search(generator, fg, bg, objective, lpips, cells, cells_per_batch=batch, steps=steps,
                                 score_draws=1, blend_iterations=200)
         per_cell[batch] = (time.perf_counter() - start) / (len(cells) * steps)
-    print(f"grid search (tiny models), 6 cells x {steps} steps  "
+    print(f"grid search ({'BigGAN-deep-256 + ViT-B-32' if real else 'tiny models'}), 6 cells x {steps} steps  "
           f"cells_per_batch=1 {per_cell[1]:.3f} s/cell-step  =6 {per_cell[6]:.3f} s/cell-step  "
           f"ratio {per_cell[1] / per_cell[6]:5.2f}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--real", action="store_true", help="real-size BigGAN-deep-256 and ViT-B-32")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     torch.manual_seed(0)
     with torch.no_grad():
         poisson_rows(args.repeats)
-    grid_rows(args.steps)
+    grid_rows(args.real, args.steps)
 
 
 if __name__ == "__main__":
