@@ -8,23 +8,14 @@ from PIL import Image
 from fusedream_pack.fusedream_ops.errors import FuseDreamError
 from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
 
-from workflows import load, widget_inputs, workflow_problems
+from workflows import load, run_node, widget_inputs, workflow_problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOW = os.path.join(ROOT, "example_workflows", "CLIPAG – generator-free.json")
 SMALL = dict(size=32, steps=3, views=2, patches=2, preview_every=1)
 
 
-def call(node_id, **inputs):
-    cls = NODE_CLASS_MAPPINGS[node_id]
-    values = {name: options.get("default", kind[0] if isinstance(kind, list) and kind else None)
-              for name, kind, options in widget_inputs(cls)}
-    values.update(inputs)
-    with torch.inference_mode():
-        out = getattr(cls(), cls.FUNCTION)(**values)
-    result = out["result"] if isinstance(out, dict) else out
-    assert len(result) == len(cls.RETURN_TYPES)
-    return out if isinstance(out, dict) else {"result": out}
+call = run_node
 
 
 @pytest.fixture(scope="module")

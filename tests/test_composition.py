@@ -1,5 +1,6 @@
 """FuseDream-Composition on tiny real models: the optimizer, the grid search (Alg. 2), LPIPS loading, the nodes."""
 import os
+import pathlib
 
 import pytest
 import torch
@@ -7,10 +8,9 @@ import torch
 from fusedream_pack.fusedream_ops.composition import (Cell, composition_grid_search, optimize_composition,
                                                       paper_grid, parse_grid)
 from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.fixtures import biggan_clip, lpips as lpips_fixture
+from fusedream_pack.fusedream_ops.fixtures import biggan_clip
 from fusedream_pack.fusedream_ops.perceptual import BACKBONE_FILES, find_backbone, load_lpips
 from fusedream_pack.fusedream_ops.progress import Step
-from fusedream_pack.nodes import comfy
 from fusedream_pack.nodes.composition import (CompositionGridSearch, CompositionOptimizer, FuseCrop, LPIPSDistance,
                                               LPIPSLoader, PoissonBlend)
 from fusedream_pack.nodes.fusedream import AugCLIPObjectiveNode, BigGANLoader, CLIPLoader, LatentSampler, TopKInit
@@ -20,12 +20,8 @@ FAST = dict(lr=0.05, method="bilevel", beta=1.0, linear_lambda=0.5, mode="paper"
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    biggan_clip.write(str(root))
-    lpips_fixture.write(str(root))
-    comfy.set_fallback_model_root(str(root))
-    return root
+def models_dir(tiny_models):
+    return pathlib.Path(tiny_models)
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,12 @@ from fusedream_pack.fusedream_ops.fixtures.kandinsky import DECODER_NAME, EMBED_
 from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
 from fusedream_pack.nodes.kandinsky import NODE_CLASS_MAPPINGS as KANDINSKY_NODES
 
-from workflows import load, widget_inputs, workflow_problems
+from workflows import load, run_node, widget_inputs, workflow_problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def call(node_id, **inputs):
-    cls = NODE_CLASS_MAPPINGS[node_id]
-    values = {name: options.get("default", kind[0] if isinstance(kind, list) and kind else None)
-              for name, kind, options in widget_inputs(cls)}
-    values.update(inputs)
-    with torch.inference_mode():
-        out = getattr(cls(), cls.FUNCTION)(**values)
-    result = out["result"] if isinstance(out, dict) else out
-    assert len(result) == len(cls.RETURN_TYPES)
-    return out if isinstance(out, dict) else {"result": out}
+call = run_node
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 import fusedream_pack
 from fusedream_pack.nodes import FAILED_FAMILIES, NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-from workflows import load, widget_inputs, workflow_problems
+from workflows import load, run_node, workflow_problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,44 +43,20 @@ def test_example_workflows_are_valid_for_the_nodes(tiny_models):
 
 
 def _call(node_id, **inputs):
-    cls = NODE_CLASS_MAPPINGS[node_id]
-    out = getattr(cls(), cls.FUNCTION)(**inputs)
-    result = out["result"] if isinstance(out, dict) else out
-    assert len(result) == len(cls.RETURN_TYPES), node_id
-    for value, kind in zip(result, cls.RETURN_TYPES):
-        if kind == "IMAGE":
-            assert value.ndim == 4 and value.shape[-1] == 3 and value.dtype == torch.float32
-            assert 0 <= value.min() and value.max() <= 1 and value.device.type == "cpu"
-        elif kind == "FLOAT":
-            assert isinstance(value, float)
-        elif kind == "STRING":
-            assert isinstance(value, str)
-    return result
-
-
-def _defaults(node_id, **given):
-    values = {}
-    for name, kind, options in widget_inputs(NODE_CLASS_MAPPINGS[node_id]):
-        values[name] = options.get("default", kind[0] if isinstance(kind, list) and kind else None)
-    values.update(given)
-    return values
+    return run_node(node_id, **inputs)["result"]
 
 
 def test_the_single_image_graph_runs_under_inference_mode_like_comfyui(tiny_models):
     """ComfyUI executes every node inside torch.inference_mode(); loading and optimizing must still work."""
-    with torch.inference_mode():
-        (generator,) = _call("FuseDreamBigGANLoader", checkpoint="biggan-deep-256")
-        (clip,) = _call("FuseDreamCLIPLoader", architecture="auto", checkpoint="ViT-B-32.safetensors")
-        (candidates,) = _call("FuseDreamLatentSampler", **_defaults(
-            "FuseDreamLatentSampler", generator=generator, candidates=12, classes="golden retriever, tabby"))
-        (objective,) = _call("FuseDreamAugCLIPObjective", **_defaults(
-            "FuseDreamAugCLIPObjective", clip=clip, copies=4))
-        basis, scores = _call("FuseDreamTopK", **_defaults(
-            "FuseDreamTopK", generator=generator, candidates=candidates, objective=objective, k=3))
-        latent, image, score, frames = _call("FuseDreamBasisOptimizer", **_defaults(
-            "FuseDreamBasisOptimizer", generator=generator, basis=basis, objective=objective, steps=6,
-            keep_frames_every=2))
-        (decoded,) = _call("FuseDreamDecode", generator=generator, latent=latent)
-        mean, text = _call("FuseDreamAugCLIPScore", image=image, objective=objective, draws=2, seed=0)
+    (generator,) = _call("FuseDreamBigGANLoader", checkpoint="biggan-deep-256")
+    (clip,) = _call("FuseDreamCLIPLoader", architecture="auto", checkpoint="ViT-B-32.safetensors")
+    (candidates,) = _call("FuseDreamLatentSampler", generator=generator, candidates=12,
+                          classes="golden retriever, tabby")
+    (objective,) = _call("FuseDreamAugCLIPObjective", clip=clip, copies=4)
+    basis, scores = _call("FuseDreamTopK", generator=generator, candidates=candidates, objective=objective, k=3)
+    latent, image, score, frames = _call("FuseDreamBasisOptimizer", generator=generator, basis=basis,
+                                         objective=objective, steps=6, keep_frames_every=2)
+    (decoded,) = _call("FuseDreamDecode", generator=generator, latent=latent)
+    mean, text = _call("FuseDreamAugCLIPScore", image=image, objective=objective, draws=2, seed=0)
     assert image.shape == (1, 32, 32, 3) and torch.allclose(decoded, image, atol=1e-5)
     assert frames.shape[0] == 3 and len(scores.split(",")) == 3 and isinstance(mean, float)

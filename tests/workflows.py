@@ -31,6 +31,39 @@ def widget_inputs(cls) -> list[tuple[str, object, dict]]:
     return [(n, k, o) for n, k, o in _inputs(cls) if is_widget(k, o)]
 
 
+def widget_defaults(cls) -> dict:
+    """Every widget input's default value (a combo's first option when it has no default)."""
+    return {name: options.get("default", kind[0] if isinstance(kind, list) and kind else None)
+            for name, kind, options in widget_inputs(cls)}
+
+
+def run_node(node_id: str, **inputs) -> dict:
+    """Run a node of the pack the way ComfyUI does (widget defaults, under ``torch.inference_mode()``) and check
+    that it returns one value per RETURN_TYPE, stock types in their stock form. Returns ``{"result": ..., "ui"?}``."""
+    import torch
+
+    from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
+
+    cls = NODE_CLASS_MAPPINGS[node_id]
+    values = {**widget_defaults(cls), **inputs}
+    with torch.inference_mode():
+        out = getattr(cls(), cls.FUNCTION)(**values)
+    out = out if isinstance(out, dict) else {"result": out}
+    result = out["result"]
+    assert len(result) == len(cls.RETURN_TYPES), node_id
+    for value, kind in zip(result, cls.RETURN_TYPES):
+        if kind == "IMAGE":
+            assert value.ndim == 4 and value.shape[-1] == 3 and value.dtype == torch.float32, node_id
+            assert 0 <= value.min() and value.max() <= 1 and value.device.type == "cpu", node_id
+        elif kind == "MASK":
+            assert value.ndim in (2, 3) and 0 <= value.min() and value.max() <= 1, node_id
+        elif kind == "FLOAT":
+            assert isinstance(value, float), node_id
+        elif kind in ("STRING", "INT"):
+            assert isinstance(value, str if kind == "STRING" else int), node_id
+    return out
+
+
 def socket_inputs(cls) -> list[tuple[str, object]]:
     return [(n, k) for n, k, o in _inputs(cls) if not is_widget(k, o)]
 
@@ -122,9 +155,9 @@ def build_workflow(mappings: dict, nodes: list[dict], links: list[tuple]) -> dic
         else:
             inputs = [{"name": n, "type": k, "link": None} for n, k in socket_inputs(cls)]
             values = []
+            defaults = widget_defaults(cls)
             for name, kind, options in widget_inputs(cls):
-                default = options.get("default", kind[0] if isinstance(kind, list) and kind else None)
-                values.append(spec.get("widgets", {}).get(name, default))
+                values.append(spec.get("widgets", {}).get(name, defaults[name]))
                 if options.get("control_after_generate"):
                     values.append("fixed")
             names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
