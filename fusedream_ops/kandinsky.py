@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .autograd import no_grad_normal_tensors
+from .checkpoints import check_state_dict
 from .errors import FuseDreamError, require
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.safetensors",
@@ -270,11 +271,11 @@ def _infer_config(state: dict, path: str, kind: str) -> dict:
 def _load_single_file(cls, config_cls, path: str, kind: str, dtype: torch.dtype):
     state = _read_state_dict(path)
     config = config_cls(**(_sidecar_config(path) or _infer_config(state, path, kind)))
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}  # a buffer older files still carry
     with no_grad_normal_tensors():
         model = cls(config)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    unexpected = [k for k in unexpected if not k.endswith("position_ids")]  # a buffer older files still carry
-    _check_loading_info(path, {"missing_keys": missing, "unexpected_keys": unexpected})
+        check_state_dict(model, state, f"Checkpoint '{path}'")
+        model.load_state_dict(state, strict=True)
     return model.to(dtype).eval().requires_grad_(False)
 
 
