@@ -29,6 +29,10 @@ from fusedream_pack.fusedream_ops.toyworld import measure  # noqa: E402
 from fusedream_pack.fusedream_ops.toyworld.build import REPORT_PATH  # noqa: E402
 
 
+def rate(s: measure.MethodScores) -> str:
+    return f"{s.success_rate:.0%} (colour+cell {s.colour_and_cell_rate:.0%})"
+
+
 def mean_gap(scores: dict[str, measure.MethodScores]) -> tuple[float, float]:
     """Mean re-measured AugCLIP of judged successes and of failures, over every method's runs."""
     ok = [a for s in scores.values() for a, good in zip(s.augclip, s.successes) if good]
@@ -42,9 +46,9 @@ def clipag_row(pixels):
     if pixels is None:
         return (claim, "not run: no robust tiny CLIP in the fixtures", "not measured")
     plain, robust = pixels["plain"], pixels["robust"]
-    return (claim, f"pixel synthesis from noise: judged success {robust.success_rate:.0%} (robust) vs "
-                   f"{plain.success_rate:.0%} (plain); plain-CLIP AugCLIP of the results {robust.mean_augclip:.3f} "
-                   f"vs {plain.mean_augclip:.3f}",
+    return (claim, f"pixel synthesis: judged success {rate(robust)} with the robust CLIP vs {rate(plain)} "
+                   f"with plain CLIP; plain-CLIP AugCLIP of the results {robust.mean_augclip:.3f} vs "
+                   f"{plain.mean_augclip:.3f}",
             "reproduced" if robust.success_rate > plain.success_rate else "NOT reproduced")
 
 
@@ -60,14 +64,14 @@ def rows(scores, attack, composition_note, clipag, ovi_note):
          f"judge still reads {attack.judge_unchanged:.0%} of attacked images as the original scene",
          yes(attack.clip_gain > 2 * attack.augclip_gain)),
         ("AugCLIP instead of CLIP escapes the adversarial regime (Fig. 3-4)",
-         f"success {a.success_rate:.0%} vs naive {n.success_rate:.0%}; AugCLIP {a.mean_augclip:.3f} vs "
+         f"success {rate(a)} vs naive {rate(n)}; AugCLIP {a.mean_augclip:.3f} vs "
          f"{n.mean_augclip:.3f}; naive reaches CLIP {n.mean_clip:.3f} (AugCLIP run {a.mean_clip:.3f})",
          yes(a.success_rate > n.success_rate)),
         ("Top-k init + over-parameterised basis beats a single start (Fig. 4)",
-         f"success {f.success_rate:.0%} vs {a.success_rate:.0%}; AugCLIP {f.mean_augclip:.3f} vs {a.mean_augclip:.3f}",
+         f"success {rate(f)} vs {rate(a)}; AugCLIP {f.mean_augclip:.3f} vs {a.mean_augclip:.3f}",
          yes(f.success_rate > a.success_rate and f.mean_augclip > a.mean_augclip)),
         ("Full FuseDream beats naive CLIP+GAN",
-         f"success {f.success_rate:.0%} vs {n.success_rate:.0%}", yes(f.success_rate > n.success_rate)),
+         f"success {rate(f)} vs {rate(n)}", yes(f.success_rate > n.success_rate)),
         ("Higher AugCLIP means a better text match (Fig. 4, remark 1)",
          f"mean AugCLIP of judged-correct images {ok_mean:.3f} vs wrong {bad_mean:.3f}",
          yes(ok_mean > bad_mean)),
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
             report = json.load(f)
         print(f"fixtures: judge reads {report['judge_accuracy_world']:.1%} of fresh world scenes and "
               f"{report['judge_accuracy_generator_samples']:.1%} of generator samples correctly; CLIP top-1 "
-              f"caption retrieval {report['clip_retrieval_top1']:.1%}; build took {report['seconds']['total']:.0f} s")
+              f"caption retrieval {report['clip_retrieval_top1']:.1%}; build seconds {report['seconds']}")
     budget = measure.Budget(steps=args.steps, candidates=args.candidates)
     captions = measure.evaluation_captions(args.captions)
     scores = measure.compare_generation(tw, captions, list(range(args.seeds)), budget)

