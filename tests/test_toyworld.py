@@ -1,6 +1,5 @@
 """The toy world itself: scenes and captions from a seed, the generator's checkpoint form, the rebuild command."""
 import json
-import os
 
 import torch
 
@@ -110,3 +109,17 @@ def test_training_is_deterministic():
         torch.set_num_threads(threads)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert all(torch.equal(x, y) for x, y in zip(c.state_dict().values(), d.state_dict().values()))
+
+
+def test_judge_checkpoint_missing_a_tensor_is_an_error_naming_it(tmp_path):
+    import pytest
+    from safetensors.torch import save_file
+
+    from fusedream_pack.fusedream_ops.errors import FuseDreamError
+    from fusedream_pack.fusedream_ops.toyworld.judge import Judge
+
+    state = Judge().state_dict()
+    del state["head.3.bias"]
+    save_file(state, str(tmp_path / "judge.safetensors"))
+    with pytest.raises(FuseDreamError, match=r"head\.3\.bias"):
+        build.load_judge(str(tmp_path / "judge.safetensors"))

@@ -22,6 +22,7 @@ from ..augment import AugmentPolicy, diff_augment
 from ..autograd import grad_enabled, no_grad_normal_tensors
 from ..biggan import BigGANGenerator, load_biggan
 from ..clip_scorer import ClipScorer, load_clip
+from ..errors import FuseDreamError
 from ..latents import sample_latents
 from ..objective import AugClipObjective
 from ..optimize import optimize_basis
@@ -96,7 +97,7 @@ def generate(tw: ToyWorld, caption: str, method: str, seed: int, budget: Budget)
         elif method == "augclip":
             result = optimize_basis(tw.generator, start, augclip, steps=budget.steps, lr=budget.lr, seed=seed)
         else:
-            raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+            raise FuseDreamError(f"method must be one of {', '.join(METHODS)}, got '{method}'.")
     return result.image
 
 
