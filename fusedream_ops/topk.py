@@ -17,7 +17,7 @@ def topk_latents(generator: BigGANGenerator, candidates: BigGANLatent, objective
     """The ``k`` candidates with the highest score, best first, and their scores.
 
     Candidates are generated and scored ``chunk`` at a time without gradients while a running top-k is kept,
-    so memory is bounded by the chunk size whatever M is. The official code scores with plain CLIP
+    so memory is bounded by the chunk size whatever M is; the running best stay on the compute device. The official code scores with plain CLIP
     (``augment=False``); ``augment=True`` scores with AugCLIP as the paper writes.
     """
     m = len(candidates)
@@ -33,11 +33,12 @@ def topk_latents(generator: BigGANGenerator, candidates: BigGANLatent, objective
         for step, start in enumerate(range(0, m, chunk), start=1):
             index = torch.arange(start, min(start + chunk, m))
             images = generator.decode(candidates.select(index))
-            scores = objective.score(images, rng, copies, augment=augment).float().cpu()
-            all_scores = torch.cat([best_scores, scores])
+            scores = objective.score(images, rng, copies, augment=augment).float()
+            all_scores = torch.cat([best_scores.to(scores.device), scores])
             order = all_scores.topk(min(k, all_scores.numel())).indices
-            pool_images = images.cpu() if best_images is None else torch.cat([best_images, images.cpu()])
-            best_scores, best_index = all_scores[order], torch.cat([best_index, index])[order]
+            pool_images = images if best_images is None else torch.cat([best_images, images])
+            best_scores = all_scores[order]
+            best_index = torch.cat([best_index, index])[order.cpu()]
             best_images = pool_images[order]
             report(on_step, step, total, {"best": best_scores[0].item()}, best_images[:1])
-    return candidates.select(best_index), best_scores
+    return candidates.select(best_index), best_scores.cpu()
