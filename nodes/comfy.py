@@ -5,8 +5,10 @@ Python (tests, scripts) it falls back to plain behaviour, so the same node class
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
 
 import torch
 
@@ -15,10 +17,18 @@ from ..fusedream_ops.autograd import no_grad_normal_tensors
 log = logging.getLogger("FuseDream")
 
 
+_absent: set[str] = set()
+
+
 def _comfy(module: str):
+    """ComfyUI's ``module`` if it is there; a failed import is remembered (it is asked for every step)."""
+    found = sys.modules.get(module)
+    if found is not None or module in _absent:
+        return found
     try:
-        return __import__(module, fromlist=["_"])
+        return importlib.import_module(module)
     except ImportError:
+        _absent.add(module)
         return None
 
 
