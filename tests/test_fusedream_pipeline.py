@@ -128,3 +128,11 @@ def test_a_non_finite_objective_stops_with_an_error(tiny_models, objective, tmp_
     basis = sample_latents(broken, 2, seed=0)
     with pytest.raises(FuseDreamError, match="non-finite"):
         optimize_basis(broken, basis, objective, steps=3)
+
+
+def test_zero_steps_or_copies_are_refused_naming_the_input(tiny_generator, tiny_scorer, objective):
+    basis = sample_latents(tiny_generator, 2, seed=0)
+    with pytest.raises(FuseDreamError, match="steps must be at least 1, got 0"):
+        optimize_basis(tiny_generator, basis, objective, steps=0)
+    with pytest.raises(FuseDreamError, match="copies must be at least 1, got 0"):
+        AugClipObjective(tiny_scorer, [("a dog", 1.0)], copies=0)
