@@ -12,26 +12,15 @@ is linear in the depth, so the 48-layer figure is extrapolated), then times forw
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def import_pack():
-    if "fusedream_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("fusedream_pack", os.path.join(ROOT, "__init__.py"),
-                                                      submodule_search_locations=[ROOT])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["fusedream_pack"] = module
-        spec.loader.exec_module(module)
-    from fusedream_pack.fusedream_ops import ovi
-
-    return ovi
+from fusedream_ops import ovi  # noqa: E402
 
 
 def bigg_tower(layers: int, device, dtype):
@@ -62,7 +51,6 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("fp32", "fp16"), default="fp32")
     args = parser.parse_args(argv)
-    ovi = import_pack()
     device, dtype = torch.device(args.device), torch.float16 if args.dtype == "fp16" else torch.float32
     tower = bigg_tower(args.layers, device, dtype)
     target = torch.randn(1, 1280, device=device)

@@ -9,24 +9,17 @@ reproduce is printed as such. Rebuild the fixtures with ``python -m fusedream_op
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if "fusedream_pack" not in sys.modules:
-    spec = importlib.util.spec_from_file_location("fusedream_pack", os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fusedream_pack"] = module
-    spec.loader.exec_module(module)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from fusedream_pack.fusedream_ops.toyworld import measure  # noqa: E402
-from fusedream_pack.fusedream_ops.toyworld.build import REPORT_PATH  # noqa: E402
+from fusedream_ops.toyworld import measure  # noqa: E402
+from fusedream_ops.toyworld.build import REPORT_PATH  # noqa: E402
 
 
 def rate(s: measure.MethodScores) -> str:
