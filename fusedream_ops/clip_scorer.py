@@ -102,17 +102,16 @@ def _require_known(path: str, section: str, data, valid: tuple[str, ...]) -> Non
 HUB_KEYS = (("text_cfg", "hf_model_name"), ("text_cfg", "hf_tokenizer_name"))
 
 
-def _require_offline(path: str, model_cfg: dict) -> None:
+def _require_offline(source: str, model_cfg: dict) -> None:
     """Refuse towers that open_clip would fetch from the model hub: loading never reaches the network."""
     for section, key in HUB_KEYS:
         value = model_cfg.get(section, {}).get(key)
         require(not value,
-                f"the CLIP sidecar '{path}' asks for {section}.{key} = {value!r}, a tower or "
-                f"tokenizer fetched from the Hugging Face hub; the pack loads only local, built-in open_clip towers "
-                f"(remove the key and describe the tower with width/heads/layers).")
+                f"{source} asks for {section}.{key} = {value!r}, a tower or tokenizer fetched from the Hugging Face "
+                f"hub; the pack loads only local open_clip towers (describe the tower with width/heads/layers).")
     vision = model_cfg.get("vision_cfg", {})
     require(not (vision.get("timm_model_name") and vision.get("timm_model_pretrained")),
-            f"the CLIP sidecar '{path}' asks for vision_cfg.timm_model_name = {vision.get('timm_model_name')!r} with "
+            f"{source} asks for vision_cfg.timm_model_name = {vision.get('timm_model_name')!r} with "
             f"timm_model_pretrained, which downloads weights; the pack loads only local weights.")
 
 
@@ -133,7 +132,7 @@ def read_sidecar(checkpoint: str) -> dict | None:
         require(section in sidecar["model_cfg"], f"the CLIP sidecar '{path}' has no '{section}'.")
         _require_known(path, section, sidecar["model_cfg"][section], known[section])
     _require_known(path, "preprocess_cfg", sidecar.get("preprocess_cfg", {}), known["preprocess_cfg"])
-    _require_offline(path, sidecar["model_cfg"])
+    _require_offline(f"the CLIP sidecar '{path}'", sidecar["model_cfg"])
     return sidecar
 
 
@@ -189,6 +188,7 @@ def build_clip(arch: str, model_cfg: dict | None = None, meta: bool = False):
             require(arch in open_clip.list_models(),
                     f"CLIP architecture '{arch}' is not an open_clip model; valid: {AUTO}, "
                     f"{', '.join(open_clip.list_models()[:12])}, …")
+            _require_offline(f"open_clip architecture '{arch}'", open_clip.get_model_config(arch) or {})
             return open_clip.create_model(arch, pretrained=None, device="meta" if meta else "cpu")
         cfg = dict(model_cfg)
         custom = cfg.pop("custom_text", False)
