@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .autograd import no_grad_normal_tensors
-from .checkpoints import check_state_dict, read_json_object, read_state_dict, require_checkpoint_file
+from .checkpoints import (WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict,
+                          require_checkpoint_file)
 from .errors import FuseDreamError, require
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.safetensors",
@@ -47,7 +48,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 # ---------------------------------------------------------------- folder checks and strict loading
 def _component(folder: str, sub: str, what: str, files: tuple[str, ...]) -> str:
     path = os.path.join(folder, sub)
-    require(os.path.isdir(folder), f"Kandinsky folder '{folder}' does not exist.")
+    require(os.path.isdir(folder), f"Kandinsky folder '{folder}' does not exist. {WHERE_TO_GET}")
     require(os.path.isdir(path),
             f"'{folder}' has no '{sub}/' subfolder ({what}). Expected the diffusers layout of "
             f"kandinsky-community/kandinsky-2-2-{'decoder' if sub in ('unet', 'movq') else 'prior'}: "
@@ -275,7 +276,10 @@ def load_encoders(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyE
     dtype_kw = _transformers_dtype_kw()
     image_encoder = _load_pretrained(CLIPVisionModelWithProjection, image_path, dtype, dtype_kw)
     text_encoder = _load_pretrained(CLIPTextModelWithProjection, text_path, dtype, dtype_kw)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_path, model_max_length=77, local_files_only=True)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(tok_path, model_max_length=77, local_files_only=True)
+    except Exception as exc:  # a broken vocab.json/merges.txt raises JSON, Unicode or value errors
+        raise FuseDreamError(f"Could not read the tokenizer in '{tok_path}': {type(exc).__name__}: {exc}") from None
     require(len(tokenizer) > 1000, f"'{tok_path}' holds an empty or broken vocabulary ({len(tokenizer)} tokens).")
     require(image_encoder.config.projection_dim == text_encoder.config.projection_dim,
             f"'{folder}': image_encoder projects to {image_encoder.config.projection_dim} dimensions but "

@@ -53,7 +53,7 @@ def test_an_invalid_or_non_object_config_json_is_an_error_naming_it(tmp_path, te
         load_encoders(str(prior))
 
 
-def test_a_single_file_tower_whose_config_describes_another_width_fails_before_allocating(tmp_path):
+def test_a_single_file_tower_whose_config_describes_another_width_is_refused_naming_the_shapes(tmp_path):
     model = kandinsky_fixtures.tiny_image_encoder()
     path = str(tmp_path / "tower.safetensors")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
