@@ -116,8 +116,20 @@ def _checkpoint_shapes(files: list[str]) -> dict[str, tuple[int, ...]]:
                 raise FuseDreamError(f"Could not read weights file '{file}': {type(exc).__name__}: {exc}. Is the "
                                      f"file complete (re-download it)?") from None
         else:
-            shapes.update({k: tuple(v.shape) for k, v in read_state_dict(file).items()})
+            shapes.update({k: tuple(v.shape) for k, v in _mapped_pickle(file).items()})
     return shapes
+
+
+def _mapped_pickle(file: str) -> dict:
+    """A weights-only pickle memory-mapped (its tensors are not read); a legacy or refused file goes through
+    :func:`read_state_dict`, which names what is wrong with it."""
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, or a refused one: let the strict reader explain
+        return read_state_dict(file)
+    if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return state
+    return read_state_dict(file)
 
 
 def _meta_model(cls, path: str):
@@ -128,8 +140,8 @@ def _meta_model(cls, path: str):
     try:
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if issubclass(cls, transformers.PreTrainedModel):
-                return cls(cls.config_class.from_dict(config))
+            if issubclass(cls, transformers.PreTrainedModel):  # from_pretrained picks a sub-config (vision_config …)
+                return cls(cls.config_class.from_pretrained(path, local_files_only=True))
             return cls.from_config(config)
     except Exception as exc:  # a config the class cannot build from: wrong types, unknown block names …
         raise FuseDreamError(f"'{path}/config.json' does not describe a {cls.__name__}: {type(exc).__name__}: "

@@ -77,6 +77,25 @@ def test_convert_refuses_a_hostile_pickle_without_trust_and_runs_it_only_with_tr
     assert os.path.isdir(marker)
 
 
+def test_a_hostile_pickle_in_a_kandinsky_folder_is_refused_before_diffusers_reads_it(hostile, tmp_path):
+    import shutil
+
+    import kandinsky_models as km
+    from fusedream_pack.fusedream_ops.kandinsky import load_decoder
+    from safetensors.torch import load_file
+
+    files, marker = hostile
+    folder = shutil.copytree(km.decoder_folder(), tmp_path / "decoder")
+    movq = folder / "movq"
+    torch.save(load_file(str(movq / "diffusion_pytorch_model.safetensors")), movq / "diffusion_pytorch_model.bin")
+    os.remove(movq / "diffusion_pytorch_model.safetensors")
+    assert load_decoder(str(folder)).movq_scale == 8  # a plain .bin loads
+    shutil.copy(files[0], movq / "diffusion_pytorch_model.bin")
+    with pytest.raises(FuseDreamError, match=r"movq/diffusion_pytorch_model\.bin.*DANGEROUS"):
+        load_decoder(str(folder))
+    assert not os.path.exists(marker)
+
+
 def test_the_convert_command_refuses_a_hostile_pickle_with_exit_code_2_and_no_traceback(hostile):
     files, marker = hostile
     run = subprocess.run([sys.executable, "-m", "fusedream_ops.convert", files[1]], cwd=ROOT, capture_output=True,
