@@ -8,14 +8,16 @@ suggest converting a file only when every global is a known container.
 from __future__ import annotations
 
 import io
+import os
 import pickletools
 import zipfile
 from dataclasses import dataclass
 
 from ..errors import FuseDreamError
 
-MAX_PICKLES = 8
-"""A legacy torch file is a few pickles in a row (magic, version, sys info, data, storage keys) then raw bytes."""
+MAX_PICKLES = 5
+"""A legacy torch file is five pickles in a row (magic number, protocol, sys info, data, storage keys), then raw
+tensor bytes that torch never unpickles; parsing stops there instead of reading the tensors as opcodes."""
 
 DANGEROUS_MODULES = frozenset({
     "os", "posix", "nt", "subprocess", "builtins", "__builtin__", "sys", "shutil", "importlib", "runpy", "pty",
@@ -94,12 +96,16 @@ class _Strings:
         return "<a global named by computed strings>"
 
 
-def _globals_of_stream(data: bytes) -> tuple[list[str], int]:
-    """Globals of the pickles at the start of ``data`` and how many pickles were read (opcodes only)."""
+def _globals_of_stream(stream) -> list[str]:
+    """Globals of the pickles at the start of the binary ``stream`` (opcodes only; the stream is read lazily, so
+    the raw tensor bytes after a legacy file's pickles are never loaded)."""
     found: list[str] = []
-    stream = io.BytesIO(data)
     count = 0
-    while count < MAX_PICKLES and stream.tell() < len(data):
+    while count < MAX_PICKLES:
+        start = stream.tell()
+        if not stream.read(1):
+            break
+        stream.seek(start)
         strings = _Strings()
         try:
             for op, arg, _ in pickletools.genops(stream):
@@ -125,7 +131,7 @@ def _globals_of_stream(data: bytes) -> tuple[list[str], int]:
                 raise
             break
         count += 1
-    return found, count
+    return found
 
 
 def pickle_globals(path: str) -> PickleGlobals:
@@ -136,13 +142,12 @@ def pickle_globals(path: str) -> PickleGlobals:
                 members = [n for n in archive.namelist() if n.endswith(".pkl")]
                 if not members:
                     raise ValueError("a zip archive without a pickle inside")
-                names = [g for m in members for g in _globals_of_stream(archive.read(m))[0]]
+                names = [g for m in members for g in _globals_of_stream(io.BytesIO(archive.read(m)))]
         else:
             with open(path, "rb") as f:
-                data = f.read()
-            if not data:
+                names = _globals_of_stream(f)
+            if not names and os.path.getsize(path) == 0:
                 raise ValueError("the file is empty")
-            names = _globals_of_stream(data)[0]
     except Exception as exc:  # pickletools and zipfile raise several types for a broken file
         raise FuseDreamError(f"'{path}' is not a readable pickle: {exc}") from None
     return PickleGlobals(tuple(dict.fromkeys(names)))
