@@ -2,8 +2,8 @@
 
 Unpickling calls whatever globals the file names (``posix.system``, ``builtins.exec`` …), so a pickle is judged
 before it is loaded: :func:`pickle_globals` walks the opcode stream with :mod:`pickletools` (nothing is imported or
-called) and :func:`classify` sorts the names into plain data containers, dangerous modules and the rest. The loaders
-suggest converting a file only when every global is a known container.
+called) and :class:`PickleGlobals` sorts the names into plain data containers, dangerous modules and the rest. The
+loaders suggest converting a file only when every global is a known container.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ HARMLESS_GLOBALS = frozenset({
     "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3",
     "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
     "torch._tensor._rebuild_from_type_v2", "torch.nn.parameter.Parameter", "torch.Size", "torch.device",
-    "torch.storage.UntypedStorage", "torch.storage.TypedStorage", "torch.serialization._get_layout",
+    "torch.storage.UntypedStorage", "torch.storage.TypedStorage",
     "numpy.ndarray", "numpy.dtype", "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
     "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
 })
