@@ -79,7 +79,7 @@ def resolve_folder(value: str, roots: list[Root], what: str) -> AllowedFolder:
         if os.path.isdir(real):
             rel = os.path.relpath(real, os.path.realpath(root.path))
             return AllowedFolder(real, root.label if rel == "." else f"{root.label}/{rel}")
-    shown = ", ".join(f"{r.label} ({r.path})" for r in roots)
-    raise FuseDreamError(f"{what} '{value}' is not a folder inside the allowed roots: {shown}. Put the images in "
+    shown = ", ".join(dict.fromkeys(r.label for r in roots))  # labels only: the server's layout stays private
+    raise FuseDreamError(f"{what} '{value}' is not a folder inside the allowed roots ({shown}). Put the images in "
                          f"ComfyUI's input folder (e.g. input/my_images) and give 'my_images'; the server's owner can "
                          f"allow other roots with FUSEDREAM_EXTRA_ROOTS.")
