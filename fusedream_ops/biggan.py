@@ -6,7 +6,6 @@ the generator is called as ``G(z, y)`` with ``y = E[:, c]`` for a class c at ini
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from .autograd import no_grad_normal_tensors
-from .checkpoints import check_state_dict, read_state_dict
+from .checkpoints import WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict
 from .errors import FuseDreamError, require
 
 CONFIG_NAME = "config.json"
@@ -41,7 +40,7 @@ def find_biggan_files(path: str) -> BigGANFiles:
                 f"BigGAN checkpoint folder '{path}' has no weights: expected {' or '.join(WEIGHT_NAMES)}.")
         classes = os.path.join(path, CLASSES_NAME)
         return BigGANFiles(weights, config, classes if os.path.isfile(classes) else None)
-    require(os.path.isfile(path), f"BigGAN checkpoint '{path}' does not exist.")
+    require(os.path.isfile(path), f"BigGAN checkpoint '{path}' does not exist. {WHERE_TO_GET}")
     require(path.endswith(".safetensors"),
             f"BigGAN checkpoint '{path}': a single file must be .safetensors; a .bin/.pth needs a folder with "
             f"{CONFIG_NAME} beside it.")
@@ -148,18 +147,33 @@ def load_biggan(path: str) -> BigGANGenerator:
     files = find_biggan_files(path)
     state = read_state_dict(files.weights)
     if files.config is not None:
-        with open(files.config, encoding="utf-8") as f:
-            config = BigGANConfig.from_dict(json.load(f))
+        config = BigGANConfig.from_dict(read_json_object(files.config, "BigGAN config"))
     else:
         config = BigGANConfig.from_dict(infer_biggan_config(state))
+    blocks = len({k.split(".")[2] for k in state if k.startswith("generator.layers.")})
+    require(len(config.layers) <= blocks,
+            f"BigGAN checkpoint '{path}' does not match the architecture: the config has {len(config.layers)} blocks, "
+            f"the checkpoint {blocks} (attention included). {_resolution_hint(state, config)}")
+    shapes = _meta_biggan(config, files.config)  # compared with the checkpoint before anything is allocated
+    check_state_dict(shapes, state, f"BigGAN checkpoint '{path}'", hint=lambda: _resolution_hint(state, config))
     with no_grad_normal_tensors():
         model = BigGAN(config)
-        check_state_dict(model, state, f"BigGAN checkpoint '{path}'",
-                         hint=lambda: _resolution_hint(state, config))
         model.load_state_dict(state, strict=True)
         fold_spectral_norm(model)
     names = read_class_names(files.classes, config.num_classes)
     return BigGANGenerator(model, names, name=os.path.basename(os.path.normpath(path)))
+
+
+def _meta_biggan(config, source: str | None):
+    """The generator ``config`` describes, built on the meta device: every shape, no memory."""
+    from pytorch_pretrained_biggan import BigGAN
+
+    try:
+        with torch.device("meta"):
+            return BigGAN(config)
+    except Exception as exc:  # a config.json with wrong types or impossible sizes
+        raise FuseDreamError(f"BigGAN config '{source}' does not describe a BigGAN-deep: {type(exc).__name__}: "
+                             f"{exc}") from None
 
 
 def _resolution_hint(state: dict, config) -> str:

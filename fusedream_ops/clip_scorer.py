@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from .autograd import no_grad_normal_tensors
-from .checkpoints import atomic_write, atomic_write_text, check_state_dict, read_state_dict
-from .errors import require
+from .checkpoints import (atomic_write, atomic_write_text, check_state_dict, read_json_object, read_state_dict,
+                          require_checkpoint_file)
+from .errors import FuseDreamError, require
 
 log = logging.getLogger("FuseDream")
 
@@ -69,14 +70,70 @@ class ClipScorer:
         return F.normalize(self.model.encode_image(self.prepare(images)).float(), dim=-1)
 
 
+SIDECAR_KEYS = ("model_cfg", "preprocess_cfg")
+MODEL_KEYS = ("embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale", "init_logit_bias",
+              "nonscalar_logit_scale", "custom_text")
+"""What ``open_clip.CLIP``/``CustomTextCLIP`` take from a config (``cast_dtype``/``output_dict`` are run-time
+choices, and multimodal towers are not CLIP scorers)."""
+
+
+def _known_keys() -> dict[str, tuple[str, ...]]:
+    """The keys open_clip's config dataclasses define, per section of the sidecar."""
+    import dataclasses
+
+    from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+    from open_clip.transform import PreprocessCfg
+
+    return {"": SIDECAR_KEYS, "model_cfg": MODEL_KEYS,
+            "vision_cfg": tuple(f.name for f in dataclasses.fields(CLIPVisionCfg)),
+            "text_cfg": tuple(f.name for f in dataclasses.fields(CLIPTextCfg)),
+            "preprocess_cfg": tuple(f.name for f in dataclasses.fields(PreprocessCfg))}
+
+
+def _require_known(path: str, section: str, data, valid: tuple[str, ...]) -> None:
+    where = f"'{section}' of " if section else ""
+    require(isinstance(data, dict), f"{where}the CLIP sidecar '{path}' must be a JSON object, not "
+                                    f"{type(data).__name__}.")
+    unknown = sorted(set(data) - set(valid))
+    require(not unknown, f"{where}the CLIP sidecar '{path}' has unknown keys {', '.join(unknown)}; valid keys: "
+                         f"{', '.join(valid)}.")
+
+
+HUB_KEYS = (("text_cfg", "hf_model_name"), ("text_cfg", "hf_tokenizer_name"))
+
+
+def _require_offline(source: str, model_cfg: dict) -> None:
+    """Refuse towers that open_clip would fetch from the model hub: loading never reaches the network."""
+    for section, key in HUB_KEYS:
+        value = model_cfg.get(section, {}).get(key)
+        require(not value,
+                f"{source} asks for {section}.{key} = {value!r}, a tower or tokenizer fetched from the Hugging Face "
+                f"hub; the pack loads only local open_clip towers (describe the tower with width/heads/layers).")
+    vision = model_cfg.get("vision_cfg", {})
+    require(not (vision.get("timm_model_name") and vision.get("timm_model_pretrained")),
+            f"{source} asks for vision_cfg.timm_model_name = {vision.get('timm_model_name')!r} with "
+            f"timm_model_pretrained, which downloads weights; the pack loads only local weights.")
+
+
 def read_sidecar(checkpoint: str) -> dict | None:
-    """The open_clip config beside a checkpoint (``model_cfg`` of an open_clip_config.json, or a bare config)."""
+    """The open_clip config beside a checkpoint (``model_cfg`` of an open_clip_config.json, or a bare config).
+
+    Only the keys open_clip's config classes define are accepted, and towers from the model hub are refused.
+    """
     path = os.path.splitext(checkpoint)[0] + ".json"
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    return data if "model_cfg" in data else {"model_cfg": data}
+    data = read_json_object(path, "CLIP sidecar")
+    sidecar = data if "model_cfg" in data else {"model_cfg": data}
+    known = _known_keys()
+    _require_known(path, "", sidecar, known[""])
+    _require_known(path, "model_cfg", sidecar["model_cfg"], known["model_cfg"])
+    for section in ("vision_cfg", "text_cfg"):
+        require(section in sidecar["model_cfg"], f"the CLIP sidecar '{path}' has no '{section}'.")
+        _require_known(path, section, sidecar["model_cfg"][section], known[section])
+    _require_known(path, "preprocess_cfg", sidecar.get("preprocess_cfg", {}), known["preprocess_cfg"])
+    _require_offline(f"the CLIP sidecar '{path}'", sidecar["model_cfg"])
+    return sidecar
 
 
 def _count_blocks(state: dict, prefix: str) -> int:
@@ -119,19 +176,27 @@ def matching_architectures(state: dict[str, torch.Tensor]) -> list[str]:
     return sorted(found, key=lambda n: ("quickgelu" in n, len(n), n))
 
 
-def build_clip(arch: str, model_cfg: dict | None = None):
-    """An open_clip model with random weights (no download): a built-in architecture or a config dict."""
+def build_clip(arch: str, model_cfg: dict | None = None, meta: bool = False):
+    """An open_clip model with random weights (no download): a built-in architecture or a config dict.
+
+    ``meta=True`` builds it on the meta device: every shape, no memory, to compare with a checkpoint first.
+    """
     import open_clip
 
-    with no_grad_normal_tensors():
+    with no_grad_normal_tensors(), torch.device("meta" if meta else "cpu"):
         if model_cfg is None:
             require(arch in open_clip.list_models(),
                     f"CLIP architecture '{arch}' is not an open_clip model; valid: {AUTO}, "
                     f"{', '.join(open_clip.list_models()[:12])}, …")
-            return open_clip.create_model(arch, pretrained=None)
+            _require_offline(f"open_clip architecture '{arch}'", open_clip.get_model_config(arch) or {})
+            return open_clip.create_model(arch, pretrained=None, device="meta" if meta else "cpu")
         cfg = dict(model_cfg)
-        custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg.get("text_cfg", {})
-        return (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
+        custom = cfg.pop("custom_text", False)
+        try:
+            return (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
+        except Exception as exc:  # values open_clip cannot build from (wrong types, impossible sizes)
+            raise FuseDreamError(f"the CLIP config '{arch}' does not describe a buildable model: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
 
 def _tokenizer(arch: str, model_cfg: dict | None):
@@ -148,7 +213,7 @@ def load_clip(arch: str, checkpoint: str) -> ClipScorer:
 
     Every mismatch is an error that also names the architectures whose shapes do fit the checkpoint.
     """
-    require(os.path.isfile(checkpoint), f"CLIP checkpoint '{checkpoint}' does not exist.")
+    require_checkpoint_file(checkpoint, "CLIP checkpoint")
     state = read_state_dict(checkpoint)
     sidecar = read_sidecar(checkpoint)
     model_cfg, preprocess = None, {}
@@ -167,9 +232,9 @@ def load_clip(arch: str, checkpoint: str) -> ClipScorer:
                          checkpoint, ", ".join(matches), name)
     else:
         name = arch
-    model = build_clip(name, model_cfg)
-    if "logit_bias" not in state and "logit_bias" in model.state_dict():
-        state["logit_bias"] = torch.zeros_like(model.state_dict()["logit_bias"])
+    shapes = build_clip(name, model_cfg, meta=True)  # checked against the checkpoint before anything is allocated
+    if "logit_bias" not in state and "logit_bias" in shapes.state_dict():
+        state["logit_bias"] = torch.zeros(shapes.state_dict()["logit_bias"].shape)
 
     def hint() -> str:
         fits = matching_architectures(state)
@@ -178,7 +243,8 @@ def load_clip(arch: str, checkpoint: str) -> ClipScorer:
         return (f"Architectures with these shapes: {', '.join(fits)}." if fits
                 else "No built-in open_clip architecture has these shapes.")
 
-    check_state_dict(model, state, f"CLIP checkpoint '{checkpoint}' for architecture '{name}'", hint=hint)
+    check_state_dict(shapes, state, f"CLIP checkpoint '{checkpoint}' for architecture '{name}'", hint=hint)
+    model = build_clip(name, model_cfg)
     with no_grad_normal_tensors():
         model.load_state_dict(state, strict=True)
     mean = preprocess.get("mean") or getattr(model.visual, "image_mean", None) or OPENAI_MEAN

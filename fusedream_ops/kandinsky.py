@@ -10,8 +10,9 @@ do not match its config is an error naming the keys, not a silently random layer
 """
 from __future__ import annotations
 
-import json
+import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,7 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from .autograd import no_grad_normal_tensors
-from .checkpoints import check_state_dict
+from .checkpoints import (WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict,
+                          require_checkpoint_file)
 from .errors import FuseDreamError, require
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.safetensors",
@@ -46,7 +48,7 @@ def default_dtype(device: torch.device) -> torch.dtype:
 # ---------------------------------------------------------------- folder checks and strict loading
 def _component(folder: str, sub: str, what: str, files: tuple[str, ...]) -> str:
     path = os.path.join(folder, sub)
-    require(os.path.isdir(folder), f"Kandinsky folder '{folder}' does not exist.")
+    require(os.path.isdir(folder), f"Kandinsky folder '{folder}' does not exist. {WHERE_TO_GET}")
     require(os.path.isdir(path),
             f"'{folder}' has no '{sub}/' subfolder ({what}). Expected the diffusers layout of "
             f"kandinsky-community/kandinsky-2-2-{'decoder' if sub in ('unet', 'movq') else 'prior'}: "
@@ -83,7 +85,95 @@ def _fp16_variant_only(path: str) -> bool:
     return not plain and any(".fp16." in f for f in files)
 
 
+def _weights_files(path: str) -> list[str]:
+    """The weight files ``from_pretrained`` would read in ``path`` (the shards of an index, or the one file)."""
+    fp16_only = _fp16_variant_only(path)
+    for name in WEIGHT_FILES:
+        if (".fp16." in name) != fp16_only or not os.path.isfile(os.path.join(path, name)):
+            continue
+        if name.endswith(".index.json"):
+            index = read_json_object(os.path.join(path, name), "weights index")
+            shards = index.get("weight_map")
+            require(isinstance(shards, dict) and shards and all(isinstance(v, str) for v in shards.values()),
+                    f"'{os.path.join(path, name)}' has no 'weight_map' of tensor names to shard files.")
+            return [os.path.join(path, s) for s in sorted(set(shards.values()))]
+        return [os.path.join(path, name)]
+    return []
+
+
+def _checkpoint_shapes(files: list[str]) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes of weight files, read from safetensors headers (or a weights-only pickle) without the data."""
+    shapes = {}
+    for file in files:
+        require_checkpoint_file(file, "weights file")
+        if file.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            try:
+                with safe_open(file, framework="pt") as f:
+                    shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})
+            except Exception as exc:  # safetensors raises its own error type for a broken header
+                raise FuseDreamError(f"Could not read weights file '{file}': {type(exc).__name__}: {exc}. Is the "
+                                     f"file complete (re-download it)?") from None
+        else:
+            shapes.update({k: tuple(v.shape) for k, v in _mapped_pickle(file).items()})
+    return shapes
+
+
+def _mapped_pickle(file: str) -> dict:
+    """A weights-only pickle memory-mapped (its tensors are not read); a legacy or refused file goes through
+    :func:`read_state_dict`, which names what is wrong with it."""
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, or a refused one: let the strict reader explain
+        return read_state_dict(file)
+    if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return state
+    return read_state_dict(file)
+
+
+def _meta_model(cls, path: str):
+    """``cls`` built from ``path/config.json`` on the meta device: every shape, no memory."""
+    import transformers
+
+    config = read_json_object(os.path.join(path, "config.json"), "config")
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if issubclass(cls, transformers.PreTrainedModel):  # from_pretrained picks a sub-config (vision_config …)
+                return cls(cls.config_class.from_pretrained(path, local_files_only=True))
+            return cls.from_config(config)
+    except Exception as exc:  # a config the class cannot build from: wrong types, unknown block names …
+        raise FuseDreamError(f"'{path}/config.json' does not describe a {cls.__name__}: {type(exc).__name__}: "
+                             f"{exc}") from None
+
+
+def _require_config_fits_weights(cls, path: str) -> None:
+    """Compare the shapes ``config.json`` implies with the weight files' headers BEFORE anything is allocated, so a
+    config that describes a huge model fails in milliseconds instead of allocating it."""
+    files = _weights_files(path)
+    if not files:
+        return
+    found = _checkpoint_shapes(files)
+    expected = {k: tuple(v.shape) for k, v in _meta_model(cls, path).state_dict().items()}
+    wrong = [f"{k} {found[k]} vs {expected[k]}" for k in sorted(expected.keys() & found.keys())
+             if found[k] != expected[k]]
+    require(not wrong, f"Checkpoint in '{path}' does not match its config.json: {len(wrong)} tensors with another "
+                       f"shape, weights vs config ({', '.join(wrong[:8])}{' ...' if len(wrong) > 8 else ''}).")
+    size = sum(math.prod(s) for s in expected.values())
+    held = sum(math.prod(s) for s in found.values())
+    missing = sorted(expected.keys() - found.keys())
+    require(size <= 2 * held + MAX_UNBACKED_PARAMETERS,
+            f"'{path}/config.json' describes a model of {size:,} values but the weights hold {held:,}; missing keys "
+            f"({', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}). The config belongs to another model.")
+
+
+MAX_UNBACKED_PARAMETERS = 2 ** 20
+"""Values a config may describe beyond twice what its weights hold (buffers, renamed keys) before it is refused."""
+
+
 def _load_pretrained(cls, path: str, dtype: torch.dtype, dtype_kw: str):
+    _require_config_fits_weights(cls, path)
     variant = {"variant": "fp16"} if _fp16_variant_only(path) else {}
     try:
         with no_grad_normal_tensors():
@@ -91,8 +181,8 @@ def _load_pretrained(cls, path: str, dtype: torch.dtype, dtype_kw: str):
                                               **{dtype_kw: dtype}, **variant)
     except FuseDreamError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise FuseDreamError(f"Could not load {cls.__name__} from '{path}': {exc}") from exc
+    except Exception as exc:  # transformers/diffusers/safetensors raise many types for a broken folder
+        raise FuseDreamError(f"Could not load {cls.__name__} from '{path}': {type(exc).__name__}: {exc}") from None
     _check_loading_info(path, info)
     return model.eval().requires_grad_(False)
 
@@ -184,8 +274,7 @@ def _image_processor_stats(folder: str):
     path = os.path.join(folder, "image_processor", "preprocessor_config.json")
     if not os.path.isfile(path):
         return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-    with open(path) as f:
-        cfg = json.load(f)
+    cfg = read_json_object(path, "image processor config")
     return tuple(cfg.get("image_mean", OPENAI_CLIP_MEAN)), tuple(cfg.get("image_std", OPENAI_CLIP_STD))
 
 
@@ -199,7 +288,10 @@ def load_encoders(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyE
     dtype_kw = _transformers_dtype_kw()
     image_encoder = _load_pretrained(CLIPVisionModelWithProjection, image_path, dtype, dtype_kw)
     text_encoder = _load_pretrained(CLIPTextModelWithProjection, text_path, dtype, dtype_kw)
-    tokenizer = CLIPTokenizer.from_pretrained(tok_path, model_max_length=77, local_files_only=True)
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(tok_path, model_max_length=77, local_files_only=True)
+    except Exception as exc:  # a broken vocab.json/merges.txt raises JSON, Unicode or value errors
+        raise FuseDreamError(f"Could not read the tokenizer in '{tok_path}': {type(exc).__name__}: {exc}") from None
     require(len(tokenizer) > 1000, f"'{tok_path}' holds an empty or broken vocabulary ({len(tokenizer)} tokens).")
     require(image_encoder.config.projection_dim == text_encoder.config.projection_dim,
             f"'{folder}': image_encoder projects to {image_encoder.config.projection_dim} dimensions but "
@@ -214,26 +306,9 @@ VISION_HEADS = {768: 12, 1024: 16, 1280: 16, 1664: 16}
 TEXT_HEADS = {512: 8, 768: 12, 1024: 16, 1280: 20}
 
 
-def _read_state_dict(path: str) -> dict:
-    require(os.path.isfile(path), f"'{path}' does not exist.")
-    try:
-        if path.lower().endswith((".safetensors", ".sft")):
-            from safetensors.torch import load_file
-
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # safetensors and torch raise several error types for corrupt files
-        raise FuseDreamError(f"could not read '{path}': {exc}") from exc
-    require(isinstance(state, dict), f"'{path}' does not hold a state dict.")
-    return state.get("state_dict", state)
-
-
 def _sidecar_config(path: str):
     sidecar = os.path.splitext(path)[0] + ".json"
-    if not os.path.isfile(sidecar):
-        return None
-    with open(sidecar) as f:
-        return json.load(f)
+    return read_json_object(sidecar, "config") if os.path.isfile(sidecar) else None
 
 
 def _layer_count(state: dict, prefix: str) -> int:
@@ -269,12 +344,20 @@ def _infer_config(state: dict, path: str, kind: str) -> dict:
 
 
 def _load_single_file(cls, config_cls, path: str, kind: str, dtype: torch.dtype):
-    state = _read_state_dict(path)
-    config = config_cls(**(_sidecar_config(path) or _infer_config(state, path, kind)))
+    state = read_state_dict(path)
+    try:
+        config = config_cls(**(_sidecar_config(path) or _infer_config(state, path, kind)))
+        with torch.device("meta"):
+            shapes = cls(config)  # compared with the file before the model is allocated
+    except FuseDreamError:
+        raise
+    except Exception as exc:  # a sidecar the config class cannot build from
+        raise FuseDreamError(f"the config of '{path}' does not describe a {cls.__name__}: {type(exc).__name__}: "
+                             f"{exc}") from None
     state = {k: v for k, v in state.items() if not k.endswith("position_ids")}  # a buffer older files still carry
+    check_state_dict(shapes, state, f"Checkpoint '{path}'")
     with no_grad_normal_tensors():
         model = cls(config)
-        check_state_dict(model, state, f"Checkpoint '{path}'")
         model.load_state_dict(state, strict=True)
     return model.to(dtype).eval().requires_grad_(False)
 
@@ -314,8 +397,7 @@ def load_trained_prior(folder: str, dtype: torch.dtype = torch.float32) -> Train
     prior_path = _component(folder, "prior", "PriorTransformer, the trained diffusion prior", ("config.json",))
     sched_path = _component(folder, "scheduler", "the prior's UnCLIPScheduler", ("scheduler_config.json",))
     prior = _load_pretrained(PriorTransformer, prior_path, dtype, "torch_dtype")
-    with open(os.path.join(sched_path, "scheduler_config.json")) as f:
-        return TrainedPrior(prior, json.load(f))
+    return TrainedPrior(prior, read_json_object(os.path.join(sched_path, "scheduler_config.json"), "scheduler config"))
 
 
 # ---------------------------------------------------------------- the decoder
@@ -358,8 +440,7 @@ def load_decoder(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyDe
             f"'{unet_path}' is not a Kandinsky 2.2 decoder UNet (it is not conditioned on image embeddings: "
             f"addition_embed_type={unet.config.addition_embed_type!r}).")
     movq = _load_pretrained(VQModel, movq_path, dtype, "torch_dtype")
-    with open(os.path.join(sched_path, "scheduler_config.json")) as f:
-        scheduler_config = json.load(f)
+    scheduler_config = read_json_object(os.path.join(sched_path, "scheduler_config.json"), "scheduler config")
     decoder = KandinskyDecoder(unet, movq, scheduler_config, folder)
     decoder.make_scheduler()
     return decoder

@@ -99,7 +99,11 @@ def build_reference_stats(embeds: torch.Tensor, shrinkage: Optional[float] = Non
 
 
 def save_reference_stats(stats: ReferenceStats, path: str, source: str = "") -> str:
-    """Write ``stats`` to a ``.safetensors`` file (atomically: a failed write leaves no half file)."""
+    """Write ``stats`` to a ``.safetensors`` file (atomically: a failed write leaves no half file).
+
+    ``source`` names where the images came from, relative to its root (``input/cats``); an absolute path is cut to
+    its last part, so a shared statistics file never tells where the server keeps its folders.
+    """
     from safetensors.torch import save_file
 
     require(path.lower().endswith(".safetensors"), f"reference statistics file must end in .safetensors: '{path}'.")
@@ -107,6 +111,7 @@ def save_reference_stats(stats: ReferenceStats, path: str, source: str = "") -> 
     tmp = path + ".tmp"
     tensors = {"mean": stats.mean.contiguous().cpu(), "covariance": stats.covariance.contiguous().cpu(),
                "bank": stats.bank.contiguous().cpu()}
+    source = os.path.basename(os.path.normpath(source)) if os.path.isabs(source) else source
     meta = {"format": FORMAT, "shrinkage": json.dumps(stats.shrinkage), "count": str(len(stats)), "source": source}
     try:
         save_file(tensors, tmp, metadata=meta)
@@ -134,11 +139,22 @@ def load_reference_stats(path: str) -> ReferenceStats:
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise FuseDreamError(f"could not read reference statistics '{path}': {exc}") from exc
     mean, cov, bank = tensors["mean"], tensors["covariance"], tensors["bank"]
-    d = mean.shape[0]
-    require(cov.shape == (d, d) and bank.ndim == 2 and bank.shape[1] == d,
+    require(mean.ndim == 1 and mean.shape[0] > 0 and cov.shape == (mean.shape[0],) * 2 and bank.ndim == 2
+            and bank.shape[1] == mean.shape[0],
             f"'{path}' has inconsistent shapes: mean {tuple(mean.shape)}, covariance {tuple(cov.shape)}, "
-            f"bank {tuple(bank.shape)}.")
-    return ReferenceStats(mean, cov, bank, float(json.loads(meta.get("shrinkage", "0"))))
+            f"bank {tuple(bank.shape)} (expected [D], [D,D], [N,D]).")
+    require(bank.shape[0] > 0, f"'{path}' holds an empty embedding bank (0 reference images); rebuild it.")
+    require(all(bool(torch.isfinite(t).all()) for t in (mean, cov, bank)),
+            f"'{path}' holds NaN or infinite values; rebuild it.")
+    require(int(torch.linalg.cholesky_ex(cov.double()).info) == 0,
+            f"'{path}' has a covariance that is not positive definite (singular), so the Mahalanobis distance is "
+            f"undefined; rebuild it with a shrinkage above 0.")
+    try:
+        shrinkage = float(json.loads(meta.get("shrinkage", "0")))
+    except (ValueError, TypeError):
+        raise FuseDreamError(f"'{path}' has unreadable metadata: shrinkage {meta.get('shrinkage')!r} is not a "
+                             f"number.") from None
+    return ReferenceStats(mean, cov, bank, shrinkage)
 
 
 def image_files(folder: str) -> list[str]:

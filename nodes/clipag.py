@@ -36,16 +36,18 @@ class ReferenceImageGaussian:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "folder": ("STRING", {"default": "", "tooltip": "Absolute path of a folder of images: one sub-folder per "
-                                                            "class (e.g. Tiny-ImageNet's), or images directly "
-                                                            "inside; at least 2 images per class."}),
+            "folder": ("STRING", {"default": "", "tooltip": "A folder of images in ComfyUI's input folder (e.g. "
+                                                            "'tiny-imagenet' for input/tiny-imagenet): one sub-folder "
+                                                            "per class, or images directly inside; at least 2 images "
+                                                            "per class. Other roots: see FUSEDREAM_EXTRA_ROOTS."}),
             "small_size": ("INT", {"default": SMALL_SIZE, "min": 4, "max": 32,
                                    "tooltip": "Side the images are shrunk to before fitting (authors: 16)."}),
         }}
 
     def fit(self, folder, small_size):
         with no_grad_normal_tensors():
-            return (SmallImageGaussians.fit(load_reference_groups(folder.strip(), small_size), small_size),)
+            path = comfy.resolve_input_folder(folder, "reference folder").path
+            return (SmallImageGaussians.fit(load_reference_groups(path, small_size), small_size),)
 
 
 class GeneratorFreeSynthesis:

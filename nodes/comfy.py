@@ -138,16 +138,54 @@ def list_model_entries(name: str, want_dirs: bool, extensions=()) -> list[str]:
     return sorted(found)
 
 
+EXTRA_ROOTS_ENV = "FUSEDREAM_EXTRA_ROOTS"
+"""Opt-in roots (``os.pathsep``-separated folders) where folder inputs may also point, and model links may lead."""
+
+
+def extra_roots() -> list[str]:
+    """The folders the server's owner allowed in ``$FUSEDREAM_EXTRA_ROOTS`` (read at each call)."""
+    value = os.environ.get(EXTRA_ROOTS_ENV, "")
+    return [os.path.abspath(os.path.expanduser(p)) for p in value.split(os.pathsep) if p.strip()]
+
+
 def resolve_model_entry(name: str, entry: str) -> str:
-    """The full path of ``entry`` in ``models/<name>``, or a clear error naming the folders searched."""
+    """The full path of ``entry`` in ``models/<name>``, or a clear error naming the folders searched.
+
+    The entry must lie inside one of the registered folders after normalisation and symlink resolution (absolute
+    paths, ``..`` and links leading elsewhere are refused), even when a node function is called directly.
+    """
+    from ..fusedream_ops.checkpoints import WHERE_TO_GET
     from ..fusedream_ops.errors import FuseDreamError
+    from ..fusedream_ops.safety.paths import resolve_model_name
 
     bases = model_folder_paths(name)
-    for base in bases:
-        path = os.path.join(base, entry)
-        if os.path.exists(path):
-            return path
-    raise FuseDreamError(f"'{entry}' was not found in models/{name} (searched: {', '.join(bases) or 'nothing'}).")
+    path = resolve_model_name(entry, bases, extra_roots(), f"models/{name} entry")
+    if path is None:
+        raise FuseDreamError(f"'{entry}' was not found in models/{name} (searched: {', '.join(bases) or 'nothing'}). "
+                             f"{WHERE_TO_GET}")
+    return path
+
+
+def _input_directory() -> str:
+    fp = _comfy("folder_paths")
+    return fp.get_input_directory() if fp is not None else os.path.abspath("input")
+
+
+def _models_directory() -> str:
+    fp = _comfy("folder_paths")
+    if fp is not None:
+        return fp.models_dir
+    return os.path.abspath((_fallback_roots.get("root") or [os.environ.get("FUSEDREAM_MODELS", "models")])[0])
+
+
+def resolve_input_folder(value: str, what: str):
+    """A folder input (reference images …) resolved under ComfyUI's input folder, its models folder or a root of
+    ``$FUSEDREAM_EXTRA_ROOTS``: a :class:`~fusedream_ops.safety.paths.AllowedFolder` (path + root-relative name)."""
+    from ..fusedream_ops.safety.paths import Root, resolve_folder
+
+    roots = [Root("input", _input_directory()), Root("models", _models_directory())]
+    roots += [Root("extra", r) for r in extra_roots()]
+    return resolve_folder(value, roots, what)
 
 
 # ---------------------------------------------------------------- progress, previews, interrupt, events

@@ -439,9 +439,10 @@ class ReferenceStatsBuild:
     def INPUT_TYPES(cls):
         return {"required": {
             "encoders": (ENCODERS, {"tooltip": "The prior's encoders (use the same ones as the OVI node)."}),
-            "folder": ("STRING", {"default": "", "tooltip": "A folder of images (.png .jpg .jpeg .webp .bmp), "
-                                                            "absolute or relative to ComfyUI's working directory; "
-                                                            "may be empty when images are connected."}),
+            "folder": ("STRING", {"default": "", "tooltip": "A folder of images (.png .jpg .jpeg .webp .bmp) in "
+                                                            "ComfyUI's input folder (e.g. 'cats' for input/cats); may "
+                                                            "be empty when images are connected. Other roots: see "
+                                                            "FUSEDREAM_EXTRA_ROOTS."}),
             "shrinkage": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                     "tooltip": "Weight of the scaled identity in the covariance; 0 = Ledoit–Wolf's "
                                                "automatic estimate."}),
@@ -455,10 +456,11 @@ class ReferenceStatsBuild:
         folder = folder.strip()
         require(bool(folder) or images is not None,
                 "give a reference image folder or connect images; both are empty.")
+        source = comfy.resolve_input_folder(folder, "reference image folder") if folder else None
         comfy.load_to_device(encoders.image_encoder)
         parts = []
-        if folder:
-            files = image_files(folder)
+        if source is not None:
+            files = image_files(source.path)
             bar = comfy.ProgressBar(1, None if unique_id is None else str(unique_id))
 
             def on_step(step):
@@ -475,7 +477,8 @@ class ReferenceStatsBuild:
             require(os.path.basename(name) == name and not name.startswith("."),
                     f"save_name must be a plain file name without folders, got {name!r}.")
             base = comfy.model_folder_paths(REFERENCE_FOLDER)[0]
-            save_reference_stats(stats, os.path.join(base, name + ".safetensors"), source=folder)
+            save_reference_stats(stats, os.path.join(base, name + ".safetensors"),
+                                 source=source.shown if source is not None else "")
         return (stats, len(stats))
 
 

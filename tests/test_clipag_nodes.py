@@ -54,7 +54,8 @@ def test_colour_and_image_inits(clipag):
         call("FuseDreamCLIPAGSynthesis", clip=clipag, prompt="x", init="image", **SMALL)
 
 
-def test_gaussian_init_from_a_reference_folder(clipag, tmp_path):
+def test_gaussian_init_from_a_reference_folder(clipag, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSEDREAM_EXTRA_ROOTS", str(tmp_path))
     for cls, rgb in (("reds", (200, 20, 20)), ("blues", (20, 20, 200))):
         (tmp_path / cls).mkdir()
         for i in range(3):

@@ -118,7 +118,9 @@ def test_image_prompt_mix_and_clip_vision_output_give_embeddings(encoders, texts
         call("FuseDreamKandinsky22EmbedsMix", embeds_1=text, weight_1=1.0, embeds_2=torch.zeros(1, 7), weight_2=1.0)
 
 
-def test_reference_statistics_are_built_saved_and_reloaded_then_constrain_ovi(encoders, texts, tmp_path, tiny_models):
+def test_reference_statistics_are_built_saved_and_reloaded_then_constrain_ovi(encoders, texts, tmp_path, tiny_models,
+                                                                               monkeypatch):
+    monkeypatch.setenv("FUSEDREAM_EXTRA_ROOTS", str(tmp_path))
     for i in range(3):
         Image.new("RGB", (40 + 8 * i, 36), (60 * i, 120, 200)).save(tmp_path / f"ref{i}.jpg")
     stats, count = call("FuseDreamOVIReferenceStatsBuild", encoders=encoders, folder=str(tmp_path),
@@ -131,7 +133,8 @@ def test_reference_statistics_are_built_saved_and_reloaded_then_constrain_ovi(en
     assert "nn_cosine" in out["ui"]["fusedream_series"][0]["series"]
 
 
-def test_empty_reference_folder_and_bad_save_name_are_clear_errors(encoders, tmp_path):
+def test_empty_reference_folder_and_bad_save_name_are_clear_errors(encoders, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUSEDREAM_EXTRA_ROOTS", str(tmp_path))
     with pytest.raises(FuseDreamError, match="holds no images"):
         call("FuseDreamOVIReferenceStatsBuild", encoders=encoders, folder=str(tmp_path))
     with pytest.raises(FuseDreamError, match="give a reference image folder or connect images"):

@@ -147,7 +147,9 @@ def test_a_pickle_with_python_objects_is_refused_and_converts_once_trusted(tmp_p
                                                                     model.state_dict().items()}}, tmp_path / "run.pt")
     with pytest.raises(FuseDreamError, match="python -m fusedream_ops.convert"):
         load_clip("auto", str(tmp_path / "run.pt"))
-    convert(str(tmp_path / "run.pt"), str(tmp_path / "run.safetensors"))
+    with pytest.raises(FuseDreamError, match="--trust"):
+        convert(str(tmp_path / "run.pt"), str(tmp_path / "run.safetensors"))
+    convert(str(tmp_path / "run.pt"), str(tmp_path / "run.safetensors"), trust=True)
     scorer = load_clip("auto", str(tmp_path / "run.safetensors"))
     assert torch.equal(scorer.model.visual.conv1.weight, model.visual.conv1.weight)
     assert oct(os.stat(tmp_path / "run.safetensors").st_mode & 0o777) != oct(0o600)
