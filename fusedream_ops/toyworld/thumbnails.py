@@ -36,8 +36,8 @@ from .measure import FIXTURES, load_toyworld
 
 CARD = 384
 """Thumbnail side in pixels (the card shows it about 256 px wide)."""
-PIXELS = 10
-"""Nearest-neighbour upscale of a 32-px output: 320 px."""
+PIXELS = 9
+"""Nearest-neighbour upscale of a 32-px output: 288 px, leaving room for a caption readable on the card."""
 TEMPLATES = ("FuseDream – single image", "FuseDream – composition", "CLIPAG – generator-free",
              "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2")
 CAPTIONS = {
@@ -74,7 +74,7 @@ def card(image: torch.Tensor | None, caption: str, note: str):
 
     out = Image.new("RGB", (CARD, CARD), (24, 24, 24))
     draw = ImageDraw.Draw(out)
-    small, big = _font(15), _font(19)
+    small, big = _font(22), _font(22)
     if image is not None:
         pixels = (image[0].clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
         side = min(pixels.shape[0], pixels.shape[1]) * PIXELS
@@ -85,14 +85,14 @@ def card(image: torch.Tensor | None, caption: str, note: str):
         y = 60
         for line in _wrap(draw, note, big, CARD - 40):
             draw.text((20, y), line, fill=(230, 230, 230), font=big)
-            y += 26
-        top = CARD - 60
+            y += 28
+        top = CARD - 64
     y = top
     for line in _wrap(draw, f"“{caption}”", small, CARD - 16)[:2]:
         draw.text((8, y), line, fill=(240, 240, 240), font=small)
-        y += 18
+        y += 26
     if image is not None:
-        draw.text((CARD - 8, CARD - 6), note, fill=(150, 150, 150), font=_font(11), anchor="rb")
+        draw.text((CARD - 8, CARD - 4), note, fill=(160, 160, 160), font=_font(15), anchor="rb")
     return out
 
 
@@ -118,7 +118,7 @@ def composition_image(tw, caption: str, seed: int = 0, steps: int = 40) -> torch
         candidates = sample_latents(tw.generator, 256, seed + i)
         bases.append(topk_latents(tw.generator, candidates, scorer, 5, chunk=64, seed=seed + i)[0])
     result = optimize_composition(tw.generator, bases[0], bases[1], objective, load_lpips("alex", random_backbone=True),
-                                  [Cell(0.65, "bottom")], steps=steps, lr=0.05, seed=seed, copies=16,
+                                  [Cell(0.65, "bottom-center")], steps=steps, lr=0.05, seed=seed, copies=16,
                                   blend_iterations=300)
     return result.blended[result.best:result.best + 1]
 

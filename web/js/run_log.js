@@ -220,6 +220,11 @@ export class RunLog {
       }
       return null;
     };
+    if (nr && nr.state === "cached" && !nr.buffer.length) {
+      // ComfyUI resends `executed` only for cached output nodes: the series is the producing run's.
+      const prev = earlier();
+      return { buffer: prev ? prev.nr.buffer : new SeriesBuffer(), state: runState("cached"), promptId: latest.id };
+    }
     if (nr && (WITH_SERIES.has(nr.state) || nr.state === "running")) {
       return { buffer: nr.buffer, state: runState(nr.state), promptId: latest.id };
     }
