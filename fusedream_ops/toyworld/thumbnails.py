@@ -43,7 +43,7 @@ TEMPLATES = ("FuseDream – single image", "FuseDream – composition", "CLIPAG 
 CAPTIONS = {
     "FuseDream – single image": "a red circle on the left",
     "FuseDream – composition": "a blue square at the top and a yellow cross at the bottom",
-    "CLIPAG – generator-free": "a green triangle in the center",
+    "CLIPAG – generator-free": "a yellow square on the right",
     "OVI – Kandinsky 2.2": "a red circle on the left",
     "TextEmb – Kandinsky 2.2": "a red circle on the left",
 }
@@ -123,7 +123,7 @@ def composition_image(tw, caption: str, seed: int = 0, steps: int = 40) -> torch
     return result.blended[result.best:result.best + 1]
 
 
-def clipag_image(tw, caption: str, seed: int = 0, steps: int = 60) -> torch.Tensor:
+def clipag_image(tw, caption: str, seed: int = 0, steps: int = 150) -> torch.Tensor:
     """CLIPAG's generator-free synthesis guided by the robust toy CLIP, from the best per-class Gaussian sample."""
     from ..init_images import SmallImageGaussians, best_gaussian_samples
     from ..pixel_synthesis import PixelSynthesisSettings, synthesize_pixels
