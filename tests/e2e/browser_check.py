@@ -1,10 +1,17 @@
-"""The score chart in a real browser against a real ComfyUI: headless Chromium driven over the DevTools protocol.
+"""The pack in a real browser against a real ComfyUI: headless Chromium driven over the DevTools protocol.
 
-Loads ComfyUI's own frontend (the ``comfyui-frontend-package`` the server serves), opens the probe workflow
-(``tests/e2e/probe_workflow.json``: an optimizing probe node, a preview, Save Animated WEBP), queues it from the
-page, and checks that the extension drew the live series on the node, that it survives collapse and resize,
-that a re-run starts a fresh chart, and that a run reopened from the history (outputs restored, no events)
-brings the chart back. Screenshots go to ``--out``.
+Loads ComfyUI's own frontend (the ``comfyui-frontend-package`` the server serves) with Debian's ``chromium``.
+
+- The probe check (``check``): the probe workflow (``tests/e2e/probe_workflow.json``: an optimizing probe node, a
+  preview, Save Animated WEBP) is queued from the page; the chart fills live, survives collapse and resize, starts
+  over on a re-run and comes back on a freshly loaded graph.
+- The template check (``TemplateRun``): each of the five templates is opened from the Templates dialog, run with
+  reduced settings, re-run and cancelled, switched away from and back to, and reloaded; after every step it asserts
+  that no two nodes overlap, that no node grew, that every chart lies inside its node at 80 % and 100 % zoom, that
+  every optimizing node's chart is the one of its latest run according to the server's history, and at the end
+  that the console shows no error from the pack (see docs/monitor.md).
+
+Screenshots and ``report.json`` go to ``--out``; the exit code is 1 when an assertion failed.
 
     python tests/e2e/browser_check.py --comfyui /work/comfyui --python /work/comfyui-venv/bin/python --out /tmp/shots
 """
