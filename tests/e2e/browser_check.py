@@ -202,7 +202,7 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
     browser.js("(() => { const n = window.comfyAPI.app.app.graph.getNodeById(1); "
                "n.widgets.find(w => w.name === 'seed').value = 11; return true; })()")
     browser.js("window.__fdMin = 1e9; window.__fdTimer = setInterval(() => { const n = window.comfyAPI.app.app.graph"
-               ".getNodeById(1); const p = n.fusedreamChart.buffer.length; if (p < window.__fdMin) window.__fdMin = p; }, 20); true")
+               ".getNodeById(1); const p = Number(n.fusedreamChart.root.dataset.points); if (p < window.__fdMin) window.__fdMin = p; }, 20); true")
     browser.js("window.comfyAPI.app.app.queuePrompt(0).then(() => true)")
     time.sleep(0.5)
     browser.wait_for(f"(() => {{ const s = {CHART_STATE}; return s && s.points === 60 ? s : null; }})()", timeout=60)
@@ -505,8 +505,11 @@ class TemplateRun:
         b = self.browser
         b.call("Page.reload", {"ignoreCache": False})
         b.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && window.comfyAPI.app.app.extensionManager"
-                   f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)}))", timeout=120)
+                   f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)}) && window.comfyAPI.app.app.graph"
+                   f"._nodes.filter(n => n.fusedreamChart).length === {len(self.monitored)})", timeout=120)
         time.sleep(3.0)
+        dialogs = b.js("[...document.querySelectorAll('.p-dialog')].map(d => d.textContent.slice(0, 120))")
+        self.record("after reload", "no dialog is left open by the reload", not dialogs, dialogs)
         state = self.check_layout("after reload")
         self.check_charts("after reload", state)
         self.shot("5_after_reload")

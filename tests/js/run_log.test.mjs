@@ -158,3 +158,14 @@ test("progress without a started run (the page opened mid-run) is still drawn", 
   assert.equal(v.state.kind, "running");
   assert.equal(v.buffer.lastStep, 5);
 });
+
+test("an interrupt that names no node cancels the node that was running", () => {
+  const log = new RunLog();
+  log.start("p1", 1000);
+  log.describe("p1", "wf-a", TYPES);
+  log.executing("6");
+  progress(log, "6", 1, 9, 400);
+  log.finished("p1", "interrupted");
+  const v = log.view("wf-a", "6", "FuseDreamBasisOptimizer");
+  assert.equal(v.state.text, "cancelled at step 9 / 400");
+});

@@ -18,8 +18,11 @@ export const MAX_SERIES = 8;
 export const MAX_COLUMNS = 4096;
 /** Smallest plot height (CSS px, title excluded) of a panel, so its tick labels stay readable at 80 % zoom. */
 export const MIN_PLOT_HEIGHT = 56;
-/** Height the chart widget reserves on a node (CSS px): two panels of at least MIN_PLOT_HEIGHT plus titles and axis. */
-export const CHART_HEIGHT = 200;
+/** Height of the line above the panels that holds the run-state mark (cancelled, stale, cached). */
+export const MARK_HEIGHT = 16;
+/** Height the chart widget reserves on a node (CSS px): two panels of at least MIN_PLOT_HEIGHT, their titles, the
+ * mark line and the x axis. */
+export const CHART_HEIGHT = 210;
 
 export const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 
@@ -385,7 +388,8 @@ export function chartModel(buffer, width, height, state = null) {
     ranges[name] = valueRange(line.ys);
   }
   const groups = groupSeries(names, ranges);
-  const rects = layoutPanels(groups.length, width, height);
+  const band = state?.text ? MARK_HEIGHT : 0; // the run-state mark gets its own line above the panels
+  const rects = layoutPanels(groups.length, width, height - band).map((r) => ({ ...r, y: r.y + band }));
   model.hidden = groups.length - rects.length;
   model.panels = rects.map((rect, i) => {
     const group = groups[i];
@@ -414,7 +418,7 @@ export function runState(kind, step = null, total = null) {
     case "done":
       return { kind, text: "" };
     case "cached":
-      return { kind, text: "cached: from the run that made this output" };
+      return { kind, text: "cached: series of the run that made the output" };
     case "cancelled":
       return { kind, text: `cancelled${at}` };
     case "error":

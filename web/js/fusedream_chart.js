@@ -4,7 +4,7 @@
 // Display only: the nodes behave the same through the API with no browser.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { CHART_HEIGHT, EVENT, chartModel, formatTick, formatValue, linearScale } from "./chart_core.js";
+import { CHART_HEIGHT, EVENT, MARK_HEIGHT, chartModel, formatTick, formatValue, linearScale } from "./chart_core.js";
 import { MAX_RUNS, RunLog } from "./run_log.js";
 
 const WIDGET_NAME = "fusedream_chart";
@@ -156,13 +156,9 @@ class ScoreChart {
 
   drawMark(ctx, state, width) {
     ctx.font = TITLE_FONT;
-    const text = state.text;
-    const w = Math.min(width - 8, ctx.measureText(text).width + 10);
-    ctx.fillStyle = "rgba(0,0,0,0.75)";
-    ctx.fillRect(width - w - 4, 2, w, 16);
     ctx.fillStyle = MARK[state.kind] ?? TEXT;
-    ctx.textAlign = "right";
-    ctx.fillText(text, width - 9, 10, width - 16);
+    ctx.textAlign = "left";
+    ctx.fillText(state.text, 6, MARK_HEIGHT / 2 + 1, width - 12);
     ctx.font = FONT;
   }
 
