@@ -38,7 +38,8 @@ function chain(target, name, fn) {
 /** Nodes that run a NodeMonitor take its `keep_frames_every` widget: those get a chart from creation on. */
 function isMonitoredNodeDef(nodeData) {
   const inputs = nodeData?.input || {};
-  return MONITORED_TYPES.has(nodeData?.name) || Boolean(inputs.required?.keep_frames_every || inputs.optional?.keep_frames_every);
+  const monitorInput = inputs.required?.keep_frames_every || inputs.optional?.keep_frames_every;
+  return MONITORED_TYPES.has(nodeData?.name) || Boolean(monitorInput);
 }
 
 /** The node's final size from the start: its widgets, the chart, and room for the preview ComfyUI adds on the
