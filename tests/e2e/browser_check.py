@@ -307,6 +307,17 @@ class TemplateRun:
     def state(self) -> dict:
         return self.browser.js(PAGE_STATE)
 
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until the restored graph is the final one: every optimizing node of the template shows a chart in
+        two reads 1 s apart (the frontend may configure a restored tab more than once)."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline and seen < 2:
+            nodes = {n["id"]: n for n in self.state()["nodes"]}
+            ready = all(nodes.get(i, {}).get("chart") and nodes[i]["chart"]["visible"] for i in self.monitored)
+            seen = seen + 1 if ready else 0
+            time.sleep(1.0)
+
     def shot(self, step: str) -> str:
         return self.browser.screenshot(os.path.join(self.out, f"{self.slug}__{step}.png"))
 
@@ -388,10 +399,16 @@ class TemplateRun:
         b.js("window.comfyAPI.app.app.extensionManager.command.execute('Comfy.BrowseTemplates').then(() => true)")
         b.wait_for("[...document.querySelectorAll('.p-listbox-option')].some(e => e.textContent.trim() === "
                    f"{json.dumps(PACK_LINK_NAME)})", timeout=30)
-        b.js("(() => { [...document.querySelectorAll('.p-listbox-option')].find(e => e.textContent.trim() === "
-             f"{json.dumps(PACK_LINK_NAME)}).click(); return true; }})()")
         card = f"document.querySelector('[data-testid=\"template-workflow-' + {json.dumps(self.name)} + '\"]')"
-        b.wait_for(f"!!{card}", timeout=30)
+        for attempt in range(6):  # the category list can take a click before it is ready: click until it shows
+            b.js("(() => { [...document.querySelectorAll('.p-listbox-option')].find(e => e.textContent.trim() === "
+                 f"{json.dumps(PACK_LINK_NAME)}).click(); return true; }})()")
+            try:
+                b.wait_for(f"!!{card}", timeout=5)
+                break
+            except TimeoutError:
+                if attempt == 5:
+                    raise
         b.js(f"(() => {{ {card}.scrollIntoView(); return true; }})()")
         info = b.wait_for(f"""(() => {{ const c = {card}; const img = c.querySelector('img'); const p = c.querySelector('p');
             return img && img.naturalWidth > 0 && p && p.textContent !== {json.dumps(self.name)}
@@ -492,7 +509,7 @@ class TemplateRun:
           .find(e => e.textContent.includes({json.dumps(self.name)})); t.click(); return true; }})()""")
         b.wait_for("window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes("
                    f"{json.dumps(self.name)})", timeout=30)
-        time.sleep(1.5)
+        self.settle()
         state = self.check_layout("after tab switch")
         self.check_charts("after tab switch", state, live_cancel=cancelled)
         after = {n["id"]: n["chart"] for n in state["nodes"] if n["chart"]}
@@ -505,9 +522,8 @@ class TemplateRun:
         b = self.browser
         b.call("Page.reload", {"ignoreCache": False})
         b.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && window.comfyAPI.app.app.extensionManager"
-                   f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)}) && window.comfyAPI.app.app.graph"
-                   f"._nodes.filter(n => n.fusedreamChart).length === {len(self.monitored)})", timeout=120)
-        time.sleep(3.0)
+                   f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)}))", timeout=120)
+        self.settle()
         dialogs = b.js("[...document.querySelectorAll('.p-dialog')].map(d => d.textContent.slice(0, 120))")
         self.record("after reload", "no dialog is left open by the reload", not dialogs, dialogs)
         state = self.check_layout("after reload")
