@@ -313,7 +313,10 @@ class TemplateRun:
         deadline = time.monotonic() + timeout
         seen = 0
         while time.monotonic() < deadline and seen < 2:
-            nodes = {n["id"]: n for n in self.state()["nodes"]}
+            try:
+                nodes = {n["id"]: n for n in self.state()["nodes"]}
+            except RuntimeError:  # the page is still loading
+                nodes = {}
             ready = all(nodes.get(i, {}).get("chart") and nodes[i]["chart"]["visible"] for i in self.monitored)
             seen = seen + 1 if ready else 0
             time.sleep(1.0)
@@ -325,6 +328,19 @@ class TemplateRun:
         self.browser.js(f"(() => {{ const c = window.comfyAPI.app.app.canvas; c.ds.scale = {scale}; "
                         "c.ds.offset = [0, 0]; c.setDirty(true, true); return true; })()")
         time.sleep(0.6)
+
+    def overview(self, step: str) -> str:
+        """A screenshot of the whole graph: zoomed so that every node fits the page."""
+        self.browser.js("""(() => { const app = window.comfyAPI.app.app; const c = app.canvas; const r = c.canvas.getBoundingClientRect();
+          const b = app.graph._nodes.map(n => n.getBounding());
+          const x0 = Math.min(...b.map(v => v[0])), y0 = Math.min(...b.map(v => v[1]));
+          const x1 = Math.max(...b.map(v => v[0] + v[2])), y1 = Math.max(...b.map(v => v[1] + v[3]));
+          const s = 0.95 * Math.min(r.width / (x1 - x0), r.height / (y1 - y0));
+          c.ds.scale = s; c.ds.offset = [-x0 + 10 / s, -y0 + 10 / s]; c.setDirty(true, true); return true; })()""")
+        time.sleep(0.8)
+        path = self.shot(step)
+        self.set_zoom(0.8)
+        return path
 
     def check_layout(self, step: str, state: dict | None = None) -> dict:
         state = state or self.state()
@@ -428,11 +444,33 @@ class TemplateRun:
         self.record("loaded", "optimizing nodes have their chart from the start", bool(self.monitored), self.monitored)
         self.check_layout("loaded", state)
         self.check_charts("loaded", state)
+        self.check_sizes_of_new_and_saved_nodes()
         self.shot("1_loaded_80pct")
         self.set_zoom(1.0)
         self.check_layout("loaded at 100 %")
         self.shot("1_loaded_100pct")
         self.set_zoom(0.8)
+
+    def check_sizes_of_new_and_saved_nodes(self) -> None:
+        """Each optimizing node type, added anew (far from the template) and configured from saved sizes: it has its
+        final size at creation (its widgets, the chart and room for the image preview), a smaller saved size is
+        enlarged when loaded, a larger one is kept."""
+        types = sorted({n["type"] for n in self.state()["nodes"] if n["id"] in self.monitored})
+        for node_type in types:
+            got = self.browser.js(f"""(() => {{ const app = window.comfyAPI.app.app;
+              const n = LiteGraph.createNode({json.dumps(node_type)}); n.pos = [-20000, -20000]; app.graph.add(n);
+              const fresh = [n.size[0], n.size[1]]; const min = n.computeSize();
+              const data = n.serialize();
+              n.configure({{...data, size: [100, 100]}}); const small = [n.size[0], n.size[1]];
+              n.configure({{...data, size: [fresh[0] + 100, fresh[1] + 300]}}); const large = [n.size[0], n.size[1]];
+              app.graph.remove(n);
+              return {{fresh, min: [min[0], min[1]], small, large}}; }})()""")
+            self.record("loaded", f"a new {node_type} has room for its chart and preview from creation",
+                        got["fresh"][1] >= got["min"][1] + 220, got)
+            self.record("loaded", f"a smaller saved size of {node_type} is enlarged at load",
+                        got["small"][0] >= got["fresh"][0] and got["small"][1] >= got["fresh"][1], got)
+            self.record("loaded", f"a larger saved size of {node_type} is kept",
+                        got["large"] == [got["fresh"][0] + 100, got["fresh"][1] + 300], got)
 
     def reduce_settings(self, steps_override: dict[str, int] | None = None) -> None:
         self.browser.js(f"""(() => {{ const caps = {json.dumps(TEMPLATE_CAPS)}; const text = {json.dumps(TEMPLATE_TEXT)};
@@ -477,6 +515,7 @@ class TemplateRun:
         state = self.check_layout("after run")
         self.check_charts("after run", state)
         self.shot("2_after_run")
+        self.overview("2_after_run_overview")
 
     def run_and_cancel(self) -> str:
         """Re-run with many steps on the last optimizing node (the others are cached) and cancel it mid-run."""
@@ -520,8 +559,10 @@ class TemplateRun:
 
     def reload(self) -> None:
         b = self.browser
+        b.js("window.__fusedreamOldPage = true")
         b.call("Page.reload", {"ignoreCache": False})
-        b.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && window.comfyAPI.app.app.extensionManager"
+        b.wait_for("!window.__fusedreamOldPage && !!(window.comfyAPI && window.comfyAPI.app.app.graph && "
+                   "window.comfyAPI.app.app.extensionManager"
                    f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)}))", timeout=120)
         self.settle()
         dialogs = b.js("[...document.querySelectorAll('.p-dialog')].map(d => d.textContent.slice(0, 120))")
@@ -588,12 +629,13 @@ def main(argv=None) -> int:
             open_page(server, browser)
             for name in args.template or TEMPLATES:
                 start = time.monotonic()
+                run = TemplateRun(server, browser, name, args.out)
                 try:
-                    results = TemplateRun(server, browser, name, args.out).run_all()
+                    run.run_all()
                 except Exception as exc:  # a step that could not run is a failed assertion, the others go on
-                    results = [{"step": "?", "assert": "the check ran to the end", "ok": False,
-                                "detail": "".join(traceback.format_exception(exc))[-3000:]}]
+                    run.record("?", "the check ran to the end", False, "".join(traceback.format_exception(exc))[-3000:])
                     open_page(server, browser)
+                results = run.results
                 report[name] = {"seconds": round(time.monotonic() - start, 1), "results": results}
                 bad = [r for r in results if not r["ok"]]
                 failed += len(bad)
