@@ -468,7 +468,7 @@ class TemplateRun:
             self.record("loaded", f"a new {node_type} has room for its chart and preview from creation",
                         got["fresh"][1] >= got["min"][1] + 220, got)
             self.record("loaded", f"a smaller saved size of {node_type} is enlarged at load",
-                        got["small"][0] >= got["fresh"][0] and got["small"][1] >= got["fresh"][1], got)
+                        got["small"][0] >= got["min"][0] and got["small"][1] >= got["min"][1] + 220, got)
             self.record("loaded", f"a larger saved size of {node_type} is kept",
                         got["large"] == [got["fresh"][0] + 100, got["fresh"][1] + 300], got)
 
