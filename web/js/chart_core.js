@@ -396,7 +396,8 @@ export function chartModel(buffer, width, height, state = null) {
     const lo = Math.min(...group.map((n) => ranges[n][0]));
     const hi = Math.max(...group.map((n) => ranges[n][1]));
     const axis = niceTicks(lo, hi, tickCount(rect.h));
-    return { ...rect, axis, series: group.map((name) => ({ name, line: lines.get(name), latest: buffer.latest(name) })) };
+    const series = group.map((name) => ({ name, line: lines.get(name), latest: buffer.latest(name) }));
+    return { ...rect, axis, series };
   });
   const head = buffer.label ? `${buffer.label} · ` : "";
   model.caption = `${head}step ${buffer.lastStep} / ${buffer.total || "?"}`;

@@ -32,7 +32,8 @@ export class RunLog {
     if (id === null) return null;
     let run = this.runs.get(id);
     if (!run && create) {
-      run = { id, order: 0, seq: ++this.counter, workflowId: null, classTypes: {}, status: "running", nodes: new Map() };
+      run = { id, order: 0, seq: ++this.counter, workflowId: null, classTypes: {}, status: "running",
+              nodes: new Map() };
       this.runs.set(id, run);
       this.#trim(id);
     }
@@ -181,7 +182,8 @@ export class RunLog {
       }
       run.status = status;
       if (stopNode !== null && status !== "success" && !run.nodes.has(stopNode)) {
-        run.nodes.set(stopNode, { state: status === "interrupted" ? "cancelled" : "error", buffer: new SeriesBuffer() });
+        const state = status === "interrupted" ? "cancelled" : "error";
+        run.nodes.set(stopNode, { state, buffer: new SeriesBuffer() });
       }
     }
     this.#trim();
@@ -230,7 +232,8 @@ export class RunLog {
     }
     if (nr && (nr.state === "cancelled" || nr.state === "error")) {
       if (nr.buffer.length) {
-        return { buffer: nr.buffer, state: runState(nr.state, nr.buffer.lastStep, nr.buffer.total), promptId: latest.id };
+        const state = runState(nr.state, nr.buffer.lastStep, nr.buffer.total);
+        return { buffer: nr.buffer, state, promptId: latest.id };
       }
       const prev = earlier();
       return { buffer: prev ? prev.nr.buffer : new SeriesBuffer(), state: runState("stale"), promptId: latest.id };

@@ -16,7 +16,8 @@ const descriptions = new Map();
 async function descriptionOf(name) {
   if (!descriptions.has(name)) {
     descriptions.set(name, (async () => {
-      const res = await api.fetchApi(`/workflow_templates/${encodeURIComponent(MODULE)}/${encodeURIComponent(name)}.json`);
+      const path = `/workflow_templates/${encodeURIComponent(MODULE)}/${encodeURIComponent(name)}.json`;
+      const res = await api.fetchApi(path);
       const workflow = res.ok ? await res.json() : null;
       const text = workflow?.extra?.fusedream?.description;
       return typeof text === "string" ? text : null;
