@@ -14,7 +14,7 @@ its caption underneath:
   OVI prior (or the text embedding) and the decoder; without them the card says that no toy Kandinsky model exists
   and shows no picture (nothing that the pack did not make).
 
-    python -m fusedream_ops.toyworld.thumbnails example_workflows            # all five, ~2-4 min on one CPU core
+    python -m fusedream_ops.toyworld.thumbnails example_workflows            # all five, ~40 s on one CPU core
     python -m fusedream_ops.toyworld.thumbnails example_workflows --only "CLIPAG – generator-free"
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def card(image: torch.Tensor | None, caption: str, note: str):
 
     out = Image.new("RGB", (CARD, CARD), (24, 24, 24))
     draw = ImageDraw.Draw(out)
-    small, big = _font(22), _font(22)
+    font = _font(22)
     if image is not None:
         pixels = (image[0].clamp(0, 1).permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
         side = min(pixels.shape[0], pixels.shape[1]) * PIXELS
@@ -83,13 +83,13 @@ def card(image: torch.Tensor | None, caption: str, note: str):
         top = side + 4
     else:
         y = 60
-        for line in _wrap(draw, note, big, CARD - 40):
-            draw.text((20, y), line, fill=(230, 230, 230), font=big)
+        for line in _wrap(draw, note, font, CARD - 40):
+            draw.text((20, y), line, fill=(230, 230, 230), font=font)
             y += 28
         top = CARD - 64
     y = top
-    for line in _wrap(draw, f"“{caption}”", small, CARD - 16)[:2]:
-        draw.text((8, y), line, fill=(240, 240, 240), font=small)
+    for line in _wrap(draw, f"“{caption}”", font, CARD - 16)[:2]:
+        draw.text((8, y), line, fill=(240, 240, 240), font=font)
         y += 26
     if image is not None:
         draw.text((CARD - 8, CARD - 4), note, fill=(160, 160, 160), font=_font(15), anchor="rb")
@@ -169,22 +169,21 @@ def kandinsky_image(folders: tuple[str, str], caption: str, method: str, seed: i
 
 def make(name: str, tw, kandinsky: tuple[str, str] | None):
     caption = CAPTIONS[name]
-    with torch.inference_mode(False):
-        if name == "FuseDream – single image":
-            return card(fusedream_image(tw, caption), caption, "toy-world output, 32 px")
-        if name == "FuseDream – composition":
-            return card(composition_image(tw, caption), caption, "toy-world output, 32 px")
-        if name == "CLIPAG – generator-free":
-            return card(clipag_image(tw, caption), caption, "toy-world output, 32 px")
-        method = "ovi" if name.startswith("OVI") else "textemb"
-        if kandinsky is not None:
-            image = kandinsky_image(kandinsky, caption, method)
-            size = image.shape[-1]
-            image = torch.nn.functional.interpolate(image, size=(32, 32), mode="nearest") if size > 32 else image
-            return card(image, caption, "toy Kandinsky 2.2 output")
-        what = "OVI prior" if method == "ovi" else "text embedding as image embedding"
-        return card(None, caption, f"Kandinsky 2.2 ({what} + decoder). No toy-world Kandinsky model yet: the picture "
-                                   "needs the real Kandinsky 2.2 weights.")
+    if name == "FuseDream – single image":
+        return card(fusedream_image(tw, caption), caption, "toy-world output, 32 px")
+    if name == "FuseDream – composition":
+        return card(composition_image(tw, caption), caption, "toy-world output, 32 px")
+    if name == "CLIPAG – generator-free":
+        return card(clipag_image(tw, caption), caption, "toy-world output, 32 px")
+    method = "ovi" if name.startswith("OVI") else "textemb"
+    if kandinsky is not None:
+        image = kandinsky_image(kandinsky, caption, method)
+        if image.shape[-1] > 32:  # the card's picture area holds 32 px at ×PIXELS
+            image = torch.nn.functional.interpolate(image, size=(32, 32), mode="area")
+        return card(image, caption, "toy Kandinsky 2.2 output")
+    what = "OVI prior" if method == "ovi" else "text embedding as image embedding"
+    return card(None, caption, f"Kandinsky 2.2 ({what} + decoder). No toy-world Kandinsky model yet: the picture "
+                               "needs the real Kandinsky 2.2 weights.")
 
 
 def main(argv=None) -> int:
