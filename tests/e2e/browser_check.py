@@ -208,12 +208,13 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
     browser.wait_for(f"(() => {{ const s = {CHART_STATE}; return s && s.points === 60 ? s : null; }})()", timeout=60)
     report["rerun_min_points"] = browser.js("(() => { clearInterval(window.__fdTimer); return window.__fdMin; })()")
 
-    # Reopen the run from the history, as the queue's Load does: the graph is loaded anew, outputs are restored
-    # into app.nodeOutputs, no event and no onExecuted call.
+    # Reopen the run from the history, as the queue's Load does: the graph is loaded anew (same workflow id), outputs
+    # are restored into app.nodeOutputs, no event and no onExecuted call. The chart shows the workflow's latest run
+    # from the page's run log at once.
     history = server.get("/history")
     prompt_id, item = sorted(history.items(), key=lambda kv: kv[1]["prompt"][0])[-1]
     browser.js(f"window.comfyAPI.app.app.loadGraphData({json.dumps(workflow)}).then(() => true)")
-    report["reloaded_empty"] = browser.wait_for(CHART_STATE, timeout=30)
+    report["reloaded"] = browser.wait_for(CHART_STATE, timeout=30)
     browser.js(f"(() => {{ window.comfyAPI.app.app.nodeOutputs = {json.dumps(item['outputs'])}; "
                "window.comfyAPI.app.app.graph.setDirtyCanvas(true, true); return true; })()")
     report["restored_from_history"] = browser.wait_for(
