@@ -177,7 +177,7 @@ class TopKInit:
         basis, scores = topk_latents(generator, candidates, objective, k, chunk, augment, seed=seed,
                                      on_step=monitor)
         text = ", ".join(f"{s:.4f}" for s in scores.tolist())
-        return {"ui": {"text": [text]}, "result": (basis, text)}
+        return {"ui": {"text": [text], **monitor.ui()}, "result": (basis, text)}
 
 
 class BasisOptimizer:

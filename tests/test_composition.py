@@ -195,6 +195,8 @@ def test_whole_composition_workflow_runs_through_the_nodes_inside_inference_mode
     assert frames.shape == (4, 32, 32, 3)
     series = out["ui"]["fusedream_series"][0]
     assert series["steps"] == [1, 2, 3, 4] and set(series["series"]) == {"augclip", "lpips"}
+    topk_series = fg_basis["ui"]["fusedream_series"][0]  # kept in the history: a cached Top-k still shows its chart
+    assert topk_series["label"] == "top-k" and topk_series["steps"] and topk_series["series"]
 
 
 def test_composition_optimizer_node_for_one_cell(nodes):

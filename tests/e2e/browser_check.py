@@ -1,10 +1,17 @@
-"""The score chart in a real browser against a real ComfyUI: headless Chromium driven over the DevTools protocol.
+"""The pack in a real browser against a real ComfyUI: headless Chromium driven over the DevTools protocol.
 
-Loads ComfyUI's own frontend (the ``comfyui-frontend-package`` the server serves), opens the probe workflow
-(``tests/e2e/probe_workflow.json``: an optimizing probe node, a preview, Save Animated WEBP), queues it from the
-page, and checks that the extension drew the live series on the node, that it survives collapse and resize,
-that a re-run starts a fresh chart, and that a run reopened from the history (outputs restored, no events)
-brings the chart back. Screenshots go to ``--out``.
+Loads ComfyUI's own frontend (the ``comfyui-frontend-package`` the server serves) with Debian's ``chromium``.
+
+- The probe check (``check``): the probe workflow (``tests/e2e/probe_workflow.json``: an optimizing probe node, a
+  preview, Save Animated WEBP) is queued from the page; the chart fills live, survives collapse and resize, starts
+  over on a re-run and comes back on a freshly loaded graph.
+- The template check (``TemplateRun``): each of the five templates is opened from the Templates dialog, run with
+  reduced settings, re-run and cancelled, switched away from and back to, and reloaded; after every step it asserts
+  that no two nodes overlap, that no node grew, that every chart lies inside its node at 80 % and 100 % zoom, that
+  every optimizing node's chart is the one of its latest run according to the server's history, and at the end
+  that the console shows no error from the pack (see docs/monitor.md).
+
+Screenshots and ``report.json`` go to ``--out``; the exit code is 1 when an assertion failed.
 
     python tests/e2e/browser_check.py --comfyui /work/comfyui --python /work/comfyui-venv/bin/python --out /tmp/shots
 """
@@ -19,10 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.request
 
-from comfy_server import (CAPS, PROBE_PACK_DIR, ComfyServer, WebSocket, _die_with_parent, free_port,
-                          write_fixture_models)
+from comfy_server import (CAPS, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, WebSocket, _die_with_parent,
+                          free_port, write_fixture_models)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -64,6 +72,7 @@ class Browser:
         self.console: list[str] = []
         self.call("Runtime.enable")
         self.call("Page.enable")
+        self.call("Log.enable")
 
     def call(self, method: str, params: dict | None = None, timeout: float = 60):
         self.next_id += 1
@@ -76,13 +85,22 @@ class Browser:
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")
                 return msg.get("result", {})
-            if msg.get("method") == "Runtime.consoleAPICalled":
-                args = msg["params"]["args"]
-                text = " ".join(str(a.get("value", a.get("description", ""))) for a in args)
-                self.console.append(f"{msg['params']['type']}: {text}")
-            elif msg.get("method") == "Runtime.exceptionThrown":
-                d = msg["params"]["exceptionDetails"]
-                self.console.append(f"exception: {d.get('exception', {}).get('description', d.get('text'))}")
+            self._note(msg)
+
+    def _note(self, msg: dict) -> None:
+        """Console lines as ``<kind>: <text> @ <script or resource url>`` (kind error, exception, network...)."""
+        method, params = msg.get("method"), msg.get("params", {})
+        if method == "Runtime.consoleAPICalled":
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
+            frames = (params.get("stackTrace") or {}).get("callFrames") or [{}]
+            self.console.append(f"{params['type']}: {text} @ {frames[0].get('url', '')}")
+        elif method == "Runtime.exceptionThrown":
+            d = params["exceptionDetails"]
+            self.console.append(f"exception: {d.get('exception', {}).get('description', d.get('text'))} @ {d.get('url', '')}")
+        elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
+            e = params["entry"]
+            kind = "network" if e.get("source") == "network" else "error"
+            self.console.append(f"{kind}: {e.get('text')} @ {e.get('url', '')}")
 
     def js(self, expression: str, timeout: float = 60):
         """Evaluate ``expression`` (awaited) in the page and return its JSON value."""
@@ -184,18 +202,19 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
     browser.js("(() => { const n = window.comfyAPI.app.app.graph.getNodeById(1); "
                "n.widgets.find(w => w.name === 'seed').value = 11; return true; })()")
     browser.js("window.__fdMin = 1e9; window.__fdTimer = setInterval(() => { const n = window.comfyAPI.app.app.graph"
-               ".getNodeById(1); const p = n.fusedreamChart.buffer.length; if (p < window.__fdMin) window.__fdMin = p; }, 20); true")
+               ".getNodeById(1); const p = Number(n.fusedreamChart.root.dataset.points); if (p < window.__fdMin) window.__fdMin = p; }, 20); true")
     browser.js("window.comfyAPI.app.app.queuePrompt(0).then(() => true)")
     time.sleep(0.5)
     browser.wait_for(f"(() => {{ const s = {CHART_STATE}; return s && s.points === 60 ? s : null; }})()", timeout=60)
     report["rerun_min_points"] = browser.js("(() => { clearInterval(window.__fdTimer); return window.__fdMin; })()")
 
-    # Reopen the run from the history, as the queue's Load does: the graph is loaded anew, outputs are restored
-    # into app.nodeOutputs, no event and no onExecuted call.
+    # Reopen the run from the history, as the queue's Load does: the graph is loaded anew (same workflow id), outputs
+    # are restored into app.nodeOutputs, no event and no onExecuted call. The chart shows the workflow's latest run
+    # from the page's run log at once.
     history = server.get("/history")
     prompt_id, item = sorted(history.items(), key=lambda kv: kv[1]["prompt"][0])[-1]
     browser.js(f"window.comfyAPI.app.app.loadGraphData({json.dumps(workflow)}).then(() => true)")
-    report["reloaded_empty"] = browser.wait_for(CHART_STATE, timeout=30)
+    report["reloaded"] = browser.wait_for(CHART_STATE, timeout=30)
     browser.js(f"(() => {{ window.comfyAPI.app.app.nodeOutputs = {json.dumps(item['outputs'])}; "
                "window.comfyAPI.app.app.graph.setDirtyCanvas(true, true); return true; })()")
     report["restored_from_history"] = browser.wait_for(
@@ -209,49 +228,375 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
     return report
 
 
-WORKFLOW_CHARTS = """(() => {
+# ---------------------------------------------------------------- the five templates, as a user meets them
+PACK_MARKERS = ("fusedream", PACK_LINK_NAME.lower())
+# Reduced settings for a CPU run with the tiny stand-in models: the work-size caps of the e2e tests, plus one
+# composition cell and a short Poisson blend.
+TEMPLATE_CAPS = {**CAPS, "blend_iterations": 50, "max_iterations": 50}
+TEMPLATE_TEXT = {"scales": "0.65", "positions": "center"}
+CANCEL_STEPS = 400
+
+# Every node's rectangle in canvas units (title included), every optimizing node's chart as drawn, the zoom.
+PAGE_STATE = """(() => {
   const app = window.comfyAPI.app.app;
-  return app.graph._nodes.filter(n => n.fusedreamChart).map(n => ({
-    id: n.id, type: n.type, points: n.fusedreamChart.buffer.length, series: n.fusedreamChart.buffer.names,
-    label: n.fusedreamChart.buffer.label, visible: n.fusedreamChart.root.getBoundingClientRect().width > 0}));
+  const ds = app.canvas.ds;
+  const canvasRect = app.canvas.canvas.getBoundingClientRect();
+  const nodes = app.graph._nodes.map(n => {
+    const b = n.getBounding();
+    const c = n.fusedreamChart;
+    let chart = null;
+    if (c) {
+      const d = c.root.dataset;
+      const r = c.root.getBoundingClientRect();
+      const nodeScreen = [canvasRect.left + (b[0] + ds.offset[0]) * ds.scale, canvasRect.top + (b[1] + ds.offset[1]) * ds.scale,
+                          b[2] * ds.scale, b[3] * ds.scale];
+      chart = {points: Number(d.points || 0), step: Number(d.step || 0), total: Number(d.total || 0), state: d.state || '',
+               mark: d.mark || '', prompt: d.prompt || '', series: d.series || '', panels: Number(d.panels || 0),
+               panelHeights: (d.panelHeights || '').split(',').filter(Boolean).map(Number),
+               cssHeight: r.height, screen: [r.left, r.top, r.width, r.height], nodeScreen,
+               visible: r.width > 0 && r.height > 0};
+    }
+    return {id: String(n.id), type: n.type, rect: [b[0], b[1], b[2], b[3]], size: [n.size[0], n.size[1]], chart};
+  });
+  return {graphId: app.graph.id, workflow: app.extensionManager.workflow.activeWorkflow?.path ?? null,
+          scale: ds.scale, nodes};
 })()"""
 
 
-def open_page(server: ComfyServer, browser: Browser, node_type: str) -> None:
+def overlaps(nodes: list[dict]) -> list[str]:
+    """Pairs of nodes whose rectangles (title bar included) share any area."""
+    found = []
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            ax, ay, aw, ah = a["rect"]
+            bx, by, bw, bh = b["rect"]
+            if min(ax + aw, bx + bw) - max(ax, bx) > 0.5 and min(ay + ah, by + bh) - max(ay, by) > 0.5:
+                found.append(f"{a['id']} {a['type']} / {b['id']} {b['type']}")
+    return found
+
+
+def chart_outside_node(nodes: list[dict]) -> list[str]:
+    """Charts drawn (on screen, at the current zoom) outside their node's rectangle."""
+    bad = []
+    for n in nodes:
+        c = n["chart"]
+        if not c or not c["visible"]:
+            continue
+        x, y, w, h = c["screen"]
+        nx, ny, nw, nh = c["nodeScreen"]
+        if x < nx - 2 or y < ny - 2 or x + w > nx + nw + 2 or y + h > ny + nh + 2:
+            bad.append(f"{n['id']} {n['type']}: chart {c['screen']} outside node {c['nodeScreen']}")
+    return bad
+
+
+class TemplateRun:
+    """One template: loaded from the Templates menu, run, cancelled, switched away from and back, reloaded; the
+    overlap and chart assertions are made after each step and collected in ``self.results``."""
+
+    def __init__(self, server: ComfyServer, browser: Browser, name: str, out: str):
+        self.server, self.browser, self.name, self.out = server, browser, name, out
+        self.slug = name.replace(" ", "_").replace("–", "-")
+        self.results: list[dict] = []
+        self.sizes: dict[str, list[float]] = {}
+        self.monitored: list[str] = []
+
+    # -- assertions
+    def record(self, step: str, what: str, ok: bool, detail="") -> bool:
+        self.results.append({"step": step, "assert": what, "ok": bool(ok), "detail": detail})
+        return ok
+
+    def state(self) -> dict:
+        return self.browser.js(PAGE_STATE)
+
+    def settle(self, timeout: float = 60) -> None:
+        """Wait until the restored graph is the final one: every optimizing node of the template shows a chart in
+        two reads 1 s apart (the frontend may configure a restored tab more than once)."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline and seen < 2:
+            try:
+                nodes = {n["id"]: n for n in self.state()["nodes"]}
+            except RuntimeError:  # the page is still loading
+                nodes = {}
+            ready = all(nodes.get(i, {}).get("chart") and nodes[i]["chart"]["visible"] for i in self.monitored)
+            seen = seen + 1 if ready else 0
+            time.sleep(1.0)
+
+    def shot(self, step: str) -> str:
+        return self.browser.screenshot(os.path.join(self.out, f"{self.slug}__{step}.png"))
+
+    def set_zoom(self, scale: float) -> None:
+        self.browser.js(f"(() => {{ const c = window.comfyAPI.app.app.canvas; c.ds.scale = {scale}; "
+                        "c.ds.offset = [0, 0]; c.setDirty(true, true); return true; })()")
+        time.sleep(0.6)
+
+    def overview(self, step: str) -> str:
+        """A screenshot of the whole graph: zoomed so that every node fits the page."""
+        self.browser.js("""(() => { const app = window.comfyAPI.app.app; const c = app.canvas; const r = c.canvas.getBoundingClientRect();
+          const b = app.graph._nodes.map(n => n.getBounding());
+          const x0 = Math.min(...b.map(v => v[0])), y0 = Math.min(...b.map(v => v[1]));
+          const x1 = Math.max(...b.map(v => v[0] + v[2])), y1 = Math.max(...b.map(v => v[1] + v[3]));
+          const s = 0.95 * Math.min(r.width / (x1 - x0), r.height / (y1 - y0));
+          c.ds.scale = s; c.ds.offset = [-x0 + 10 / s, -y0 + 10 / s]; c.setDirty(true, true); return true; })()""")
+        time.sleep(0.8)
+        path = self.shot(step)
+        self.set_zoom(0.8)
+        return path
+
+    def check_layout(self, step: str, state: dict | None = None) -> dict:
+        state = state or self.state()
+        nodes = state["nodes"]
+        self.record(step, "no two nodes overlap", not overlaps(nodes), overlaps(nodes))
+        grown = [f"{n['id']} {n['type']} {self.sizes[n['id']]} -> {n['size']}" for n in nodes
+                 if n["id"] in self.sizes and (n["size"][0] > self.sizes[n["id"]][0] + 0.5
+                                              or n["size"][1] > self.sizes[n["id"]][1] + 0.5)]
+        self.record(step, "no node grew since it was loaded", not grown, grown)
+        self.record(step, "every chart lies inside its node on screen", not chart_outside_node(nodes),
+                    chart_outside_node(nodes))
+        return state
+
+    def expected_charts(self) -> dict[str, dict]:
+        """What each optimizing node's chart must show, from the server's history of this workflow: the latest
+        run's series (done or cached), a cancel in the node, or the last full series marked stale."""
+        history = self.server.get("/history?max_items=64")
+        graph_id = self.browser.js("window.comfyAPI.app.app.graph.id")
+        runs = []
+        for pid, item in history.items():
+            if item["prompt"][3].get("extra_pnginfo", {}).get("workflow", {}).get("id") != graph_id:
+                continue
+            msgs = item["status"]["messages"]
+            start = next((d["timestamp"] for e, d in msgs if e == "execution_start"), 0)
+            cached = next((d["nodes"] for e, d in msgs if e == "execution_cached"), [])
+            stop = next((d["node_id"] for e, d in msgs if e == "execution_interrupted"), None)
+            runs.append((start, pid, item, cached, stop))
+        runs.sort()
+        expect = {}
+        for nid in self.monitored:
+            latest = runs[-1] if runs else None
+            exp = {"state": "idle"}
+            if latest:
+                _, pid, item, cached, stop = latest
+                series = (item["outputs"].get(nid) or {}).get("fusedream_series")
+                if series:
+                    exp = {"state": "cached" if nid in cached else "done", "last_step": series[-1]["steps"][-1],
+                           "points": len(series[-1]["steps"]), "prompt": pid}
+                elif stop == nid or item["status"]["status_str"] == "error":
+                    exp = {"state": "cancelled_or_stale", "prompt": pid, "stop": stop}
+            expect[nid] = exp
+        return expect
+
+    def check_charts(self, step: str, state: dict, live_cancel: str | None = None) -> None:
+        """Every optimizing node shows a chart, and it is the one of its latest run (see expected_charts)."""
+        expect = self.expected_charts()
+        charts = {n["id"]: n["chart"] for n in state["nodes"] if n["id"] in self.monitored}
+        for nid in self.monitored:
+            c, e = charts.get(nid), expect[nid]
+            if not self.record(step, f"node {nid} has a visible chart", c and c["visible"], c):
+                continue
+            if e["state"] in ("done", "cached"):
+                ok = (c["state"] == e["state"] and c["step"] == e["last_step"] and c["points"] == e["points"]
+                      and c["prompt"] == e["prompt"])
+            elif e["state"] == "cancelled_or_stale":
+                want = "cancelled" if live_cancel == nid else "stale"
+                ok = c["state"] == want and c["prompt"] == e["prompt"] and bool(c["mark"])
+            else:
+                ok = c["state"] == "idle" and c["points"] == 0
+            self.record(step, f"node {nid} chart matches its latest run", ok, {"chart": c, "expected": e})
+            if c["points"]:
+                low = [h for h in c["panelHeights"] if h < 56]
+                self.record(step, f"node {nid} chart panels are at least 56 px high", not low, c["panelHeights"])
+
+    def pack_errors(self) -> list[str]:
+        return [e for e in self.browser.console if e.startswith(("error", "exception", "network"))
+                and any(m in e.lower() for m in PACK_MARKERS)]
+
+    # -- steps
+    def load_from_menu(self) -> None:
+        b = self.browser
+        b.js("window.comfyAPI.app.app.extensionManager.command.execute('Comfy.BrowseTemplates').then(() => true)")
+        b.wait_for("[...document.querySelectorAll('.p-listbox-option')].some(e => e.textContent.trim() === "
+                   f"{json.dumps(PACK_LINK_NAME)})", timeout=30)
+        card = f"document.querySelector('[data-testid=\"template-workflow-' + {json.dumps(self.name)} + '\"]')"
+        for attempt in range(6):  # the category list can take a click before it is ready: click until it shows
+            b.js("(() => { [...document.querySelectorAll('.p-listbox-option')].find(e => e.textContent.trim() === "
+                 f"{json.dumps(PACK_LINK_NAME)}).click(); return true; }})()")
+            try:
+                b.wait_for(f"!!{card}", timeout=5)
+                break
+            except TimeoutError:
+                if attempt == 5:
+                    raise
+        b.js(f"(() => {{ {card}.scrollIntoView(); return true; }})()")
+        info = b.wait_for(f"""(() => {{ const c = {card}; const img = c.querySelector('img'); const p = c.querySelector('p');
+            return img && img.naturalWidth > 0 && p && p.textContent !== {json.dumps(self.name)}
+              ? {{thumbnail: img.naturalWidth, description: p.textContent}} : null; }})()""", timeout=30)
+        self.record("card", "the template card shows its thumbnail", info["thumbnail"] > 0, info["thumbnail"])
+        self.record("card", "the template card shows its description", len(info["description"]) > 60,
+                    info["description"])
+        time.sleep(0.5)
+        self.shot("0_card")
+        b.js(f"(() => {{ {card}.click(); return true; }})()")
+        b.wait_for("document.querySelectorAll('.p-dialog').length === 0 && window.comfyAPI.app.app.extensionManager"
+                   f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)})", timeout=60)
+        time.sleep(1.5)
+        state = self.state()
+        self.sizes = {n["id"]: n["size"] for n in state["nodes"]}
+        self.monitored = [n["id"] for n in state["nodes"] if n["chart"]]
+        self.record("loaded", "optimizing nodes have their chart from the start", bool(self.monitored), self.monitored)
+        self.check_layout("loaded", state)
+        self.check_charts("loaded", state)
+        self.check_sizes_of_new_and_saved_nodes()
+        self.shot("1_loaded_80pct")
+        self.set_zoom(1.0)
+        self.check_layout("loaded at 100 %")
+        self.shot("1_loaded_100pct")
+        self.set_zoom(0.8)
+
+    def check_sizes_of_new_and_saved_nodes(self) -> None:
+        """Each optimizing node type, added anew (far from the template) and configured from saved sizes: it has its
+        final size at creation (its widgets, the chart and room for the image preview), a smaller saved size is
+        enlarged when loaded, a larger one is kept."""
+        types = sorted({n["type"] for n in self.state()["nodes"] if n["id"] in self.monitored})
+        for node_type in types:
+            got = self.browser.js(f"""(() => {{ const app = window.comfyAPI.app.app;
+              const n = LiteGraph.createNode({json.dumps(node_type)}); n.pos = [-20000, -20000]; app.graph.add(n);
+              const fresh = [n.size[0], n.size[1]]; const min = n.computeSize();
+              const data = n.serialize();
+              n.configure({{...data, size: [100, 100]}}); const small = [n.size[0], n.size[1]];
+              n.configure({{...data, size: [fresh[0] + 100, fresh[1] + 300]}}); const large = [n.size[0], n.size[1]];
+              app.graph.remove(n);
+              return {{fresh, min: [min[0], min[1]], small, large}}; }})()""")
+            self.record("loaded", f"a new {node_type} has room for its chart and preview from creation",
+                        got["fresh"][1] >= got["min"][1] + 220, got)
+            self.record("loaded", f"a smaller saved size of {node_type} is enlarged at load",
+                        got["small"][0] >= got["min"][0] and got["small"][1] >= got["min"][1] + 220, got)
+            self.record("loaded", f"a larger saved size of {node_type} is kept",
+                        got["large"] == [got["fresh"][0] + 100, got["fresh"][1] + 300], got)
+
+    def reduce_settings(self, steps_override: dict[str, int] | None = None) -> None:
+        self.browser.js(f"""(() => {{ const caps = {json.dumps(TEMPLATE_CAPS)}; const text = {json.dumps(TEMPLATE_TEXT)};
+          const over = {json.dumps(steps_override or {})};
+          for (const n of window.comfyAPI.app.app.graph._nodes) for (const w of n.widgets || []) {{
+            if (w.name in caps && typeof w.value === 'number' && w.value > caps[w.name])
+              w.value = Math.max(caps[w.name], w.options?.min ?? 0);
+            if (w.name in text && typeof w.value === 'string') w.value = text[w.name];
+            if (String(n.id) in over && w.name === 'steps') w.value = over[String(n.id)];
+          }}
+          return true; }})()""")
+
+    def queue(self) -> str:
+        before = set(self.server.get("/history?max_items=64"))
+        self.browser.js("window.comfyAPI.app.app.queuePrompt(0).then(() => true)")
+        return before
+
+    def wait_done(self, before: set, step: str, timeout: float = 900) -> dict:
+        """Poll until the queued prompt is in the history, asserting the layout on the way."""
+        deadline = time.monotonic() + timeout
+        polls = 0
+        while time.monotonic() < deadline:
+            hist = self.server.get("/history?max_items=64")
+            new = [k for k in hist if k not in before]
+            if new:
+                return hist[new[0]]
+            if polls % 4 == 0:
+                self.check_layout(f"{step} (running)")
+            if polls == 8:
+                self.shot(f"{step}_running")
+            polls += 1
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.name}: the run did not finish in {timeout:.0f} s")
+
+    def run_reduced(self) -> None:
+        self.reduce_settings()
+        before = self.queue()
+        item = self.wait_done(before, "2_run")
+        self.record("run", "the reduced run succeeds", item["status"]["status_str"] == "success",
+                    item["status"]["status_str"])
+        time.sleep(1.5)
+        state = self.check_layout("after run")
+        self.check_charts("after run", state)
+        self.shot("2_after_run")
+        self.overview("2_after_run_overview")
+
+    def run_and_cancel(self) -> str:
+        """Re-run with many steps on the last optimizing node (the others are cached) and cancel it mid-run."""
+        last = self.monitored[-1]
+        self.reduce_settings({last: CANCEL_STEPS})
+        before = self.queue()
+        self.browser.wait_for(f"(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({json.dumps(last)}) ?? "
+                              f"window.comfyAPI.app.app.graph.getNodeById({last}); const d = n.fusedreamChart.root.dataset; "
+                              "return d.state === 'running' && Number(d.points) >= 2; })()", timeout=600, poll=0.1)
+        self.check_layout("3_cancel (running)")
+        self.shot("3_cancel_running")
+        self.browser.js("window.comfyAPI.api.api.interrupt().then(() => true)")
+        item = self.wait_done(before, "3_cancel")
+        interrupted = [d for e, d in item["status"]["messages"] if e == "execution_interrupted"]
+        self.record("cancel", "the run was interrupted in the last optimizing node",
+                    bool(interrupted) and interrupted[0]["node_id"] == last, interrupted)
+        time.sleep(1.5)
+        state = self.check_layout("after cancel")
+        self.check_charts("after cancel", state, live_cancel=last)
+        self.shot("3_after_cancel")
+        return last
+
+    def switch_tabs(self, cancelled: str) -> None:
+        b = self.browser
+        before = {n["id"]: n["chart"] for n in self.state()["nodes"] if n["chart"]}
+        b.js("window.comfyAPI.app.app.extensionManager.command.execute('Comfy.NewBlankWorkflow').then(() => true)")
+        b.wait_for(f"!window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes({json.dumps(self.name)})")
+        time.sleep(1.0)
+        b.js(f"""(() => {{ const t = [...document.querySelectorAll('.workflow-tabs .p-togglebutton')]
+          .find(e => e.textContent.includes({json.dumps(self.name)})); t.click(); return true; }})()""")
+        b.wait_for("window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes("
+                   f"{json.dumps(self.name)})", timeout=30)
+        self.settle()
+        state = self.check_layout("after tab switch")
+        self.check_charts("after tab switch", state, live_cancel=cancelled)
+        after = {n["id"]: n["chart"] for n in state["nodes"] if n["chart"]}
+        same = all(before[k]["state"] == after.get(k, {}).get("state") and before[k]["points"] == after[k]["points"]
+                   for k in before)
+        self.record("after tab switch", "every chart is as it was before the switch", same, {"before": before, "after": after})
+        self.shot("4_after_tab_switch")
+
+    def reload(self) -> None:
+        b = self.browser
+        b.js("window.__fusedreamOldPage = true")
+        b.call("Page.reload", {"ignoreCache": False})
+        b.wait_for("!window.__fusedreamOldPage && !!(window.comfyAPI && window.comfyAPI.app.app.graph && "
+                   "window.comfyAPI.app.app.extensionManager"
+                   f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)}))", timeout=120)
+        self.settle()
+        dialogs = b.js("[...document.querySelectorAll('.p-dialog')].map(d => d.textContent.slice(0, 120))")
+        self.record("after reload", "no dialog is left open by the reload", not dialogs, dialogs)
+        state = self.check_layout("after reload")
+        self.check_charts("after reload", state)
+        self.shot("5_after_reload")
+
+    def run_all(self) -> list[dict]:
+        self.load_from_menu()
+        self.run_reduced()
+        cancelled = self.run_and_cancel()
+        self.switch_tabs(cancelled)
+        self.reload()
+        errors = self.pack_errors()
+        self.record("end", "the console shows no error from the pack", not errors, errors)
+        return self.results
+
+
+def open_page(server: ComfyServer, browser: Browser) -> None:
     browser.call("Page.navigate", {"url": server.url + "/"})
     browser.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && typeof LiteGraph !== 'undefined' "
-                     f"&& LiteGraph.registered_node_types[{json.dumps(node_type)}])", timeout=120)
+                     "&& window.comfyAPI.app.app.extensions.some(e => e.name === 'FuseDream.ScoreChart'))", timeout=120)
     time.sleep(2.0)
-    for _ in range(3):
+    for _ in range(3):  # the first visit opens the templates dialog
         for kind in ("keyDown", "keyUp"):
             browser.call("Input.dispatchKeyEvent", {"type": kind, "key": "Escape", "code": "Escape",
                                                     "windowsVirtualKeyCode": 27})
         time.sleep(0.3)
 
 
-def run_workflow(server: ComfyServer, browser: Browser, path: str, out: str, caps: dict) -> list:
-    """Open a UI workflow in the page, lower its work sizes, queue it from the page, screenshot the charts."""
-    with open(path) as f:
-        workflow = json.load(f)
-    open_page(server, browser, workflow["nodes"][0]["type"])
-    browser.js(f"window.comfyAPI.app.app.loadGraphData({json.dumps(workflow)}).then(() => true)")
-    browser.js(f"""(() => {{ const caps = {json.dumps(caps)};
-      for (const n of window.comfyAPI.app.app.graph._nodes) for (const w of n.widgets || [])
-        if (w.name in caps && typeof w.value === 'number' && w.value > caps[w.name])
-          w.value = Math.max(caps[w.name], w.options?.min ?? 0);
-      return true; }})()""")
-    before = len(server.get("/history"))
-    browser.js("window.comfyAPI.app.app.queuePrompt(0).then(() => true)")
-    deadline = time.monotonic() + 900
-    while len(server.get("/history")) == before and time.monotonic() < deadline:
-        time.sleep(1.0)
-    time.sleep(1.5)
-    charts = browser.js(WORKFLOW_CHARTS)
-    browser.js("(() => { const c = window.comfyAPI.app.app.canvas; c.ds.scale = 0.6; c.setDirty(true, true); "
-               "return true; })()")
-    time.sleep(0.8)
-    browser.screenshot(os.path.join(out, os.path.splitext(os.path.basename(path))[0].replace(" ", "_") + ".png"))
-    return charts
+TEMPLATES = ("FuseDream – single image", "CLIPAG – generator-free", "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2",
+             "FuseDream – composition")
 
 
 def main(argv=None) -> int:
@@ -259,9 +604,10 @@ def main(argv=None) -> int:
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"))
     parser.add_argument("--python", default=os.environ.get("COMFYUI_PYTHON", sys.executable))
     parser.add_argument("--out", default="/tmp/fusedream-browser")
-    parser.add_argument("--workflow", action="append", default=[],
-                        help="also run this UI workflow from the page (with fixture models, work sizes capped) "
-                             "and screenshot its charts; may be repeated")
+    parser.add_argument("--template", action="append", default=[], choices=TEMPLATES,
+                        help="run only this template (repeatable; default: all five)")
+    parser.add_argument("--skip-probe", action="store_true", help="leave out the probe-node chart check")
+    parser.add_argument("--skip-templates", action="store_true", help="only the probe-node chart check")
     args = parser.parse_args(argv)
     chromium = find_chromium()
     if not (args.comfyui and chromium):
@@ -271,16 +617,37 @@ def main(argv=None) -> int:
     base = tempfile.mkdtemp(prefix="fusedream-browser-")
     server = ComfyServer(args.comfyui, args.python, base=base, extra_packs=(PROBE_PACK_DIR,))
     browser = None
+    report: dict = {}
+    failed = 0
     try:
-        if args.workflow:
+        if not args.skip_templates:
             write_fixture_models(server.models_dir)
         server.start()
         browser = Browser(chromium)
-        report = check(server, browser, args.out)
-        for path in args.workflow:
-            report[os.path.basename(path)] = run_workflow(server, browser, path, args.out, CAPS)
-        print(json.dumps(report, indent=1))
-        return 0
+        if not args.skip_probe:
+            report["probe"] = check(server, browser, args.out)
+        if not args.skip_templates:
+            open_page(server, browser)
+            for name in args.template or TEMPLATES:
+                start = time.monotonic()
+                run = TemplateRun(server, browser, name, args.out)
+                try:
+                    run.run_all()
+                except Exception as exc:  # a step that could not run is a failed assertion, the others go on
+                    run.record("?", "the check ran to the end", False, "".join(traceback.format_exception(exc))[-3000:])
+                    open_page(server, browser)
+                results = run.results
+                report[name] = {"seconds": round(time.monotonic() - start, 1), "results": results}
+                bad = [r for r in results if not r["ok"]]
+                failed += len(bad)
+                print(f"{name}: {len(results) - len(bad)} assertions passed, {len(bad)} failed "
+                      f"({report[name]['seconds']} s)", flush=True)
+                for r in bad:
+                    print(f"  FAILED [{r['step']}] {r['assert']}: {json.dumps(r['detail'], default=str)[:1500]}", flush=True)
+        with open(os.path.join(args.out, "report.json"), "w") as f:
+            json.dump(report, f, indent=1, default=str)
+        print(f"report: {os.path.join(args.out, 'report.json')}; screenshots in {args.out}")
+        return 1 if failed else 0
     finally:
         if browser is not None:
             browser.close()
