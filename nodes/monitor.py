@@ -28,12 +28,14 @@ second new step is kept, so the series still spans the whole run evenly (the las
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
+from ..fusedream_ops.errors import FuseDreamError
 from ..fusedream_ops.progress import Step
 from . import comfy
 
@@ -63,6 +65,16 @@ def _preview_image(frame: torch.Tensor):
     from PIL import Image
 
     return Image.fromarray(np.ascontiguousarray(frame.numpy()))
+
+
+def require_finite_values(step: Step, label: str = "") -> None:
+    """A NaN/inf series value stops the run at its first step: it would be invalid JSON in the event and a broken
+    result."""
+    for name, value in step.values.items():
+        if not math.isfinite(float(value)):
+            where = f"{label} " if label else ""
+            raise FuseDreamError(f"{where}'{name}' became {float(value)} at step {step.step} of {step.total}: the run "
+                                 f"diverged (lower the learning rate) or a model holds NaN weights.")
 
 
 class FrameRecorder:
@@ -167,6 +179,7 @@ class NodeMonitor:
 
     def __call__(self, step: Step) -> None:
         comfy.throw_if_interrupted()
+        require_finite_values(step, self.label)
         last = step.step == step.total
         frame = None
         want_preview = step.image is not None and (last or step.step % self.preview_every == 0)
