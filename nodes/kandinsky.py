@@ -254,7 +254,8 @@ class TrainedPrior:
             "encoders": (ENCODERS, {"tooltip": "The prior's encoders; the prior weights are read from the same folder "
                                                "(prior/ and scheduler/)."}),
             "text": (TEXT, {"tooltip": "The prompt (its text is re-encoded by the pipeline)."}),
-            "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "Prior denoising steps (diffusers 25)."}),
+            "steps": ("INT", {"default": 25, "min": 2, "max": 1000,
+                              "tooltip": "Prior denoising steps (diffusers 25; the UnCLIP scheduler needs at least 2)."}),
             "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
                                    "tooltip": "Classifier-free guidance scale of the prior (diffusers 4.0)."}),
             "seed": SEED,

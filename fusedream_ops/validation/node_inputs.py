@@ -18,11 +18,17 @@ from .images import require_image, require_mask
 from .numbers import require_number
 
 
+WIDGETS = ("INT", "FLOAT", "BOOLEAN", "STRING")
+"""Inputs typed on the node: always present when ComfyUI runs it (a connection may be absent, a widget never)."""
+
+
 def check_value(name: str, kind, options: dict, value) -> None:
     """One input against its declaration ``(kind, options)`` from ``INPUT_TYPES``."""
     options = options or {}
     if isinstance(kind, (list, tuple)):
         choices = list(kind)
+        require(bool(choices), f"{name} {value!r} is not available: there is nothing to choose from (its model "
+                               f"folder is empty or missing).")
         if value not in choices:
             shown = ", ".join(repr(c) for c in choices[:12]) + (", ..." if len(choices) > 12 else "")
             raise FuseDreamError(f"{name} must be one of {shown}; got {value!r}.")
@@ -49,10 +55,11 @@ def check_node_inputs(node_class, values: dict) -> None:
     spec = node_class.INPUT_TYPES()
     for section in ("required", "optional"):
         for name, declaration in (spec.get(section) or {}).items():
-            if name not in values or (section == "optional" and values[name] is None):
+            kind, options = declaration[0], declaration[1] if len(declaration) > 1 else {}
+            widget = isinstance(kind, (list, tuple)) or kind in WIDGETS
+            if name not in values or (section == "optional" and values[name] is None and not widget):
                 require(section == "optional", f"the required input {name} is missing.")
                 continue
-            kind, options = declaration[0], declaration[1] if len(declaration) > 1 else {}
             check_value(name, kind, options, values[name])
 
 
