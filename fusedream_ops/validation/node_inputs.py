@@ -46,6 +46,8 @@ def check_value(name: str, kind, options: dict, value) -> None:
         require_mask(value, name)
     else:
         require(value is not None, f"{name} is not connected: connect a {kind} output.")
+        if isinstance(value, torch.Tensor):
+            require(value.numel() > 0, f"{name} is empty (shape {tuple(value.shape)}): connect a non-empty {kind}.")
         where = first_nonfinite(value, name)
         require(where is None, f"{where} holds NaN or infinite values: check the node that made it.")
 
