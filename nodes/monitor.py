@@ -17,7 +17,8 @@ sent outside ComfyUI)::
                "series": {"augclip": [...], "lpips": [...]}}}   # so rate limiting drops no point
 
 At most one event per node every ``MIN_EVENT_INTERVAL`` seconds; the first and the last step are always sent.
-A value missing at a step is ``null`` in the chunk and in the ``ui`` series.
+A value missing at a step is ``null`` in the chunk and in the ``ui`` series. A NaN/inf value is never sent: it stops
+the run with a ``[FuseDream]`` error naming the series and the step.
 
 ``ui`` output::
 
