@@ -12,6 +12,8 @@ from ..errors import FuseDreamError
 
 
 def _fmt(value) -> str:
+    if isinstance(value, numbers.Integral) and abs(value) >= 10 ** 15:
+        return f"an integer of {len(str(abs(int(value))))} digits"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
