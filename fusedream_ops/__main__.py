@@ -12,16 +12,20 @@ from PIL.PngImagePlugin import PngInfo
 from .biggan import load_biggan
 from .checkpoints import atomic_write
 from .clip_scorer import AUTO, load_clip
-from .errors import FuseDreamError
+from .errors import FuseDreamError, require
 from .images import to_pil
 from .pipeline import FuseDreamSettings, generate
 from .progress import Step
+from .validation.numbers import require_number
+from .validation.prompts import parse_prompts, truncation_warnings
 
 
 def _parser() -> argparse.ArgumentParser:
     d = FuseDreamSettings()
     p = argparse.ArgumentParser(prog="python -m fusedream_ops", description=__doc__)
-    p.add_argument("prompt", help="the text; several prompts separated by '|', each optionally 'text:weight'")
+    p.add_argument("prompt", help="the text; several prompts separated by '|', each optionally ending in ':weight', "
+                                  "a number from -100 to 100 (negative = avoid). A colon followed by words is text; "
+                                  "write 'time 10:30 :1' when the text itself ends in ':number'.")
     p.add_argument("-o", "--output", default="fusedream.png", help="PNG to write (default: fusedream.png)")
     p.add_argument("--models", default=os.environ.get("FUSEDREAM_MODELS", "models"),
                    help="models folder holding biggan/ and open_clip/ (default: $FUSEDREAM_MODELS or ./models)")
@@ -39,17 +43,56 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _resolve(models: str, folder: str, name: str) -> str:
-    return name if os.path.exists(name) else os.path.join(models, folder, name)
+RANGES = {"candidates": (1, 1_000_000), "k": (1, 1000), "steps": (1, 100_000), "lr": (1e-6, 1.0), "copies": (1, 512),
+          "seed": (0, 0xFFFFFFFFFFFFFFFF)}
+"""The valid values of the numeric options: the same ranges as the nodes' widgets (a test keeps them equal)."""
 
 
-def _printer(label: str):
+def _check_arguments(args) -> list[tuple[str, float]]:
+    """Everything the command line can get wrong, checked before any model is loaded; returns the prompts."""
+    for name, (low, high) in RANGES.items():
+        require_number(f"--{name}", getattr(args, name), low, high, integer=name != "lr")
+    require(args.k <= args.candidates, f"--k ({args.k}) must be at most --candidates ({args.candidates}).")
+    prompts = parse_prompts("\n".join(p.strip() for p in args.prompt.split("|")))
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise FuseDreamError(f"--device '{args.device}' is not a torch device: use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda":
+        require(torch.cuda.is_available(), f"--device {args.device}: torch sees no CUDA GPU here; use --device cpu.")
+        require(device.index is None or device.index < torch.cuda.device_count(),
+                f"--device {args.device}: there are only {torch.cuda.device_count()} CUDA GPU(s).")
+    elif device.type == "mps":
+        require(torch.backends.mps.is_available(), f"--device {args.device}: MPS is not available; use --device cpu.")
+    output = os.path.abspath(args.output)
+    require(not os.path.isdir(output), f"-o {args.output} is an existing folder; give a file name such as "
+                                       f"{os.path.join(args.output, 'fusedream.png')}.")
+    require(os.path.isdir(os.path.dirname(output)),
+            f"-o {args.output}: the folder {os.path.dirname(output)} does not exist; create it first.")
+    return prompts
+
+
+def _resolve(models: str, folder: str, name: str, option: str) -> str:
+    """``name`` as a path, else ``<models>/<folder>/<name>``; a missing file says where models go."""
+    if os.path.exists(name):
+        return name
+    path = os.path.join(models, folder, name)
+    require(os.path.exists(path),
+            f"{option} '{name}' was not found (looked for {path}). Put the weights there (README: 'Which weight file "
+            f"goes where'), point --models at the folder that holds {folder}/, or give {option} a path.")
+    return path
+
+
+def _printer(label: str, unit: int = 1, count: int | None = None, noun: str = ""):
+    """Progress lines about every 5 %; ``unit`` items per step (Top-k reports chunks of ``unit`` candidates)."""
     start = time.monotonic()
 
     def on_step(step: Step) -> None:
         if step.step == step.total or step.step % max(1, step.total // 20) == 0:
+            done = step.step if count is None else min(step.step * unit, count)
+            total = step.total if count is None else count
             values = " ".join(f"{k} {v:.4f}" for k, v in step.values.items())
-            print(f"{label} {step.step}/{step.total} {values} ({time.monotonic() - start:.0f}s)", flush=True)
+            print(f"{label} {done}/{total}{noun} {values} ({time.monotonic() - start:.0f}s)", flush=True)
 
     return on_step
 
@@ -59,20 +102,30 @@ def main(argv=None) -> int:
     settings = FuseDreamSettings(candidates=args.candidates, k=args.k, steps=args.steps, lr=args.lr,
                                  copies=args.copies, mode=args.mode, seed=args.seed)
     try:
-        generator = load_biggan(_resolve(args.models, "biggan", args.biggan))
-        scorer = load_clip(args.arch, _resolve(args.models, "open_clip", args.clip))
+        prompts = _check_arguments(args)
+        generator = load_biggan(_resolve(args.models, "biggan", args.biggan, "--biggan"))
+        scorer = load_clip(args.arch, _resolve(args.models, "open_clip", args.clip, "--clip"))
+        for warning in truncation_warnings([t for t, _ in prompts], scorer.tokenizer):
+            print(warning, file=sys.stderr)
         generator.model.to(args.device)
         scorer.model.to(args.device)
         prompt = "\n".join(p.strip() for p in args.prompt.split("|"))
         result = generate(generator, scorer, prompt, settings,
-                          on_init_step=_printer("top-k"), on_step=_printer("optimize"))
+                          on_init_step=_printer("top-k", settings.chunk, args.candidates, " candidates"),
+                          on_step=_printer("optimize"))
+        info = PngInfo()
+        info.add_text("prompt", args.prompt)
+        info.add_text("fusedream", f"seed={args.seed} augclip={result.best_score:.4f} step={result.best_step}")
+        atomic_write(args.output, lambda p: to_pil(result.image).save(p, format="PNG", pnginfo=info))
     except FuseDreamError as exc:
         print(exc, file=sys.stderr)
         return 2
-    info = PngInfo()
-    info.add_text("prompt", args.prompt)
-    info.add_text("fusedream", f"seed={args.seed} augclip={result.best_score:.4f} step={result.best_step}")
-    atomic_write(args.output, lambda p: to_pil(result.image).save(p, format="PNG", pnginfo=info))
+    except KeyboardInterrupt:
+        print("[FuseDream] interrupted; nothing was written.", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        print(f"[FuseDream] could not write {args.output}: {exc.strerror or exc}.", file=sys.stderr)
+        return 2
     print(f"wrote {args.output} (AugCLIP {result.best_score:.4f} at step {result.best_step})")
     return 0
 

@@ -21,11 +21,15 @@ from .autograd import no_grad_normal_tensors
 from .errors import FuseDreamError, require
 from .images import from_pil
 from .objective import AugClipObjective
+from .progress import StepCallback, report
+from .validation.numbers import require_number
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 NOISE_MEAN, NOISE_STD = 0.5, 0.25
 SMALL_SIZE = 16
 RIDGE = 1e-4
+MAX_GAUSSIAN_BYTES = 4 * 2**30
+"""Largest Gaussian model fitted (its covariance factors): 200 classes at 32 px would need 7.5 GiB."""
 
 
 def noise_images(batch: int, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -80,20 +84,39 @@ class SmallImageGaussians:
     small_size: int
 
     @classmethod
-    def fit(cls, groups: list[torch.Tensor], small_size: int = SMALL_SIZE, ridge: float = RIDGE):
-        """Fit one Gaussian per group of images ``[N,3,H,W]`` in [0, 1] (any size; shrunk to ``small_size``)."""
+    def fit(cls, groups: list[torch.Tensor], small_size: int = SMALL_SIZE, ridge: float = RIDGE,
+            on_step: StepCallback | None = None, max_bytes: int = MAX_GAUSSIAN_BYTES):
+        """Fit one Gaussian per group of images ``[N,3,H,W]`` in [0, 1] (any size; shrunk to ``small_size``).
+
+        Memory: the model holds ``classes × (3·s²)² × 4`` bytes (2.25 MiB per class at 16 px, 36 MiB at 32 px),
+        refused above ``max_bytes`` before any work; the fit needs that plus one class's float64 covariance and
+        factor, because each class is fitted and stored in turn. ``on_step`` is called after each class (cancel).
+        """
         require(bool(groups), "reference images: no class of images was given.")
-        means, factors = [], []
+        require_number("small_size", small_size, 1, 64, integer=True)
         dim = 3 * small_size * small_size
+        need = len(groups) * dim * dim * 4
+        require(need <= max_bytes, f"reference images: {len(groups)} classes at {small_size} px need "
+                                   f"{need / 2**30:.1f} GiB for their covariance factors (limit "
+                                   f"{max_bytes / 2**30:.1f} GiB): use a smaller small_size (16 px needs "
+                                   f"{len(groups) * 768 * 768 * 4 / 2**20:.0f} MiB) or fewer classes.")
         for group in groups:
-            require(group.shape[0] >= 2, "reference images: every class needs at least 2 images for a Gaussian.")
+            require(group.ndim == 4 and group.shape[0] >= 2,
+                    "reference images: every class needs at least 2 images for a Gaussian.")
+            require(bool(torch.isfinite(group).all()), "reference images hold NaN or infinite pixels.")
+        means = torch.empty(len(groups), dim)
+        factors = torch.empty(len(groups), dim, dim)
+        for i, group in enumerate(groups):
             x = square_resize(group.float(), small_size).flatten(1).double() * 2 - 1
             mean = x.mean(dim=0)
             centred = x - mean
-            cov = centred.t() @ centred / (x.shape[0] - 1) + ridge * torch.eye(dim, dtype=torch.float64)
-            means.append(mean)
-            factors.append(torch.linalg.cholesky(cov))
-        return cls(torch.stack(means).float(), torch.stack(factors).float(), small_size)
+            cov = centred.t() @ centred / (x.shape[0] - 1)
+            cov.diagonal().add_(ridge)
+            means[i] = mean
+            factors[i] = torch.linalg.cholesky(cov)
+            del x, centred, cov
+            report(on_step, i + 1, len(groups))
+        return cls(means, factors, small_size)
 
     def sample(self, count: int, size: int, generator: torch.Generator) -> torch.Tensor:
         """``count`` samples cycling over the classes, in [0, 1], upsampled to ``[count,3,size,size]``."""
@@ -136,20 +159,32 @@ def load_reference_groups(folder: str, small_size: int = SMALL_SIZE) -> list[tor
     return groups
 
 
-def best_matches(objective: AugClipObjective, pool: torch.Tensor, k: int, chunk: int = 64) -> torch.Tensor:
+def best_matches(objective: AugClipObjective, pool: torch.Tensor, k: int, chunk: int = 64,
+                 on_step: StepCallback | None = None) -> torch.Tensor:
     """The ``k`` images of ``pool`` ``[N,3,H,W]`` with the highest plain CLIP score for the prompt, best first."""
     require(1 <= k <= pool.shape[0], f"cannot pick {k} images from a pool of {pool.shape[0]}.")
     device = objective.scorer.device
+    scores = []
     with no_grad_normal_tensors():
-        scores = torch.cat([objective.cosine(pool[i:i + chunk].to(device)).float().cpu()
-                            for i in range(0, pool.shape[0], chunk)])
-    return pool[scores.topk(k).indices]
+        for start in range(0, pool.shape[0], chunk):
+            scores.append(objective.cosine(pool[start:start + chunk].to(device)).float().cpu())
+            report(on_step, min(start + chunk, pool.shape[0]), pool.shape[0])
+    return pool[_finite_scores(torch.cat(scores), "init_image").topk(k).indices]
+
+
+def _finite_scores(scores: torch.Tensor, what: str) -> torch.Tensor:
+    bad = (~torch.isfinite(scores)).nonzero().flatten()
+    if bad.numel():
+        i = int(bad[0])
+        raise FuseDreamError(f"{what}: CLIP scored image {i} as {float(scores[i])}: the CLIP model's weights are "
+                             f"broken.")
+    return scores
 
 
 def best_gaussian_samples(objective: AugClipObjective, gaussians: SmallImageGaussians, count: int, size: int,
-                          k: int, seed: int, chunk: int = 64) -> torch.Tensor:
+                          k: int, seed: int, chunk: int = 64, on_step: StepCallback | None = None) -> torch.Tensor:
     """The CLIPAG init: draw ``count`` samples and keep the ``k`` CLIP likes best (best first), holding only a
-    chunk of samples and the current best ``k`` in memory."""
+    chunk of samples and the current best ``k`` in memory. ``on_step`` is called after every chunk (cancel)."""
     require(1 <= k <= count, f"candidates ({count}) must be at least the batch size ({k}).")
     generator = torch.Generator().manual_seed(int(seed))
     best = torch.empty(0, 3, size, size)
@@ -158,8 +193,9 @@ def best_gaussian_samples(objective: AugClipObjective, gaussians: SmallImageGaus
     with no_grad_normal_tensors():
         for start in range(0, count, chunk):
             samples = gaussians.sample(min(chunk, count - start), size, generator)
-            scores = objective.cosine(samples.to(device)).float().cpu()
+            scores = _finite_scores(objective.cosine(samples.to(device)).float().cpu(), "init_gaussian")
             pool, pool_scores = torch.cat([best, samples]), torch.cat([best_scores, scores])
             order = pool_scores.topk(min(k, pool_scores.numel())).indices
             best, best_scores = pool[order], pool_scores[order]
+            report(on_step, min(start + chunk, count), count)
     return best

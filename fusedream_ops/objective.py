@@ -5,32 +5,13 @@ negative weight turns a prompt into a negative prompt. All ``B·copies`` views g
 """
 from __future__ import annotations
 
-import re
-
 import torch
 
 from .augment import AugmentPolicy, diff_augment
 from .autograd import no_grad_normal_tensors
 from .clip_scorer import ClipScorer
 from .errors import FuseDreamError, require
-
-_WEIGHT = re.compile(r"^(.*?)\s*:\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
-
-
-def parse_prompts(text: str) -> list[tuple[str, float]]:
-    """One prompt per line, optionally ending in ``:weight`` (``blurry:-0.5`` is a negative prompt)."""
-    prompts = []
-    for line in (text or "").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        match = _WEIGHT.match(line)
-        prompt, weight = (match.group(1).strip(), float(match.group(2))) if match else (line, 1.0)
-        require(bool(prompt), f"prompt line '{line}' has a weight but no text.")
-        prompts.append((prompt, weight))
-    require(bool(prompts), "prompt is empty: type at least one line of text, e.g. 'a photo of a blue dog'.")
-    require(any(w != 0 for _, w in prompts), "prompt weights are all 0: give at least one prompt a non-zero weight.")
-    return prompts
+from .validation.prompts import parse_prompts  # noqa: F401  (the prompt syntax lives with the validation)
 
 
 class AugClipObjective:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import require
+from .progress import StepCallback, report
+from .validation.numbers import require_number
 
 CHECK_EVERY = 10
 """Convergence is checked (one device sync) at each of the first and then every this many CG iterations."""
@@ -59,12 +61,14 @@ def _prepare_mask(mask: torch.Tensor, batch: int, height: int, width: int) -> to
 
 
 def poisson_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torch.Tensor,
-                  max_iterations: int = 5000, tolerance: float = 1e-5) -> torch.Tensor:
+                  max_iterations: int = 5000, tolerance: float = 1e-5,
+                  on_step: StepCallback | None = None) -> torch.Tensor:
     """Seamlessly clone ``foreground`` into ``background`` where ``mask`` > 0.5; all ``[B,C,H,W]``, same size.
 
     The foreground is aligned with the background (place it first, e.g. with
     :func:`~fusedream_ops.compose.foreground_layer`). CG stops when every system's residual is below
-    ``tolerance`` × its right-hand side, or after ``max_iterations``. The result is not clamped.
+    ``tolerance`` × its right-hand side, or after ``max_iterations``. The result is not clamped. ``on_step`` is
+    called after every iteration (``total`` = ``max_iterations``; raising from it cancels the solve).
     """
     require(foreground.ndim == 4 and background.ndim == 4,
             f"foreground and background must be image batches [B,C,H,W], got {tuple(foreground.shape)} and "
@@ -75,8 +79,11 @@ def poisson_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torc
     bf, bb = foreground.shape[0], background.shape[0]
     require(bf == bb or bf == 1 or bb == 1, f"foreground batch ({bf}) and background batch ({bb}) must be equal "
                                             f"or one of them 1.")
-    require(max_iterations >= 1, f"max_iterations must be at least 1, got {max_iterations}.")
-    require(tolerance > 0, f"tolerance must be positive, got {tolerance}.")
+    require_number("max_iterations", max_iterations, 1, integer=True)
+    require_number("tolerance", tolerance, 0, low_open=True)
+    for name, tensor in (("foreground", foreground), ("background", background), ("mask", mask)):
+        require(tensor.numel() > 0, f"{name} is empty (shape {tuple(tensor.shape)}).")
+        require(bool(torch.isfinite(tensor).all()), f"{name} holds NaN or infinite values.")
     batch, channels, height, width = max(bf, bb), *background.shape[1:]
     g = foreground.expand(batch, -1, -1, -1).to(torch.float32)
     bg = background.to(g.device).expand(batch, -1, -1, -1).to(torch.float32)
@@ -111,6 +118,7 @@ def poisson_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torc
         rz_new = dot(r, z)
         p = z + torch.where(rz > 0, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz)) * p
         rz = rz_new
+        report(on_step, i + 1, max_iterations)
     return (inside * x + outside * bg).to(background.dtype)
 
 

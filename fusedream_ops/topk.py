@@ -5,10 +5,21 @@ import torch
 
 from .autograd import no_grad_normal_tensors
 from .biggan import BigGANGenerator
-from .errors import require, require_positive
+from .errors import FuseDreamError, require, require_positive
 from .latents import BigGANLatent
 from .objective import AugClipObjective
 from .progress import StepCallback, report
+from .validation.finite import nonfinite_weight
+
+
+def require_finite_scores(scores: torch.Tensor, index: torch.Tensor, generator, objective) -> None:
+    """Stop at the first candidate whose score is NaN/inf, naming it (and a broken model weight if there is one)."""
+    bad = ~torch.isfinite(scores)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0])
+        weight = nonfinite_weight(generator, objective)
+        cause = f"the model weight {weight} holds NaN/inf" if weight else "its latent or image is not finite"
+        raise FuseDreamError(f"top-k: candidate {int(index[first])} scored {float(scores[first])} ({cause}).")
 
 
 def topk_latents(generator: BigGANGenerator, candidates: BigGANLatent, objective: AugClipObjective, k: int,
@@ -34,6 +45,7 @@ def topk_latents(generator: BigGANGenerator, candidates: BigGANLatent, objective
             index = torch.arange(start, min(start + chunk, m))
             images = generator.decode(candidates.select(index))
             scores = objective.score(images, rng, copies, augment=augment).float()
+            require_finite_scores(scores, index, generator, objective)
             all_scores = torch.cat([best_scores.to(scores.device), scores])
             order = all_scores.topk(min(k, all_scores.numel())).indices
             pool_images = images if best_images is None else torch.cat([best_images, images])

@@ -11,6 +11,8 @@ from ..fusedream_ops.init_images import (SMALL_SIZE, SmallImageGaussians, best_g
                                          flat_images, load_reference_groups, noise_images, parse_color, square_resize)
 from ..fusedream_ops.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.pixel_synthesis import PixelSynthesisSettings, synthesize_pixels
+from ..fusedream_ops.validation.node_inputs import checked_node_function
+from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
@@ -18,6 +20,17 @@ INIT_MODES = ("noise", "color", "image", "gaussian")
 DEFAULTS = PixelSynthesisSettings()
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Random seed (init noise, crops, augmentations); the same seed reproduces the image."})
+
+
+def _cancel_and_progress(unique_id, total: int):
+    """An ``on_step`` for the init's loops: Cancel is honoured and the progress bar moves (no chart: no scores)."""
+    bar = comfy.ProgressBar(total, None if unique_id is None else str(unique_id))
+
+    def on_step(step):
+        comfy.throw_if_interrupted()
+        bar.update(step.step, step.total)
+
+    return on_step
 
 
 def _advanced(kind: str, default, tip: str, **limits):
@@ -41,13 +54,17 @@ class ReferenceImageGaussian:
                                                             "per class, or images directly inside; at least 2 images "
                                                             "per class. Other roots: see FUSEDREAM_EXTRA_ROOTS."}),
             "small_size": ("INT", {"default": SMALL_SIZE, "min": 4, "max": 32,
-                                   "tooltip": "Side the images are shrunk to before fitting (authors: 16)."}),
-        }}
+                                   "tooltip": "Side the images are shrunk to before fitting (authors: 16). The model "
+                                              "keeps (3·side²)² floats per class: 2.25 MiB at 16, 36 MiB at 32."}),
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def fit(self, folder, small_size):
+    @checked_node_function
+    def fit(self, folder, small_size, unique_id=None):
         with no_grad_normal_tensors():
             path = comfy.resolve_input_folder(folder, "reference folder").path
-            return (SmallImageGaussians.fit(load_reference_groups(path, small_size), small_size),)
+            groups = load_reference_groups(path, small_size)
+            monitor = _cancel_and_progress(unique_id, len(groups))
+            return (SmallImageGaussians.fit(groups, small_size, on_step=monitor),)
 
 
 class GeneratorFreeSynthesis:
@@ -70,7 +87,7 @@ class GeneratorFreeSynthesis:
         return {"required": {
             "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer, e.g. CLIPAG_ViTB32.pt from the CLIP loader."}),
             "prompt": ("STRING", {"default": "a watercolor painting of a lighthouse at sunset", "multiline": True,
-                                  "tooltip": "One prompt per line, optionally 'text:weight' (negative = avoid)."}),
+                                  "tooltip": SYNTAX}),
             "init": (list(INIT_MODES), {"default": "noise",
                                         "tooltip": "noise: N(0.5, 0.25²) pixels; color: a flat colour; image: the "
                                                    "init_image input (the best CLIP matches if it holds more images "
@@ -111,6 +128,7 @@ class GeneratorFreeSynthesis:
                                                                    "'gaussian'."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
+    @checked_node_function
     def synthesize(self, clip, prompt, init, size, batch_size, steps, lr, seed, color, candidates, views, patches,
                    patch_weight, input_noise, grad_clip, threshold, weight_decay, preview_every=5,
                    keep_frames_every=0, init_image=None, init_gaussian=None, unique_id=None):
@@ -118,33 +136,41 @@ class GeneratorFreeSynthesis:
         settings = PixelSynthesisSettings(
             steps=steps, lr=lr, weight_decay=weight_decay, views=views, patches=patches, patch_weight=patch_weight,
             input_noise=input_noise, grad_clip=grad_clip, threshold=threshold if threshold > 0 else None, seed=seed)
+        prompts = parse_prompts(prompt)
+        comfy.warn(truncation_warnings([t for t, _ in prompts], clip.tokenizer))
+        if init == "gaussian":
+            require(init_gaussian is not None, "init is 'gaussian' but no init_gaussian is connected: add a Reference "
+                                               "Image Gaussian node or choose another init.")
+            require(candidates >= batch_size,
+                    f"candidates ({candidates}) must be at least batch_size ({batch_size}).")
+        if init == "image":
+            require(init_image is not None, "init is 'image' but no init_image is connected: connect an IMAGE "
+                                            "(e.g. Load Image) or choose another init.")
         comfy.load_to_device(clip.model)
-        objective = AugClipObjective(clip, parse_prompts(prompt), AugmentPolicy(signed_range=False), views)
+        objective = AugClipObjective(clip, prompts, AugmentPolicy(signed_range=False), views)
         with grad_enabled():
-            start = self._init(objective, init, size, batch_size, seed, color, candidates, init_image, init_gaussian)
+            start = self._init(objective, init, size, batch_size, seed, color, candidates, init_image, init_gaussian,
+                               unique_id)
             monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="pixels")
             result = synthesize_pixels(objective, start, settings, on_step=monitor)
         return {"ui": monitor.ui(), "result": (to_image_batch(result.image), to_image_batch(start),
                                                float(result.best_score.mean()), monitor.frames())}
 
     @staticmethod
-    def _init(objective, init, size, batch_size, seed, color, candidates, init_image, init_gaussian):
+    def _init(objective, init, size, batch_size, seed, color, candidates, init_image, init_gaussian, unique_id):
         generator = torch.Generator().manual_seed(int(seed))
         if init == "noise":
             return noise_images(batch_size, size, generator)
         if init == "color":
             return flat_images(batch_size, size, parse_color(color))
         if init == "image":
-            require(init_image is not None, "init is 'image' but no init_image is connected: connect an IMAGE "
-                                            "(e.g. Load Image) or choose another init.")
             pool = square_resize(from_image_batch(ordinary(init_image).cpu(), "init_image"), size)
             if pool.shape[0] >= batch_size:
-                return best_matches(objective, pool, batch_size)
+                return best_matches(objective, pool, batch_size,
+                                    on_step=_cancel_and_progress(unique_id, pool.shape[0]))
             return pool.repeat((batch_size + pool.shape[0] - 1) // pool.shape[0], 1, 1, 1)[:batch_size]
-        require(init_gaussian is not None, "init is 'gaussian' but no init_gaussian is connected: add a Reference "
-                                           "Image Gaussian node or choose another init.")
-        require(candidates >= batch_size, f"candidates ({candidates}) must be at least batch_size ({batch_size}).")
-        return best_gaussian_samples(objective, init_gaussian, candidates, size, batch_size, seed)
+        return best_gaussian_samples(objective, init_gaussian, candidates, size, batch_size, seed,
+                                     on_step=_cancel_and_progress(unique_id, candidates))
 
 
 NODE_CLASS_MAPPINGS = {

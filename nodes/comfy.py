@@ -218,3 +218,9 @@ def send_event(event: str, payload: dict) -> None:
     instance = getattr(getattr(server, "PromptServer", None), "instance", None) if server else None
     if instance is not None:
         instance.send_sync(event, payload, instance.client_id)
+
+
+def warn(messages: list[str]) -> None:
+    """Log each warning to ComfyUI's console (the ``FuseDream`` logger)."""
+    for message in messages:
+        log.warning(message)

@@ -12,6 +12,9 @@ from ..fusedream_ops.errors import require
 from ..fusedream_ops.images import from_image_batch, to_image_batch
 from ..fusedream_ops.perceptual import NETS, find_backbone, load_lpips
 from ..fusedream_ops.poisson import poisson_blend
+from ..fusedream_ops.validation.images import (LPIPS_MIN_SIZE, require_batches_match, require_image,
+                                               require_same_size)
+from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
@@ -113,6 +116,7 @@ class FuseCrop:
             "position": POSITION,
         }}
 
+    @checked_node_function
     def fuse(self, foreground, background, scale, position):
         with no_grad_normal_tensors():
             fg = from_image_batch(foreground.clone(), "foreground")
@@ -140,6 +144,7 @@ class LPIPSLoader:
         return {"required": {"net": (list(NETS), {
             "default": "alex", "tooltip": "LPIPS backbone: alex (default, as LPIPS recommends as a loss) or vgg."})}}
 
+    @checked_loader_function
     def load(self, net):
         return (load_lpips(net, find_backbone(net, comfy.model_folder_paths(LPIPS_FOLDER))),)
 
@@ -160,13 +165,17 @@ class LPIPSDistance:
             "lpips": ("FUSEDREAM_LPIPS", {"tooltip": "The LPIPS model."}),
         }}
 
+    @checked_node_function
     def distance(self, image_a, image_b, lpips):
+        smallest = LPIPS_MIN_SIZE.get(getattr(lpips, "net", ""), 1)
+        require_image(image_a, "image_a", smallest)
+        require_image(image_b, "image_b", smallest)
+        require_same_size(image_a, "image_a", image_b, "image_b")
+        require_batches_match(image_a.shape[0], "image_a", image_b.shape[0], "image_b")
         device = comfy.load_to_device(lpips)
         with no_grad_normal_tensors():
             a = from_image_batch(image_a.clone(), "image_a").to(device)
             b = from_image_batch(image_b.clone(), "image_b").to(device)
-            require(a.shape[0] == b.shape[0] or b.shape[0] == 1 or a.shape[0] == 1,
-                    f"image_a batch ({a.shape[0]}) and image_b batch ({b.shape[0]}) must be equal or one of them 1.")
             values = lpips(a, b).cpu()
         text = ", ".join(f"{v:.4f}" for v in values.tolist())
         return {"ui": {"text": [text]}, "result": (float(values.mean()), text)}
@@ -195,6 +204,7 @@ class CompositionOptimizer:
         return {"required": {**_optimizer_inputs(), "scale": SCALE, "position": POSITION, **_optimizer_widgets(),
                              **MONITOR_INPUTS}, **OPTIONAL_BACKGROUNDS, **HIDDEN}
 
+    @checked_node_function
     def optimize(self, generator, objective, lpips, foreground, scale, position, steps, lr, method, beta,
                  linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations, preview_every=5,
                  keep_frames_every=0, background=None, background_image=None, unique_id=None):
@@ -243,6 +253,7 @@ class CompositionGridSearch:
             **MONITOR_INPUTS,
         }, **OPTIONAL_BACKGROUNDS, **HIDDEN}
 
+    @checked_node_function
     def search(self, generator, objective, lpips, foreground, scales, positions, cells_per_batch, steps, lr, method,
                beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
                preview_every=5, keep_frames_every=0, background=None, background_image=None, unique_id=None):
@@ -290,14 +301,22 @@ class PoissonBlend:
             "tolerance": ("FLOAT", {"default": 1e-5, "min": 1e-9, "max": 0.1, "step": 1e-6, "round": False,
                                     "advanced": True, "tooltip": "Stop when the residual is this small relative "
                                                                  "to the right-hand side."}),
-        }}
+        }, **HIDDEN}
 
-    def blend(self, foreground, background, mask, max_iterations, tolerance):
+    @checked_node_function
+    def blend(self, foreground, background, mask, max_iterations, tolerance, unique_id=None):
         device = comfy.torch_device()
+        bar = comfy.ProgressBar(max_iterations, None if unique_id is None else str(unique_id))
+
+        def on_step(step):
+            comfy.throw_if_interrupted()
+            if step.step % 10 == 0:
+                bar.update(step.step, step.total)
+
         with no_grad_normal_tensors():
             fg = from_image_batch(foreground.clone(), "foreground").to(device)
             bg = from_image_batch(background.clone(), "background").to(device)
-            out = poisson_blend(fg, bg, mask.clone().to(device), max_iterations, tolerance)
+            out = poisson_blend(fg, bg, mask.clone().to(device), max_iterations, tolerance, on_step=on_step)
         return (to_image_batch(out),)
 
 

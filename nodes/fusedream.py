@@ -8,12 +8,15 @@ from ..fusedream_ops.autograd import no_grad_normal_tensors
 from ..fusedream_ops.basis import BASIS_MODES
 from ..fusedream_ops.biggan import load_biggan
 from ..fusedream_ops.clip_scorer import AUTO, load_clip
+from ..fusedream_ops.errors import require
 from ..fusedream_ops.imagenet import parse_class_list
 from ..fusedream_ops.images import to_image_batch, from_image_batch
 from ..fusedream_ops.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.optimize import optimize_basis
 from ..fusedream_ops.topk import topk_latents
+from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
+from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
@@ -54,6 +57,7 @@ class BigGANLoader:
         return {"required": {"checkpoint": (_biggan_entries(), {
             "tooltip": "A BigGAN-deep checkpoint folder (or .safetensors file) in models/biggan."})}}
 
+    @checked_loader_function
     def load(self, checkpoint):
         return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint)),)
 
@@ -79,6 +83,7 @@ class CLIPLoader:
                            {"tooltip": "An open_clip checkpoint in models/open_clip (.safetensors, .pt, .bin)."}),
         }}
 
+    @checked_loader_function
     def load(self, architecture, checkpoint):
         return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint)),)
 
@@ -108,6 +113,7 @@ class LatentSampler:
                                               "(e.g. 'golden retriever, 281'); empty = all classes."}),
         }}
 
+    @checked_node_function
     def sample(self, generator, candidates, seed, z_mode, truncation, classes):
         indices = parse_class_list(classes, generator.class_names, generator.num_classes)
         return (sample_latents(generator, candidates, seed, z_mode, truncation, indices),)
@@ -130,7 +136,7 @@ class AugCLIPObjectiveNode:
         return {"required": {
             "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer (any open_clip model, e.g. CLIPAG)."}),
             "prompt": ("STRING", {"default": "a photo of a blue dog", "multiline": True,
-                                  "tooltip": "One prompt per line, optionally 'text:weight' (e.g. 'blurry:-0.5')."}),
+                                  "tooltip": SYNTAX}),
             "copies": ("INT", {"default": 50, "min": 1, "max": 512,
                                "tooltip": "Augmented copies per image per step (official: 50), one CLIP batch."}),
             "color": toggle("Random brightness ±0.5, saturation ×U(0,2), contrast ×U(0.5,1.5)."),
@@ -139,9 +145,12 @@ class AugCLIPObjectiveNode:
             "cutout": toggle("Erase a random square of half the image side."),
         }}
 
+    @checked_node_function
     def build(self, clip, prompt, copies, color, translation, resize, cutout):
+        prompts = parse_prompts(prompt)
+        comfy.warn(truncation_warnings([t for t, _ in prompts], clip.tokenizer))
         policy = AugmentPolicy(color=color, translation=translation, resize=resize, cutout=cutout)
-        return (AugClipObjective(clip, parse_prompts(prompt), policy, copies),)
+        return (AugClipObjective(clip, prompts, policy, copies),)
 
 
 class TopKInit:
@@ -170,6 +179,7 @@ class TopKInit:
             "seed": SEED,
         }, **HIDDEN}
 
+    @checked_node_function
     def select(self, generator, candidates, objective, k, augment, chunk, seed, unique_id=None):
         comfy.load_to_device(generator.model, objective.scorer.model)
         total = (len(candidates) + chunk - 1) // chunk
@@ -211,6 +221,7 @@ class BasisOptimizer:
             **MONITOR_INPUTS,
         }, **HIDDEN}
 
+    @checked_node_function
     def optimize(self, generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed,
                  preview_every=5, keep_frames_every=0, unique_id=None):
         comfy.load_to_device(generator.model, objective.scorer.model)
@@ -235,7 +246,9 @@ class Decode:
             "latent": ("BIGGAN_LATENT", {"tooltip": "One or more latents."}),
         }}
 
+    @checked_node_function
     def decode(self, generator, latent: BigGANLatent):
+        require(len(latent) >= 1, "latent holds no latents: connect a sampler, Top-k or optimizer output.")
         comfy.load_to_device(generator.model)
         with no_grad_normal_tensors():
             images = [generator.decode(latent.select(slice(i, i + 16))).cpu() for i in range(0, len(latent), 16)]
@@ -261,6 +274,7 @@ class AugCLIPScore:
             "seed": SEED,
         }}
 
+    @checked_node_function
     def score(self, image, objective, draws, seed):
         comfy.load_to_device(objective.scorer.model)
         with no_grad_normal_tensors():

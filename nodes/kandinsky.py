@@ -21,6 +21,9 @@ from ..fusedream_ops.kandinsky_prior import run_trained_prior, text_as_image_emb
 from ..fusedream_ops.ovi import TOKEN_ENTRIES, MAX_TOKENS, optimize_ovi
 from ..fusedream_ops.reference_stats import (build_reference_stats, embed_image_files, image_files,
                                              load_reference_stats, save_reference_stats)
+from ..fusedream_ops.validation.finite import require_finite
+from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
+from ..fusedream_ops.validation.prompts import truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
@@ -76,6 +79,7 @@ class EncodersLoader:
             "precision": PRECISION,
         }}
 
+    @checked_loader_function
     def load(self, prior_folder, precision):
         return (load_encoders(comfy.resolve_model_entry(KANDINSKY_FOLDER, prior_folder), _dtype(precision)),)
 
@@ -108,6 +112,7 @@ class EncodersFromFiles:
             "precision": PRECISION,
         }}
 
+    @checked_loader_function
     def load(self, image_encoder, text_encoder, precision):
         return (load_encoders_from_files(comfy.resolve_model_entry("clip_vision", image_encoder),
                                          comfy.resolve_model_entry("text_encoders", text_encoder), _dtype(precision)),)
@@ -129,6 +134,7 @@ class DecoderLoader:
             "precision": PRECISION,
         }}
 
+    @checked_loader_function
     def load(self, decoder_folder, precision):
         return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder), _dtype(precision)),)
 
@@ -151,7 +157,9 @@ class TextEncode:
                                            "tooltip": "Encoded too, for a prior's negative output (may be empty)."}),
         }}
 
+    @checked_node_function
     def encode(self, encoders, prompt, negative_prompt):
+        comfy.warn(truncation_warnings([prompt, negative_prompt], encoders.tokenizer))
         comfy.load_to_device(encoders.text_encoder)
         return (encoders.encode_text([prompt]), encoders.encode_text([negative_prompt]))
 
@@ -200,6 +208,7 @@ class OVIPrior:
             "reference_stats": (STATS, {"tooltip": "Real-image statistics for the λ_M / λ_N constraints."}),
         }, **HIDDEN}
 
+    @checked_node_function
     def optimize(self, encoders, text, num_tokens, steps, lr, seed, lambda_m, lambda_n, token_entry,
                  preview_every=5, keep_frames_every=0, reference_stats=None, unique_id=None):
         require(text.text_embeds.shape[0] == 1, f"text must hold one prompt, got {text.text_embeds.shape[0]}.")
@@ -225,6 +234,7 @@ class TextEmbPrior:
     def INPUT_TYPES(cls):
         return {"required": {"text": (TEXT, {"tooltip": "A text embedding (e.g. the prompt or the negative prompt)."})}}
 
+    @checked_node_function
     def convert(self, text):
         return (_out(text_as_image_embeds(text)),)
 
@@ -244,7 +254,8 @@ class TrainedPrior:
             "encoders": (ENCODERS, {"tooltip": "The prior's encoders; the prior weights are read from the same folder "
                                                "(prior/ and scheduler/)."}),
             "text": (TEXT, {"tooltip": "The prompt (its text is re-encoded by the pipeline)."}),
-            "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "Prior denoising steps (diffusers 25)."}),
+            "steps": ("INT", {"default": 25, "min": 2, "max": 1000,
+                              "tooltip": "Prior denoising steps (diffusers 25; the UnCLIP scheduler needs at least 2)."}),
             "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
                                    "tooltip": "Classifier-free guidance scale of the prior (diffusers 4.0)."}),
             "seed": SEED,
@@ -252,6 +263,7 @@ class TrainedPrior:
             "negative_text": (TEXT, {"tooltip": "Negative prompt for the prior's unconditional branch."}),
         }, **HIDDEN}
 
+    @checked_node_function
     def run(self, encoders, text, steps, guidance, seed, negative_text=None, unique_id=None):
         dtype = next(encoders.image_encoder.parameters()).dtype
         cached = getattr(self, "_prior", None)
@@ -292,6 +304,7 @@ class NegativeEmbeds:
                                             "tooltip": "zero image (recommended) or zero tensor (violet cast)."}),
         }}
 
+    @checked_node_function
     def make(self, encoders, mode):
         require(mode in NEGATIVE_MODES, f"mode must be one of {', '.join(NEGATIVE_MODES)}, got {mode!r}.")
         if mode == "zero tensor":
@@ -315,6 +328,7 @@ class ImageEncode:
             "image": ("IMAGE", {"tooltip": "One or more images; one embedding each."}),
         }}
 
+    @checked_node_function
     def encode(self, encoders, image):
         comfy.load_to_device(encoders.image_encoder)
         with no_grad_normal_tensors():
@@ -349,6 +363,7 @@ class EmbedsMix:
             "weight_4": weight(0.0),
         }}
 
+    @checked_node_function
     def mix(self, embeds_1, weight_1, embeds_2, weight_2, embeds_3=None, weight_3=0.0, embeds_4=None, weight_4=0.0):
         parts = [(as_image_embeds(e, f"embeds_{i}").float().cpu(), w)
                  for i, (e, w) in enumerate([(embeds_1, weight_1), (embeds_2, weight_2), (embeds_3, weight_3),
@@ -374,8 +389,11 @@ class FromClipVision:
         return {"required": {"clip_vision_output": ("CLIP_VISION_OUTPUT", {
             "tooltip": "The output of CLIP Vision Encode (its projected image_embeds are used)."})}}
 
+    @checked_node_function
     def convert(self, clip_vision_output):
-        return (_out(as_image_embeds(clip_vision_output, "clip_vision_output")),)
+        embeds = as_image_embeds(clip_vision_output, "clip_vision_output")
+        require_finite("clip_vision_output", embeds)
+        return (_out(embeds),)
 
 
 class Decoder:
@@ -413,6 +431,7 @@ class Decoder:
             **MONITOR_INPUTS,
         }, **HIDDEN}
 
+    @checked_node_function
     def decode(self, decoder, image_embeds, negative_embeds, steps, guidance, width, height, seed, images_per_embed,
                preview_every=5, keep_frames_every=0, unique_id=None):
         positive = as_image_embeds(image_embeds, "image_embeds")
@@ -452,6 +471,7 @@ class ReferenceStatsBuild:
             "images": ("IMAGE", {"tooltip": "Reference images (in addition to the folder's)."}),
         }, **HIDDEN}
 
+    @checked_node_function
     def build(self, encoders, folder, shrinkage, save_name, images=None, unique_id=None):
         folder = folder.strip()
         require(bool(folder) or images is not None,
@@ -495,6 +515,7 @@ class ReferenceStatsLoad:
                                                               extensions=(".safetensors",)),
                                       {"tooltip": "A statistics file in models/ovi_reference."})}}
 
+    @checked_loader_function
     def load(self, file):
         stats = load_reference_stats(comfy.resolve_model_entry(REFERENCE_FOLDER, file))
         return (stats, len(stats))

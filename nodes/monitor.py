@@ -17,7 +17,8 @@ sent outside ComfyUI)::
                "series": {"augclip": [...], "lpips": [...]}}}   # so rate limiting drops no point
 
 At most one event per node every ``MIN_EVENT_INTERVAL`` seconds; the first and the last step are always sent.
-A value missing at a step is ``null`` in the chunk and in the ``ui`` series.
+A value missing at a step is ``null`` in the chunk and in the ``ui`` series. A NaN/inf value is never sent: it stops
+the run with a ``[FuseDream]`` error naming the series and the step.
 
 ``ui`` output::
 
@@ -28,12 +29,14 @@ second new step is kept, so the series still spans the whole run evenly (the las
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
+from ..fusedream_ops.errors import FuseDreamError
 from ..fusedream_ops.progress import Step
 from . import comfy
 
@@ -63,6 +66,16 @@ def _preview_image(frame: torch.Tensor):
     from PIL import Image
 
     return Image.fromarray(np.ascontiguousarray(frame.numpy()))
+
+
+def require_finite_values(step: Step, label: str = "") -> None:
+    """A NaN/inf series value stops the run at its first step: it would be invalid JSON in the event and a broken
+    result."""
+    for name, value in step.values.items():
+        if not math.isfinite(float(value)):
+            where = f"{label} " if label else ""
+            raise FuseDreamError(f"{where}'{name}' became {float(value)} at step {step.step} of {step.total}: the run "
+                                 f"diverged (lower the learning rate) or a model holds NaN weights.")
 
 
 class FrameRecorder:
@@ -167,6 +180,7 @@ class NodeMonitor:
 
     def __call__(self, step: Step) -> None:
         comfy.throw_if_interrupted()
+        require_finite_values(step, self.label)
         last = step.step == step.total
         frame = None
         want_preview = step.image is not None and (last or step.step % self.preview_every == 0)
