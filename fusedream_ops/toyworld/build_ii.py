@@ -1,4 +1,4 @@
-"""Rebuild the second half of the toy-world fixtures (OVI and composition), deterministically:
+"""Rebuild the second half of the toy-world fixtures (the Kandinsky-format models for OVI), deterministically:
 
     python -m fusedream_ops.toyworld.build_ii tests/fixtures/toyworld     # the committed fixtures
     python -m fusedream_ops.toyworld.build_ii /tmp/toy --smoke            # a few steps of each (CI)
@@ -67,7 +67,7 @@ def build(out_dir: str, smoke: bool = False, log=print) -> dict:
     try:
         report["seconds"].update(build_ovi_models(out_dir, steps, log))
         start = time.time()
-        report.update(evaluate(out_dir))
+        report.update(evaluate(out_dir, count=8 if smoke else 64))
         report["seconds"]["evaluation"] = round(time.time() - start, 1)
         report["seconds"]["total"] = round(sum(report["seconds"].values()), 1)
         atomic_write_text(os.path.join(out_dir, REPORT_PATH), json.dumps(report, indent=2) + "\n")
@@ -76,11 +76,11 @@ def build(out_dir: str, smoke: bool = False, log=print) -> dict:
     return report
 
 
-def evaluate(out_dir: str) -> dict:
+def evaluate(out_dir: str, count: int = 64) -> dict:
     """Sanity numbers on what was written: the judge's reading of decoded real-scene embeddings."""
     from .claims_ovi import decoder_sanity
 
-    return decoder_sanity(out_dir)
+    return decoder_sanity(out_dir, count)
 
 
 def main(argv=None) -> int:

@@ -21,6 +21,9 @@ from . import kandinsky_world as kw
 from . import world
 
 DECODE_STEPS = 8
+JUDGED = "colour_and_cell"
+"""The judge verdict the OVI verdicts compare: the toy decoder draws colour and cell reliably but blurs shapes
+(see :func:`decoder_sanity`), so exact shape would measure the decoder, not the prior."""
 HELD_OUT_SEED = 5150
 """Caption draw of the OVI rows (the first half's generation rows use 2024)."""
 
@@ -75,6 +78,16 @@ def scene_for(labels: torch.Tensor, seed: int, size: int = kw.DECODE_SIZE) -> to
     return canvas.clamp(0, 1)
 
 
+def colour_and_cell_rate(judge, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of 64-px ``images`` where the judge finds one object, of the caption's colour in its cell
+    (``labels [B,9]`` or one ``[9]`` for all)."""
+    from .measure import judge_verdicts
+
+    labels = labels.expand(len(images), -1) if labels.ndim == 1 else labels
+    hits = [judge_verdicts(judge, F.avg_pool2d(images[i:i + 1].float(), 2), labels[i])[1] for i in range(len(images))]
+    return sum(hits) / len(hits)
+
+
 def decoder_sanity(models_dir: str, count: int = 64, seed: int = 99) -> dict:
     """How often the judge reads a decoded real-scene embedding as that scene (single objects and pairs)."""
     ow = load_ovi_world(models_dir)
@@ -83,19 +96,25 @@ def decoder_sanity(models_dir: str, count: int = 64, seed: int = 99) -> dict:
     images = decode(ow, embeds, seed)
     read = judge_read(ow.judge, images)
     real = judge_read(ow.judge, scenes.images)
+    single = (scenes.labels > 0).sum(-1) == 1
     return {"judge_accuracy_decoded_real_embeddings": round((read == scenes.labels).all(-1).float().mean().item(), 4),
+            "judge_colour_and_cell_decoded_real_embeddings": round(
+                colour_and_cell_rate(ow.judge, images[single], scenes.labels[single]), 4),
             "judge_accuracy_real_64px_scenes": round((real == scenes.labels).all(-1).float().mean().item(), 4),
             "decoded_mean_abs_error": round((images - scenes.images).abs().mean().item(), 4)}
 
 
 @dataclass(frozen=True)
 class OviBudget:
-    steps: int = 200
+    steps: int = 500
+    """The OVI node's default (paper: 500 to 1000); one token plateaus by 200 steps, four tokens still climb."""
     lr: float = 0.1
     tokens: int = 4
     """"Several tokens" of the unconstrained multi-token row."""
     lambda_m: float = 0.009
     lambda_m_collapse: float = 0.05
+    lambda_m_scaled: float = 0.22
+    """0.05 · sqrt(1280 / 64): d_M grows like sqrt(D), so the paper's collapse weight at the toy's 64 dimensions."""
     lambda_n: float = 0.5
     decode_steps: int = DECODE_STEPS
 
@@ -108,6 +127,7 @@ def ovi_methods(budget: OviBudget) -> dict[str, dict]:
         f"ovi_{budget.tokens}": {"num_tokens": budget.tokens},
         f"mahalanobis_{budget.lambda_m:g}": {"num_tokens": 1, "lambda_m": budget.lambda_m},
         f"mahalanobis_{budget.lambda_m_collapse:g}": {"num_tokens": 1, "lambda_m": budget.lambda_m_collapse},
+        f"mahalanobis_{budget.lambda_m_scaled:g}": {"num_tokens": 1, "lambda_m": budget.lambda_m_scaled},
         f"nearest_{budget.lambda_n:g}": {"num_tokens": 1, "lambda_n": budget.lambda_n},
         "real": None,
     }
@@ -210,6 +230,7 @@ def table_rows(scores: dict[str, OviScores], budget: OviBudget, real_level: floa
     text, real = s["textemb"], s["real"]
     one, several = s["ovi_1"], s[f"ovi_{budget.tokens}"]
     maha, collapse = s[f"mahalanobis_{budget.lambda_m:g}"], s[f"mahalanobis_{budget.lambda_m_collapse:g}"]
+    scaled = s[f"mahalanobis_{budget.lambda_m_scaled:g}"]
     near = s[f"nearest_{budget.lambda_n:g}"]
     spread = {k: v.spread for k, v in scores.items()}
     yes = lambda c: "reproduced" if c else "NOT reproduced"  # noqa: E731
@@ -218,7 +239,7 @@ def table_rows(scores: dict[str, OviScores], budget: OviBudget, real_level: floa
         return (f"{name}: cos {x['text_cosine']:.3f}, d_M {x['mahalanobis']:.1f}, NN cos {x['nn_cosine']:.3f}, "
                 f"judge {_pct(x['success'])} (colour+cell {_pct(x['colour_and_cell'])})")
 
-    looks_like_textemb = abs(one["success"] - text["success"]) < abs(one["success"] - real["success"])
+    looks_like_textemb = abs(one[JUDGED] - text[JUDGED]) < abs(one[JUDGED] - real[JUDGED])
     rows = [
         ("OVI: unconstrained OVI climbs above 0.9 cosine to the text and decodes like TextEmb (OVI Fig. 2)",
          f"{brief('1 token', one)}; {brief(f'{budget.tokens} tokens', several)}; {brief('TextEmb', text)}; "
@@ -238,27 +259,33 @@ def table_rows(scores: dict[str, OviScores], budget: OviBudget, real_level: floa
         (f"OVI: λ_M ≥ {budget.lambda_m_collapse:g} collapses every prompt to the mean (OVI Fig. 5)",
          f"{brief(f'λ_M {budget.lambda_m_collapse:g}', collapse)}; mean cosine between different captions' "
          f"embeddings {spread[f'mahalanobis_{budget.lambda_m_collapse:g}']:.3f} (unconstrained "
-         f"{spread['ovi_1']:.3f}, real scenes {spread['real']:.3f})",
+         f"{spread['ovi_1']:.3f}, real scenes {spread['real']:.3f}); dimension-matched "
+         f"{brief(f'λ_M {budget.lambda_m_scaled:g}', scaled)}, between-caption cosine "
+         f"{spread[f'mahalanobis_{budget.lambda_m_scaled:g}']:.3f}",
          yes(spread[f"mahalanobis_{budget.lambda_m_collapse:g}"] > 0.9
-             and collapse["success"] < maha["success"])),
+             and collapse[JUDGED] < maha[JUDGED])),
         ("OVI: constrained OVI is more realistic than TextEmb (OVI Fig. 4; realism = judge reads the decoded image)",
-         f"judge success: λ_M {budget.lambda_m:g} {_pct(maha['success'])}, λ_N {budget.lambda_n:g} "
-         f"{_pct(near['success'])}, unconstrained {_pct(one['success'])}, TextEmb {_pct(text['success'])}, real "
-         f"{_pct(real['success'])}; d_M {maha['mahalanobis']:.1f} / {near['mahalanobis']:.1f} vs TextEmb "
+         f"judge colour+cell (exact shape in the first row): λ_M {budget.lambda_m:g} {_pct(maha[JUDGED])}, "
+         f"λ_N {budget.lambda_n:g} {_pct(near[JUDGED])}, unconstrained {_pct(one[JUDGED])}, TextEmb {_pct(text[JUDGED])}, real "
+         f"{_pct(real[JUDGED])}; d_M {maha['mahalanobis']:.1f} / {near['mahalanobis']:.1f} vs TextEmb "
          f"{text['mahalanobis']:.1f}",
-         yes(min(maha["success"], near["success"]) > text["success"])),
+         yes(min(maha[JUDGED], near[JUDGED]) > text[JUDGED])),
     ]
     methods = [k for k in scores if k != "real"]
     by_alignment = max(methods, key=lambda k: s[k]["alignment"])
-    by_judge = max(methods, key=lambda k: s[k]["success"])
+    by_judge = max(methods, key=lambda k: s[k][JUDGED])
+    ranked = sorted(methods, key=lambda k: s[k]["alignment"])
+    textemb_favoured = (ranked.index("textemb") >= len(ranked) // 2
+                        and s["textemb"][JUDGED] == min(s[k][JUDGED] for k in methods))
     rows.append((
         "OVI: a CLIP text–image score is a poor benchmark: it can rank a method high that the judge rejects "
         "(OVI §5 critique)",
-        "toy-CLIP alignment of the decoded image / judge success: " + "; ".join(
-            f"{k} {s[k]['alignment']:.3f} / {_pct(s[k]['success'])}" for k in scores)
+        "toy-CLIP alignment of the decoded image / judge colour+cell: " + "; ".join(
+            f"{k} {s[k]['alignment']:.3f} / {_pct(s[k][JUDGED])}" for k in scores)
         + f"; best by alignment: {by_alignment}, best by judge: {by_judge}",
-        "reproduced" if s[by_alignment]["success"] < s[by_judge]["success"]
-        else "NOT reproduced (the score's favourite is also the judge's)"))
+        "reproduced" if textemb_favoured else ("partly: the score's favourite is not the judge's, but TextEmb "
+                                               "scores low too" if s[by_alignment][JUDGED] < s[by_judge][JUDGED]
+                                               else "NOT reproduced")))
     return rows
 
 
