@@ -33,21 +33,26 @@ def scores(ovi_world):
     return {k: v.summary() for k, v in co.compare_ovi(ovi_world, co.held_out_captions(4), [0], CI_BUDGET).items()}
 
 
-def test_the_prior_encoders_give_the_toy_clips_embeddings(ovi_world):
+def _assert_same_embeddings(encoders, clip_path):
     from fusedream_pack.fusedream_ops.clip_scorer import load_clip
-    from fusedream_pack.fusedream_ops.toyworld.build import CLIP_PATH
     from fusedream_pack.fusedream_ops.toyworld.train_clip import CaptionTokens, normalize
 
-    clip = load_clip("auto", os.path.join(FIXTURES, CLIP_PATH)).model.float()
+    clip = load_clip("auto", clip_path).model.float()
     scenes = world.sample_scenes(8, 3, two_object_fraction=0.5)
     captions = [world.caption_for(l) for l in scenes.labels]
     with torch.no_grad():
         want_img = clip.encode_image(normalize(scenes.images))
         want_txt = clip.encode_text(CaptionTokens()(captions))
-    got_img = ovi_world.encoders.encode_images(scenes.images)
-    got_txt = ovi_world.encoders.encode_text(captions).text_embeds
+    got_img = encoders.encode_images(scenes.images)
+    got_txt = encoders.encode_text(captions).text_embeds
     # float16 weights on both sides, float32 compute: agreement to ~1e-5 of embeddings of norm ~1-10
     assert torch.allclose(got_img, want_img, atol=1e-3) and torch.allclose(got_txt, want_txt, atol=1e-3)
+
+
+def test_the_prior_encoders_give_the_toy_clips_embeddings(ovi_world):
+    from fusedream_pack.fusedream_ops.toyworld.build import CLIP_PATH
+
+    _assert_same_embeddings(ovi_world.encoders, os.path.join(FIXTURES, CLIP_PATH))
 
 
 def test_the_decoder_draws_the_scene_a_real_embedding_shows(ovi_world):
@@ -99,6 +104,7 @@ def test_the_smoke_build_writes_folders_the_pack_loads(tmp_path):
     report = build_ii.build(str(tmp_path), smoke=True, log=lambda s: None)
     ow = co.load_ovi_world(str(tmp_path))
     assert ow.decoder.embed_dim == ow.encoders.embed_dim == ow.stats.dim
+    _assert_same_embeddings(ow.encoders, str(tmp_path / CLIP_PATH))
     with open(tmp_path / build_ii.REPORT_PATH) as f:
         assert json.load(f)["judge_accuracy_real_64px_scenes"] == report["judge_accuracy_real_64px_scenes"]
 
