@@ -117,7 +117,7 @@ def main(argv=None) -> int:
                      clipag_row(pixels),
                      "not run: OVI optimises a Kandinsky 2.2 prior's image embedding and decodes it with the "
                      "Kandinsky decoder; the toy world has no such prior/decoder pair trained on it")
-    print_table(claims_ovi.with_ovi_rows(table, args.models))  # OVI rows: fusedream_ops/toyworld/claims_ovi.py
+    print_table(claims_ovi.with_ovi_rows(table, args.models, args.captions, args.seeds))  # toyworld/claims_ovi.py
     print(f"total {time.time() - start:.0f} s")
     return 0
 
