@@ -58,7 +58,7 @@ def test_the_prior_encoders_give_the_toy_clips_embeddings(ovi_world):
 def test_the_decoder_draws_the_scene_a_real_embedding_shows(ovi_world):
     scenes = world.sample_scenes(24, 123, size=kw.DECODE_SIZE)
     images = co.decode(ovi_world, ovi_world.encoders.encode_images(scenes.images), seed=0)
-    assert images.shape == (24, 3, 64, 64)
+    assert scenes.images.shape == images.shape == (24, 3, 64, 64)
     # measured: 28/32 = 88 % and 93 % (build report) at 8 steps; shapes come out blurred (docs/toyworld.md)
     assert co.colour_and_cell_rate(ovi_world.judge, images, scenes.labels) >= 0.7
 
