@@ -8,13 +8,14 @@ is written from open_clip's bundled BPE vocabulary (identical ids). Converting i
 CLIP for the whole world and costs nothing.
 
 *Decoder.* A two-level MoVQ (``VQModel``; group norm, since diffusers fixes spatial norm at 32 groups, too wide
-here) whose latents are fixed by construction: the encoder is trained to output the 64-px scene average-pooled to
-32 px in [-1, 1], the decoder to map such a latent back to the 64-px scene. The UNet (``UNet2DConditionModel``,
-image-embedding conditioning exactly as Kandinsky 2.2: ``addition_embed_type="image"``, ``encoder_hid_dim_type="image_proj"``) predicts the clean latent
-(``prediction_type="sample"``) from a noisy one and the image embedding of the scene; the scheduler is DDIM, so a
-few denoising steps give a sharp scene. Regressing the clean latent instead of the noise is what makes a UNet this
-small train in minutes: at high noise the embedding alone must say what to draw, which is the decoder's job.
-Pixels of objects (coloured, the background is grey) weigh ×21 in the loss, as in the toy generator.
+here) whose latents are fixed by construction: the encoder is trained to output the 64-px scene average-pooled to 32
+px in [-1, 1], the decoder to map such a latent back to the 64-px scene. The UNet (``UNet2DConditionModel``, image-
+embedding conditioning exactly as Kandinsky 2.2: ``addition_embed_type="image"``,
+``encoder_hid_dim_type="image_proj"``) predicts the clean latent (``prediction_type="sample"``) from a noisy one and
+the image embedding of the scene; the scheduler is DDIM, so a few denoising steps give a scene. Regressing the clean
+latent instead of the noise is what makes a UNet this small train in minutes: at high noise the embedding alone must
+say what to draw, which is the decoder's job. Pixels of objects (coloured, the background is grey) weigh ×21 in the
+loss, as in the toy generator.
 """
 from __future__ import annotations
 
