@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from fusedream_ops.toyworld import measure  # noqa: E402
+from fusedream_ops.toyworld import claims_ovi, measure  # noqa: E402
 from fusedream_ops.toyworld.build import REPORT_PATH  # noqa: E402
 
 
@@ -110,13 +110,14 @@ def main(argv=None) -> int:
     if tw.robust_scorer is not None:
         pixels = measure.compare_pixel_synthesis(tw, captions, list(range(args.seeds)), steps=args.pixel_steps)
     print(f"{len(captions)} captions x {args.seeds} seeds, {budget}, pixel synthesis {args.pixel_steps} steps")
-    print_table(rows(scores, attack,
+    table = rows(scores, attack,
                      "not run: the fuse operator shrinks the foreground to 0.5-0.65 of the frame, i.e. world "
                      "objects to 2-3 px radius, smaller than any the judge was trained to read; and LPIPS needs "
                      "real AlexNet weights (a random trunk makes the consistency loss meaningless)",
                      clipag_row(pixels),
                      "not run: OVI optimises a Kandinsky 2.2 prior's image embedding and decodes it with the "
-                     "Kandinsky decoder; the toy world has no such prior/decoder pair trained on it"))
+                     "Kandinsky decoder; the toy world has no such prior/decoder pair trained on it")
+    print_table(claims_ovi.with_ovi_rows(table, args.models, args.captions, args.seeds))  # toyworld/claims_ovi.py
     print(f"total {time.time() - start:.0f} s")
     return 0
 

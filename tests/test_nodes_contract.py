@@ -36,7 +36,9 @@ def test_every_node_declares_the_v1_contract_with_a_tooltip_on_every_input(node_
 
 
 def test_example_workflows_are_valid_for_the_nodes(tiny_models):
-    paths = sorted(glob.glob(os.path.join(ROOT, "example_workflows", "*.json")))
+    # The toy-world templates name the toy-world fixtures' folders: tests/test_toyworld_claims_ii.py checks them.
+    paths = sorted(p for p in glob.glob(os.path.join(ROOT, "example_workflows", "*.json"))
+                   if not os.path.basename(p).startswith("Toy world"))
     assert any("single image" in p for p in paths)
     for path in paths:
         assert workflow_problems(load(path), NODE_CLASS_MAPPINGS) == [], os.path.basename(path)

@@ -133,7 +133,7 @@ def sample_scenes(count: int, seed: int, two_object_fraction: float = 0.0, size:
     pair = _FAR_PAIRS[(u[:, 2] * len(_FAR_PAIRS)).long().clamp(max=len(_FAR_PAIRS) - 1)]
     cells = torch.stack([torch.where(two, pair[:, 0], single_cell), pair[:, 1]], 1)
     classes = (u[:, 3:5] * NUM_CLASSES).long().clamp(max=NUM_CLASSES - 1)
-    canvas = background(0.08 + 0.32 * u[:, 5], 0.08 * (u[:, 6] > 0.5) * u[:, 7], math.pi * u[:, 8])
+    canvas = background(0.08 + 0.32 * u[:, 5], 0.08 * (u[:, 6] > 0.5) * u[:, 7], math.pi * u[:, 8], size)
     labels = torch.zeros(count, NUM_CELLS, dtype=torch.long)
     for j in range(2):
         cell = cells[:, j]
