@@ -63,7 +63,7 @@ def run_batch(prompts: str | list[PromptItem], out_dir: str, spec: MethodSpec, r
     jobs = plan_jobs(items, run_seed, images_per_prompt)
     folder = RunFolder(out_dir)
     folder.prepare({"method": spec.method, "settings": spec.settings, "run_seed": int(run_seed),
-                    "images_per_prompt": int(images_per_prompt)})
+                    "images_per_prompt": int(images_per_prompt)}, spec.models)
     done = sum(folder.is_done(j) for j in jobs)
     queue: deque[Job] = deque(j for j in jobs if not folder.is_done(j) and folder.attempts(j) < attempts)
     made_now = 0

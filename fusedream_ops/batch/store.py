@@ -31,19 +31,20 @@ class RunFolder:
     def path(self, *parts: str) -> str:
         return os.path.join(self.folder, *parts)
 
-    def prepare(self, config: dict) -> None:
-        """Write ``run.json``, or check that the run being resumed used the same method, settings and seeds."""
+    def prepare(self, config: dict, models: dict) -> None:
+        """Write ``run.json``, or check that the run being resumed used the same method, settings and seeds
+        (``models`` are recorded, not compared: model paths may differ between machines)."""
         existing = self.path(RUN)
         if os.path.isfile(existing):
             with open(existing, encoding="utf-8") as f:
                 before = json.load(f)
-            changed = sorted(k for k in set(before) | set(config) if before.get(k) != config.get(k))
+            changed = sorted(k for k in config if before.get(k) != config[k])
             if changed:
                 detail = "; ".join(f"{k}: {before.get(k)!r} then, {config.get(k)!r} now" for k in changed)
                 raise FuseDreamError(f"output folder '{self.folder}' holds a run with other settings ({detail}). "
                                      f"Resume it with the same settings, or choose a new output folder.")
         else:
-            atomic_write_text(existing, json.dumps(config, indent=2, sort_keys=True) + "\n")
+            atomic_write_text(existing, json.dumps(dict(config, models=models), indent=2, sort_keys=True) + "\n")
         os.makedirs(self.path(IMAGES), exist_ok=True)
         os.makedirs(self.path(RECORDS), exist_ok=True)
         self.records = {}
