@@ -45,8 +45,11 @@ class RunFolder:
                                      f"Resume it with the same settings, or choose a new output folder.")
         else:
             atomic_write_text(existing, json.dumps(dict(config, models=models), indent=2, sort_keys=True) + "\n")
-        os.makedirs(self.path(IMAGES), exist_ok=True)
-        os.makedirs(self.path(RECORDS), exist_ok=True)
+        for sub in (IMAGES, RECORDS):
+            os.makedirs(self.path(sub), exist_ok=True)
+            for name in os.listdir(self.path(sub)):  # a temporary file a killed run left behind
+                if name.startswith(".tmp-"):
+                    os.remove(self.path(sub, name))
         self.records = {}
         for name in os.listdir(self.path(RECORDS)):
             if name.endswith(".json") and not name.startswith(".tmp-"):
