@@ -9,7 +9,7 @@ Both map images ``[N,3,H,W]`` in 0..1 to ``pool`` features (FID) and class ``log
 - ``toyworld``: the toy world's judge CNN, a stand-in for Inception on 32×32 toy scenes (NOT comparable with
   Inception numbers). ``pool`` = its 128-d hidden layer; ``logits`` = the log-likelihood of each of the 144
   single-object scenes (class c in cell j: log p_j(c) + Σ_{i≠j} log p_i(empty)), so IS counts distinct
-  (shape, colour, cell) contents as Inception counts ImageNet classes.
+  (shape, colour, cell) contents as Inception counts ImageNet classes (index = cell · 16 + class).
 """
 from __future__ import annotations
 
