@@ -3,7 +3,7 @@
 24 captions × 3 methods (naive, AugCLIP, FuseDream) are made in this process and, with the same settings, by the
 batch command on a Ray cluster this module starts (2 CPUs, loopback, no dashboard): every PNG must be byte-identical.
 The evaluation's R-precision (graded by the robust toy CLIP, not the one that guided) must order the methods as
-``benchmarks/toyworld_claims.py`` does: FuseDream > AugCLIP > naive. Then a Ray worker is killed mid-run, and
+``benchmarks/toyworld_claims.py`` finds: FuseDream above both single-start baselines. Then a Ray worker is killed mid-run, and
 separately the whole run is killed, and the restarted runs must end with every image exactly once, each identical to
 the uninterrupted run's.
 """
@@ -152,23 +152,32 @@ def test_ray_cluster_makes_byte_identical_images_to_the_embedded_run(world_files
         _assert_complete_and_identical(out, embedded_runs[method], CAPTIONS)
 
 
-def test_r_precision_orders_fusedream_over_augclip_over_naive_as_the_claims_benchmark(world_files, embedded_runs):
-    from fusedream_pack.fusedream_ops.evaluation import EvaluationSettings, evaluate_runs, format_table
+def test_r_precision_ranks_fusedream_above_both_baselines_as_the_claims_benchmark(world_files, embedded_runs, capsys):
+    """The claims benchmark's firm result: full FuseDream beats the single-start baselines (judged success 69 % vs
+    12 % / 6 %). AugCLIP-only vs naive differ by less than the noise at this size (R-precision −5 … +10 points
+    over four runs), so their order is not asserted; FuseDream led the better baseline by 12–42 points."""
+    from fusedream_pack.fusedream_ops.evaluation.cli import main
 
-    settings = EvaluationSettings(
-        network="toyworld", network_path=os.path.join(FIX, "toyworld", "judge.safetensors"),
-        reference=str(world_files / "reference"), eval_clip=os.path.join(FIX, "open_clip",
-                                                                          "toyworld_clip_robust.safetensors"),
-        distractors=str(world_files / "all_captions.txt"), splits=4, cache_dir=str(world_files / "cache"))
-    result = evaluate_runs([str(world_files / "embedded" / m) for m in SETTINGS], settings)
-    print(format_table(result))
+    out = world_files / "evaluation.json"
+    args = [str(world_files / "embedded" / m) for m in SETTINGS] + [
+        "--features", "toyworld", "--judge", os.path.join(FIX, "toyworld", "judge.safetensors"),
+        "--reference", str(world_files / "reference"), "--cache-dir", str(world_files / "cache"),
+        "--eval-clip", os.path.join(FIX, "open_clip", "toyworld_clip_robust.safetensors"),
+        "--distractors", str(world_files / "all_captions.txt"), "--splits", "4", "--json", str(out)]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "toyworld_clip_robust.safetensors" in table and "not Inception" in table
+    result = json.loads(out.read_text())
     by = {r["method"]: r for r in result["runs"]}
     assert all(r["r_precision_candidates"] == 100 and not r["evaluation_clip_is_guidance"] for r in by.values())
-    assert by["fusedream"]["r_precision_mean"] > by["augclip"]["r_precision_mean"] > by["naive"]["r_precision_mean"]
+    assert all(r["guidance_clip"] == "toyworld_clip.safetensors" for r in by.values())
+    best_baseline = max(by["augclip"]["r_precision_mean"], by["naive"]["r_precision_mean"])
+    assert by["fusedream"]["r_precision_mean"] > best_baseline
     assert all(r["is_mean"] >= 1.0 and r["fid"] > 0 for r in by.values())
     assert not result["reference_from_cache"]
-    again = evaluate_runs([str(world_files / "embedded" / "naive")], settings)
-    assert again["reference_from_cache"] and again["runs"][0]["fid"] == pytest.approx(by["naive"]["fid"])
+    assert main(args[2:]) == 0  # FuseDream alone: the reference statistics now come from the cache
+    again = json.loads(out.read_text())
+    assert again["reference_from_cache"] and again["runs"][0]["fid"] == pytest.approx(by["fusedream"]["fid"])
 
 
 def test_a_killed_ray_worker_loses_only_its_images_in_flight(world_files, embedded_runs, ray_address):
