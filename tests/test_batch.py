@@ -84,6 +84,8 @@ def test_embedded_run_writes_one_png_per_prompt_and_seed_with_its_record_and_a_m
             meta = json.loads(img.text["fusedream"])
             assert img.text["prompt"] == row["prompt"]
         assert meta["seed"] == row["seed"] and meta["method"] == "naive" and meta["settings"]["steps"] == 2
+        assert (meta["settings"]["copies"], meta["settings"]["latent_noise"], meta["settings"]["augment"]) == (1, 0, False)
+        assert (meta["settings"]["candidates"], meta["settings"]["k"]) == (1, 1)
         assert meta["scores"] == row["scores"] and "clip" in meta["scores"]
     assert not [n for n in os.listdir(tmp_path / "run" / "images") if n.startswith(".tmp-")]
 

@@ -7,9 +7,10 @@ Both map images ``[N,3,H,W]`` in 0..1 to ``pool`` features (FID) and class ``log
   2048-d pool features (torchmetrics' FID ``feature=2048``), ``logits`` = pool @ fcᵀ without the bias, i.e.
   torchmetrics' IS ``feature='logits_unbiased'``.
 - ``toyworld``: the toy world's judge CNN, a stand-in for Inception on 32×32 toy scenes (NOT comparable with
-  Inception numbers). ``pool`` = its 128-d hidden layer; ``logits`` = the log-likelihood of each of the 144
-  single-object scenes (class c in cell j: log p_j(c) + Σ_{i≠j} log p_i(empty)), so IS counts distinct
-  (shape, colour, cell) contents as Inception counts ImageNet classes (index = cell · 16 + class).
+  Inception numbers). ``pool`` = its 128-d hidden layer; ``logits`` = for each of the 144 single-object scenes
+  (class c in cell j; index j · 16 + c) the log-odds log p_j(c) − log p_j(empty); up to a constant per image
+  (which IS's softmax ignores) this is the log-likelihood of "only c in j, every other cell empty", so IS counts
+  distinct (shape, colour, cell) contents as Inception counts ImageNet classes.
 """
 from __future__ import annotations
 
@@ -80,9 +81,8 @@ class ToyWorldNetwork:
         x = images.to(next(self.judge.parameters()).device).float() * 2 - 1
         hidden = self.judge.head[:3](self.judge.features(x))
         log_p = self.judge.head[3:](hidden).view(x.shape[0], 9, -1).log_softmax(-1)
-        empty = log_p[..., 0]
-        single = log_p[..., 1:] + (empty.sum(-1, keepdim=True) - empty).unsqueeze(-1)
-        return {"pool": hidden.float(), "logits": single.flatten(1).float()}
+        log_odds = log_p[..., 1:] - log_p[..., :1]
+        return {"pool": hidden.float(), "logits": log_odds.flatten(1).float()}
 
 
 def load_feature_network(kind: str, path: str):
