@@ -71,15 +71,24 @@ def world_files(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def embedded_runs(world_files):
-    runs = {}
-    for method in SETTINGS:
-        summary = run_batch(str(world_files / "captions.txt"), str(world_files / "embedded" / method),
+class EmbeddedRuns(dict):
+    """The uninterrupted in-process runs, made on first use: ``runs[method]`` = its manifest rows by key."""
+
+    def __init__(self, root):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, method):
+        summary = run_batch(str(self.root / "captions.txt"), str(self.root / "embedded" / method),
                             MethodSpec(method, SETTINGS[method], MODELS), threads=1, progress=False)
         assert summary.ok == CAPTIONS
-        runs[method] = {r["key"]: r for r in read_manifest(summary.manifest)}
-    return runs
+        self[method] = {r["key"]: r for r in read_manifest(summary.manifest)}
+        return self[method]
+
+
+@pytest.fixture(scope="module")
+def embedded_runs(world_files):
+    return EmbeddedRuns(world_files)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +167,8 @@ def test_r_precision_ranks_fusedream_above_both_baselines_as_the_claims_benchmar
     over four runs), so their order is not asserted; FuseDream led the better baseline by 12–42 points."""
     from fusedream_pack.fusedream_ops.evaluation.cli import main
 
+    for method in SETTINGS:
+        embedded_runs[method]
     out = world_files / "evaluation.json"
     args = [str(world_files / "embedded" / m) for m in SETTINGS] + [
         "--features", "toyworld", "--judge", os.path.join(FIX, "toyworld", "judge.safetensors"),
@@ -191,6 +202,8 @@ def test_a_killed_ray_worker_loses_only_its_images_in_flight(world_files, embedd
     assert len(os.listdir(out / "records")) < FAULT_CAPTIONS  # killed mid-run
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 0, stderr[-3000:]
+    pids = {int(r["worker"].rsplit(":", 1)[1]) for r in read_manifest(str(out))}
+    assert pids - set(victims)  # the killed worker came back (a new process) and made images
     _assert_complete_and_identical(out, embedded_runs["augclip"], FAULT_CAPTIONS)
 
 
@@ -209,3 +222,24 @@ def test_a_killed_run_resumes_where_it_stopped_with_identical_images(world_files
     _assert_complete_and_identical(out, embedded_runs["augclip"], FAULT_CAPTIONS)
     with open(out / "run.json") as f:
         assert json.load(f)["method"] == "augclip"
+
+
+def test_evaluation_on_ray_workers_gives_the_local_numbers(world_files, embedded_runs, ray_address):
+    from fusedream_pack.fusedream_ops.evaluation.cli import main
+
+    args = [str(world_files / "embedded" / "fusedream"), "--features", "toyworld",
+            "--judge", os.path.join(FIX, "toyworld", "judge.safetensors"),
+            "--reference", str(world_files / "reference"), "--cache-dir", str(world_files / "cache-ray"),
+            "--eval-clip", os.path.join(FIX, "open_clip", "toyworld_clip_robust.safetensors"),
+            "--distractors", str(world_files / "all_captions.txt"), "--splits", "4"]
+    embedded_runs["fusedream"]
+    assert main(args + ["--json", str(world_files / "local.json")]) == 0
+    done = subprocess.run([sys.executable, "-m", "fusedream_ops.evaluate", *args, "--cache-dir",
+                           str(world_files / "cache-ray2"), "--ray", ray_address, "--workers", "2",
+                           "--json", str(world_files / "ray.json")],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    local = json.loads((world_files / "local.json").read_text())["runs"][0]
+    remote = json.loads((world_files / "ray.json").read_text())["runs"][0]
+    for name in ("is_mean", "fid", "r_precision_mean"):
+        assert remote[name] == pytest.approx(local[name], rel=1e-4, abs=1e-4), name

@@ -1,8 +1,10 @@
 """Where jobs run: in this process (the embedded default) or on Ray actors.
 
 A pool takes jobs with ``submit`` while ``free()`` > 0 and hands back finished ``(job, outcome)`` pairs from
-``wait``; an outcome of None means the worker died with the job in flight (the job is re-queued, not counted as
-an attempt of its prompt).
+``wait``; an outcome of None means the worker died with the job in flight for good (the runner queues the job
+again, not counted as an attempt of its prompt). A Ray actor that dies is restarted by Ray (its model loads again)
+and its calls in flight are retried on it (jobs are idempotent: same seed, same bytes), up to
+:data:`WORKER_DEATHS_PER_WORKER` times; after that its jobs come back as None and it gets no more.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from .worker import ImageWorker, Outcome
 IN_FLIGHT_PER_WORKER = 2
 """Jobs queued per Ray actor: one running, one waiting, so a worker never idles on the driver's round trip."""
 WORKER_DEATHS_PER_WORKER = 3
-"""A worker that dies this many times is dropped; the run fails only when no worker is left."""
+"""Restarts of a Ray worker (and retries of its calls); beyond that it is dropped. The run fails only when no
+worker is left."""
 
 
 class EmbeddedPool:
@@ -76,8 +79,8 @@ class RayPool:
             count = workers or max(1, int(resources.get("CPU", 1)) // cpus_per_worker)
             device, threads = "cpu", cpus_per_worker
         require(count >= 1, f"workers must be at least 1, got {count}.")
-        actor = ray.remote(ImageWorker).options(max_restarts=WORKER_DEATHS_PER_WORKER, max_task_retries=0,
-                                                **options)
+        actor = ray.remote(ImageWorker).options(max_restarts=WORKER_DEATHS_PER_WORKER,
+                                                max_task_retries=WORKER_DEATHS_PER_WORKER, **options)
         self.actors = [actor.remote(spec, device, threads) for _ in range(count)]
         self.deaths = [0] * count
         self.running: dict = {}

@@ -84,6 +84,7 @@ def run_batch(prompts: str | list[PromptItem], out_dir: str, spec: MethodSpec, r
                 for job, outcome in pool.wait():
                     in_flight -= 1
                     if outcome is None:  # the worker died with it: not the prompt's fault
+                        bar.write(f"a worker was lost with {job.key} in flight: queued again")
                         queue.appendleft(job)
                         continue
                     tries = folder.attempts(job) + 1
