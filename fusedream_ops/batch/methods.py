@@ -108,8 +108,6 @@ class LoadedMethod:
     make: Callable[[str, int], tuple[torch.Tensor, dict]]
     settings: dict
     """Every setting the images are made with (defaults filled in), for the PNG metadata."""
-    batch_size: int = 1
-    """Prompts the method can make in one device step; every method makes one at a time today."""
 
 
 def _fill(cls, overrides: dict, fixed: dict | None = None):
@@ -122,12 +120,11 @@ def load_method(spec: MethodSpec, device: str | torch.device = "cpu") -> LoadedM
     """Load the spec's models through the pack's loaders onto ``device`` (once per worker)."""
     check_spec(spec)
     device = torch.device(device)
-    m = spec.models
     if spec.method in FUSEDREAM_FAMILY:
         return _fusedream_family(spec, device)
     if spec.method == "clipag-pixels":
         return _clipag_pixels(spec, device)
-    return _kandinsky(spec, device, m)
+    return _kandinsky(spec, device)
 
 
 def _fusedream_family(spec: MethodSpec, device: torch.device) -> LoadedMethod:
@@ -186,7 +183,7 @@ def _clipag_pixels(spec: MethodSpec, device: torch.device) -> LoadedMethod:
     return LoadedMethod(spec, device, make, settings)
 
 
-def _kandinsky(spec: MethodSpec, device: torch.device, m: dict) -> LoadedMethod:
+def _kandinsky(spec: MethodSpec, device: torch.device) -> LoadedMethod:
     from ..kandinsky import default_dtype, load_decoder, load_encoders
     from ..kandinsky_decode import check_size, decode_image_embeds
     from ..kandinsky_prior import text_as_image_embeds
@@ -195,8 +192,8 @@ def _kandinsky(spec: MethodSpec, device: torch.device, m: dict) -> LoadedMethod:
     s = _fill(KandinskySettings, spec.settings)
     check_size(s.width, s.height)
     dtype = default_dtype(device)
-    encoders = load_encoders(m["prior"], dtype)
-    decoder = load_decoder(m["decoder"], dtype)
+    encoders = load_encoders(spec.models["prior"], dtype)
+    decoder = load_decoder(spec.models["decoder"], dtype)
     for module in (encoders.image_encoder, encoders.text_encoder, decoder.unet, decoder.movq):
         module.to(device)
     negative = encoders.zero_image_embed()

@@ -59,7 +59,8 @@ def device_name(device: torch.device) -> str:
 
 
 class ImageWorker:
-    """One model load; ``run(jobs)`` makes their images one after the other (``method.batch_size`` = 1)."""
+    """One model load; ``run(jobs)`` makes their images one after the other. A method that makes several prompts
+    per device step would make the whole list at once here; the runners already send lists."""
 
     def __init__(self, spec: dict, device: str | None = None, threads: int | None = None):
         if threads:
