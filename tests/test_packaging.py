@@ -29,6 +29,7 @@ def _source_copy(tmp_path) -> str:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
+    pytest.importorskip("setuptools", minversion="70.1")  # builds wheels without the separate `wheel` package
     tmp = tmp_path_factory.mktemp("wheel")
     out = tmp / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
