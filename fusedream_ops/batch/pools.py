@@ -4,7 +4,7 @@ A pool takes jobs with ``submit`` while ``free()`` > 0 and hands back finished `
 ``wait``; an outcome of None means the worker died with the job in flight for good (the runner queues the job
 again, not counted as an attempt of its prompt). A Ray actor that dies is restarted by Ray (its model loads again)
 and its calls in flight are retried on it (jobs are idempotent: same seed, same bytes), up to
-:data:`WORKER_DEATHS_PER_WORKER` times; after that its jobs come back as None and it gets no more.
+:data:`WORKER_RESTARTS` times; after that its jobs come back as None and it gets no more.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .worker import ImageWorker, Outcome
 
 IN_FLIGHT_PER_WORKER = 2
 """Jobs queued per Ray actor: one running, one waiting, so a worker never idles on the driver's round trip."""
-WORKER_DEATHS_PER_WORKER = 3
+WORKER_RESTARTS = 3
 """Restarts of a Ray worker (and retries of its calls); beyond that it is dropped. The run fails only when no
 worker is left."""
 
@@ -28,7 +28,6 @@ class EmbeddedPool:
     def __init__(self, spec: dict, device: str | None, threads: int | None):
         self.worker = ImageWorker(spec, device, threads)
         self.queue: deque[Job] = deque()
-        self.workers = 1
         self.description = f"embedded on {self.worker.device}"
 
     def free(self) -> int:
@@ -79,12 +78,11 @@ class RayPool:
             count = workers or max(1, int(resources.get("CPU", 1)) // cpus_per_worker)
             device, threads = "cpu", cpus_per_worker
         require(count >= 1, f"workers must be at least 1, got {count}.")
-        actor = ray.remote(ImageWorker).options(max_restarts=WORKER_DEATHS_PER_WORKER,
-                                                max_task_retries=WORKER_DEATHS_PER_WORKER, **options)
+        actor = ray.remote(ImageWorker).options(max_restarts=WORKER_RESTARTS, max_task_retries=WORKER_RESTARTS,
+                                                **options)
         self.actors = [actor.remote(spec, device, threads) for _ in range(count)]
-        self.deaths = [0] * count
+        self.alive = set(range(count))
         self.running: dict = {}
-        self.workers = count
         self.description = (f"Ray, {count} worker(s) with " +
                             ("one GPU each" if gpus else f"{cpus_per_worker} CPU(s) each"))
 
@@ -92,15 +90,13 @@ class RayPool:
         return sum(1 for a, _ in self.running.values() if a == index)
 
     def free(self) -> int:
-        alive = [i for i in range(len(self.actors)) if self.deaths[i] < WORKER_DEATHS_PER_WORKER]
-        if not alive:
-            raise FuseDreamError(f"every Ray worker died {WORKER_DEATHS_PER_WORKER} times; see the Ray logs "
+        if not self.alive:
+            raise FuseDreamError(f"every Ray worker died more than {WORKER_RESTARTS} times; see the Ray logs "
                                  f"(out of memory? a node lost?).")
-        return sum(IN_FLIGHT_PER_WORKER - self._load(i) for i in alive)
+        return sum(IN_FLIGHT_PER_WORKER - self._load(i) for i in self.alive)
 
     def submit(self, jobs: list[Job]) -> None:
-        alive = [i for i in range(len(self.actors)) if self.deaths[i] < WORKER_DEATHS_PER_WORKER]
-        index = min(alive, key=self._load)
+        index = min(sorted(self.alive), key=self._load)
         self.running[self.actors[index].run.remote(jobs)] = (index, jobs)
 
     def wait(self) -> list[tuple[Job, Outcome | None]]:
@@ -108,8 +104,8 @@ class RayPool:
         index, jobs = self.running.pop(ready[0])
         try:
             outcomes = self.ray.get(ready[0])
-        except self.ray.exceptions.RayActorError:
-            self.deaths[index] += 1
+        except self.ray.exceptions.RayActorError:  # Ray gave up restarting it
+            self.alive.discard(index)
             return [(job, None) for job in jobs]
         return list(zip(jobs, outcomes))
 
