@@ -1,0 +1,77 @@
+"""The prompt file of a batch run: plain text (one prompt per line), JSONL or CSV (columns id, prompt, seed).
+
+A text line is one prompt; its id is its line number (``00001`` …). JSONL rows and CSV rows need ``prompt``;
+``id`` defaults to the row number and ``seed`` (an integer) is optional. Ids must be unique: they name the images
+and key the manifest, so a restarted run finds what it already made.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+
+from ..errors import FuseDreamError, require
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    id: str
+    prompt: str
+    seed: int | None = None
+    """A seed given in the file; None lets the run derive one from (run seed, id)."""
+
+
+def _item(row: dict, number: int, where: str) -> PromptItem:
+    require(isinstance(row, dict), f"{where}: a row must be an object with a 'prompt', got {row!r}.")
+    prompt = row.get("prompt")
+    require(isinstance(prompt, str) and prompt.strip() != "",
+            f"{where}: 'prompt' is missing or empty (columns: id, prompt, seed; prompt is required).")
+    raw_id = row.get("id")
+    item_id = f"{number:05d}" if raw_id is None or str(raw_id).strip() == "" else str(raw_id).strip()
+    seed = row.get("seed")
+    if seed is not None and str(seed).strip() != "":
+        try:
+            seed = int(str(seed).strip())
+        except ValueError:
+            raise FuseDreamError(f"{where}: seed must be an integer, got {seed!r}.") from None
+        require(seed >= 0, f"{where}: seed must be 0 or more, got {seed}.")
+    else:
+        seed = None
+    return PromptItem(item_id, prompt.strip(), seed)
+
+
+def read_prompts(path: str) -> list[PromptItem]:
+    """The prompts of ``path`` (``.txt``, ``.jsonl``/``.json``, ``.csv``) in file order."""
+    require(os.path.isfile(path), f"prompt file '{path}' does not exist.")
+    ext = os.path.splitext(path)[1].lower()
+    items: list[PromptItem] = []
+    with open(path, encoding="utf-8", newline="") as f:
+        if ext in (".jsonl", ".json"):
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise FuseDreamError(f"{path} line {number} is not JSON ({exc.msg}); write one object per "
+                                         f"line, e.g. {{\"id\": \"1\", \"prompt\": \"a red bus\", \"seed\": 3}}.")
+                items.append(_item(row, len(items) + 1, f"{path} line {number}"))
+        elif ext == ".csv":
+            reader = csv.DictReader(f)
+            require(reader.fieldnames is not None and "prompt" in reader.fieldnames,
+                    f"{path}: the CSV header must name a 'prompt' column (optional: id, seed), got "
+                    f"{reader.fieldnames}.")
+            for number, row in enumerate(reader, start=2):
+                items.append(_item(row, len(items) + 1, f"{path} line {number}"))
+        else:
+            for line in f:
+                if line.strip():
+                    items.append(PromptItem(f"{len(items) + 1:05d}", line.strip()))
+    require(bool(items), f"prompt file '{path}' holds no prompt.")
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        require(item.id not in seen, f"{path}: id '{item.id}' is used twice (rows {seen.get(item.id, 0) + 1} "
+                                     f"and {index + 1}); every prompt needs its own id.")
+        seen[item.id] = index
+    return items

@@ -1,0 +1,66 @@
+"""python -m fusedream_ops.evaluate RUN [RUN ...] — IS, FID and R-precision of batch runs (FuseDream Table 1).
+
+Each RUN is a batch output folder (or its manifest.jsonl); one row per run. Prints a Markdown table and writes
+the numbers as JSON (--json). Nothing is downloaded: the Inception weights and the evaluation CLIP are files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..checkpoints import atomic_write_text
+from ..errors import FuseDreamError
+from .features import INCEPTION_FILE, NETWORKS
+from .report import EvaluationSettings, evaluate_runs, format_table
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = EvaluationSettings()
+    p = argparse.ArgumentParser(prog="python -m fusedream_ops.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="batch run folders (or their manifest.jsonl)")
+    p.add_argument("--features", choices=NETWORKS, default=d.network,
+                   help="IS/FID feature network: inception (real images) or toyworld (the toy world's judge)")
+    p.add_argument("--inception", default=None, help=f"Inception weights file ({INCEPTION_FILE})")
+    p.add_argument("--judge", default=None, help="toy-world judge file (with --features toyworld)")
+    p.add_argument("--reference", default=None, help="folder of real images for FID (statistics are cached)")
+    p.add_argument("--cache-dir", default=None, help="where reference statistics are cached "
+                                                     "(default ~/.cache/fusedream/reference-stats)")
+    p.add_argument("--eval-clip", default=None,
+                   help="open_clip checkpoint that grades R-precision (use one the images were NOT guided by)")
+    p.add_argument("--eval-clip-arch", default="auto", help="its architecture (default auto)")
+    p.add_argument("--distractors", default=None,
+                   help="prompt file whose captions are the R-precision distractor pool (default: the runs' own)")
+    p.add_argument("--candidates", type=int, default=d.candidates, help="R-precision candidates: 1 true + N-1")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="R-precision repeats (mean ± std)")
+    p.add_argument("--splits", type=int, default=d.splits, help="IS splits")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the IS shuffle and R-precision draws")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per device batch")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available)")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="extract features on Ray actors")
+    p.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else per CPU)")
+    p.add_argument("--json", default=None, help="write the results here as JSON")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    path = args.inception if args.features == "inception" else args.judge
+    try:
+        if path is None:
+            raise FuseDreamError(f"--features {args.features} needs "
+                                 + (f"--inception PATH/{INCEPTION_FILE}" if args.features == "inception"
+                                    else "--judge PATH/judge.safetensors") + ".")
+        settings = EvaluationSettings(args.features, path, args.reference, args.eval_clip, args.eval_clip_arch,
+                                      args.distractors, args.candidates, args.repeats, args.splits, args.seed,
+                                      args.batch_size, args.device, args.ray, args.workers, args.cache_dir)
+        result = evaluate_runs(args.runs, settings)
+    except FuseDreamError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0

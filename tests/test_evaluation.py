@@ -1,0 +1,123 @@
+"""The evaluation metrics (IS, FID, R-precision), the feature networks and the cached reference statistics."""
+import os
+
+import pytest
+import torch
+
+from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.evaluation import features, metrics, reference
+from fusedream_pack.fusedream_ops.toyworld import measure, world
+
+pytest.importorskip("torchmetrics")
+
+
+def _unit(x):
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def test_r_precision_is_perfect_for_matching_embeddings_and_near_chance_for_random_ones():
+    g = torch.Generator().manual_seed(0)
+    captions = [f"caption {i}" for i in range(300)]
+    text = dict(zip(captions, _unit(torch.randn(300, 16, generator=g))))
+    matching = torch.stack([text[c] for c in captions])
+    mean, std, used = metrics.r_precision(matching, captions, text, captions)
+    assert (mean, std, used) == (1.0, 0.0, 100)
+    many = [f"caption {i}" for i in range(1000)]
+    text = dict(zip(many, _unit(torch.randn(1000, 16, generator=g))))
+    random_images = _unit(torch.randn(1000, 16, generator=g))
+    mean, _, _ = metrics.r_precision(random_images, many, text, many, repeats=3)
+    assert abs(mean - 0.01) < 0.006  # chance is 1 in 100; 3000 draws: σ = 0.0018
+
+
+def test_r_precision_draws_fewer_candidates_from_a_small_pool_and_varies_over_repeats():
+    g = torch.Generator().manual_seed(1)
+    captions = [f"c{i}" for i in range(12)]
+    text = dict(zip(captions, _unit(torch.randn(12, 8, generator=g))))
+    noisy = _unit(torch.stack([text[c] for c in captions]) + 0.9 * torch.randn(12, 8, generator=g))
+    mean, std, used = metrics.r_precision(noisy, captions, text, captions, candidates=6, repeats=5)
+    assert used == 6 and 0 < mean < 1 and std > 0
+
+
+def test_inception_score_counts_confidently_distinct_classes():
+    classes = torch.arange(40) % 5
+    confident = torch.nn.functional.one_hot(classes, 5).double() * 50
+    assert metrics.inception_score(confident, splits=1)[0] == pytest.approx(5.0, rel=1e-4)
+    assert metrics.inception_score(torch.zeros(40, 5), splits=1)[0] == pytest.approx(1.0)
+    one_class = torch.nn.functional.one_hot(torch.zeros(40, dtype=torch.long), 5).double() * 50
+    assert metrics.inception_score(one_class, splits=1)[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
+    g = torch.Generator().manual_seed(2)
+    real = torch.randn(200, 6, generator=g)
+    state = metrics.real_state(real)
+    assert metrics.frechet_distance(real, state) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.frechet_distance(real + 1.0, state) == pytest.approx(6.0, rel=1e-6)  # ||Δμ||² = 6
+    with pytest.raises(FuseDreamError, match="another feature network"):
+        metrics.frechet_distance(torch.randn(10, 4), state)
+
+
+def test_reference_statistics_are_computed_once_and_again_when_the_folder_changes(tmp_path):
+    from fusedream_pack.fusedream_ops.images import to_pil
+
+    folder = tmp_path / "real"
+    folder.mkdir()
+    for i in range(3):
+        to_pil(torch.rand(1, 3, 8, 8)).save(folder / f"{i}.png")
+    weights = tmp_path / "net.bin"
+    weights.write_bytes(b"x")
+    calls = []
+
+    def feats(paths):
+        calls.append(len(paths))
+        return torch.randn(len(paths), 4)
+
+    first = reference.reference_statistics(str(folder), "toyworld", str(weights), str(tmp_path / "cache"), feats)
+    second = reference.reference_statistics(str(folder), "toyworld", str(weights), str(tmp_path / "cache"), feats)
+    assert calls == [3] and (first[2], second[2]) == (False, True)
+    assert torch.equal(first[0]["sum"], second[0]["sum"])
+    to_pil(torch.rand(1, 3, 8, 8)).save(folder / "3.png")
+    reference.reference_statistics(str(folder), "toyworld", str(weights), str(tmp_path / "cache"), feats)
+    assert calls == [3, 4]
+
+
+def test_missing_inception_weights_are_refused_naming_the_file_to_get(tmp_path):
+    with pytest.raises(FuseDreamError, match="weights-inception-2015-12-05-6726825d.pth"):
+        features.InceptionNetwork(str(tmp_path / "nothing.pth"))
+
+
+def _random_inception_file(path: str) -> None:
+    """torch-fidelity's Inception v3 built by its own constructor with random weights, saved as its .pth file."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    class NotLoaded(FeatureExtractorInceptionV3):
+        def load_state_dict(self, *args, **kwargs):  # keep the random initialisation
+            return None
+
+    torch.save({}, path)
+    torch.manual_seed(0)
+    torch.save(NotLoaded("inception-v3-compat", ["2048"], feature_extractor_weights_path=path).state_dict(), path)
+
+
+def test_inception_from_a_local_file_gives_2048_pool_features_and_unbiased_logits(tmp_path):
+    pytest.importorskip("torch_fidelity")
+    path = str(tmp_path / features.INCEPTION_FILE)
+    _random_inception_file(path)
+    net = features.InceptionNetwork(path)
+    out = net(torch.rand(2, 3, 64, 64))
+    assert out["pool"].shape == (2, 2048) and out["logits"].shape == (2, 1008)
+    assert torch.allclose(out["logits"], out["pool"] @ net.model.fc.weight.t(), atol=1e-4)
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(measure.FIXTURES, "toyworld", "judge.safetensors")),
+                    reason="toy-world fixtures not built")
+def test_toyworld_feature_logits_name_the_shape_colour_and_cell_of_world_scenes():
+    net = features.ToyWorldNetwork(os.path.join(measure.FIXTURES, "toyworld", "judge.safetensors"))
+    scenes = world.sample_scenes(200, 777)
+    out = net(scenes.images)
+    klass = scenes.labels.max(-1).values - 1
+    cell = (scenes.labels > 0).float().argmax(-1)
+    assert out["pool"].shape == (200, 128)
+    truth = cell * world.NUM_CLASSES + klass
+    assert (out["logits"].argmax(-1) == truth).float().mean() >= 0.95
+    assert out["logits"].softmax(-1).gather(1, truth[:, None]).mean() >= 0.9  # a sharp p(y|x), as IS needs
