@@ -157,21 +157,31 @@ def _clip(checkpoint):
 
 
 def test_model_names_that_climb_out_or_are_absolute_are_refused_even_when_the_node_is_called_directly(server):
+    """Two guards: the node's input check (the name must be one of the listed files) and, below it, the resolver
+    every loader goes through (nothing outside the registered folders), each tested on its own."""
+    from fusedream_pack.nodes import comfy
+
     assert _clip("inside.safetensors").name == "inside"
     for name in ("../../outside/secret.safetensors", "../open_clip/../../outside/secret.safetensors",
                  str(server / "outside" / "secret.safetensors")):
-        with pytest.raises(FuseDreamError, match="absolute paths and '..' are refused"):
+        with pytest.raises(FuseDreamError, match="checkpoint must be one of 'inside.safetensors'"):
             _clip(name)
+        with pytest.raises(FuseDreamError, match="absolute paths and '..' are refused"):
+            comfy.resolve_model_entry("open_clip", name)
 
 
 def test_a_symlink_out_of_a_model_folder_is_refused_whether_or_not_its_target_exists(server, monkeypatch):
     links = server / "models" / "open_clip"
     os.symlink(server / "outside" / "secret.safetensors", links / "leak.safetensors")
     os.symlink(server / "outside", links / "elsewhere")
+    from fusedream_pack.nodes import comfy
+
+    with pytest.raises(FuseDreamError, match="leads outside its model folder"):
+        _clip("leak.safetensors")  # listed (it is in the folder), refused when resolved
     messages = []
     for name in ("leak.safetensors", "elsewhere/secret.safetensors", "elsewhere/absent.safetensors"):
         with pytest.raises(FuseDreamError, match="leads outside its model folder") as err:
-            _clip(name)
+            comfy.resolve_model_entry("open_clip", name)
         messages.append(str(err.value).replace(name, "NAME"))
     assert messages[1] == messages[2]  # an existing and a missing target give the same answer
     monkeypatch.setenv("FUSEDREAM_EXTRA_ROOTS", str(server / "outside"))

@@ -39,13 +39,14 @@ CARD = 384
 PIXELS = 9
 """Nearest-neighbour upscale of a 32-px output: 288 px, leaving room for a caption readable on the card."""
 TEMPLATES = ("FuseDream – single image", "FuseDream – composition", "CLIPAG – generator-free",
-             "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2")
+             "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2", "Toy world – OVI")
 CAPTIONS = {
     "FuseDream – single image": "a red circle on the left",
     "FuseDream – composition": "a blue square at the top and a yellow cross at the bottom",
     "CLIPAG – generator-free": "a yellow square on the right",
     "OVI – Kandinsky 2.2": "a red circle on the left",
     "TextEmb – Kandinsky 2.2": "a red circle on the left",
+    "Toy world – OVI": "a red circle on the left",
 }
 
 
@@ -175,7 +176,7 @@ def make(name: str, tw, kandinsky: tuple[str, str] | None):
         return card(composition_image(tw, caption), caption, "toy-world output, 32 px")
     if name == "CLIPAG – generator-free":
         return card(clipag_image(tw, caption), caption, "toy-world output, 32 px")
-    method = "ovi" if name.startswith("OVI") else "textemb"
+    method = "ovi" if "OVI" in name else "textemb"
     if kandinsky is not None:
         image = kandinsky_image(kandinsky, caption, method)
         if image.shape[-1] > 32:  # the card's picture area holds 32 px at ×PIXELS
