@@ -90,11 +90,13 @@ def test_grid_search_over_the_papers_18_cells_returns_the_best_cell_and_every_ca
     assert r.cells == paper_grid() and len(r.cells) == 18
     assert r.fused.shape == r.blended.shape == (18, 3, 32, 32)
     assert r.best == int(r.augclip.argmax())
-    # the ranking is AugCLIP on the same views for every cell: recomputing it gives the same winner
+    # the ranking is the AugCLIP of each cell's fused image: fresh views (16 draws of another seed) agree with it
+    # within 0.02 (the reported 2-draw means of 2 copies spread by ≤ 0.01 here), and the chosen cell is the fresh
+    # favourite or within 0.02 of it
     objective = nodes["objective"]
-    again = torch.cat([objective.mean_score(r.fused[i:i + 1], 2, 0) for i in range(18)])
-    assert torch.allclose(again, r.augclip, atol=1e-5)
-    assert int(again.argmax()) == r.best
+    fresh = torch.cat([objective.mean_score(r.fused[i:i + 1], 16, 4321) for i in range(18)])
+    assert torch.allclose(fresh, r.augclip, atol=0.02), (fresh, r.augclip)
+    assert fresh[r.best] >= fresh.max() - 0.02
     assert len(set(r.augclip.tolist())) > 1  # the cells really differ
     assert [s.step for s in progress] == [1]
 

@@ -305,3 +305,16 @@ def test_grid_search_returns_the_cell_that_fresh_views_prefer(composition):
     assert torch.allclose(r.augclip, fresh, atol=0.01), (r.augclip, fresh)
     assert fresh[r.best] >= fresh.max() - 0.01 and r.best == int(r.augclip.argmax())
     assert fresh.max() - fresh.min() > 0.01, "the cells must differ for the choice to mean something"
+
+
+def test_default_settings_are_the_released_codes_numbers_with_the_papers_basis():
+    """FuseDreamSettings: M, k, steps, lr, copies, latent noise and plain-CLIP top-k as the official code
+    (methods-and-libraries.md §1.3–1.5); the basis in paper mode (eq. 4), as its docstring says.
+    Sabotage: default mode 'official' or copies 10 → fails.
+    """
+    from fusedream_pack.fusedream_ops.pipeline import FuseDreamSettings
+
+    s = FuseDreamSettings()
+    assert (s.candidates, s.k, s.steps, s.lr, s.copies, s.latent_noise, s.augment_init) == \
+        (10_000, 5, 1000, 5e-3, 50, 0.01, False)
+    assert s.mode == "paper" and "paper" in FuseDreamSettings.__doc__ and "official" in FuseDreamSettings.__doc__
