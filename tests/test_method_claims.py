@@ -355,3 +355,16 @@ def test_topk_of_no_candidates_is_refused_naming_the_candidates(tiny_generator, 
     none = sample_latents(tiny_generator, 3, seed=0).select(slice(0, 0))
     with pytest.raises(FuseDreamError, match=r"\[FuseDream\] candidates "):
         topk_latents(tiny_generator, none, objective, k=1)
+
+
+def test_the_optimizers_copies_argument_sets_the_number_of_views(tiny_generator, tiny_scorer):
+    """`optimize_basis(copies=n)` averages n views per step instead of the objective's own count: the same seed with
+    copies equal to the objective's gives the same run, with another count another run.
+    Mutation survivor: `objective.score(image, rng, None)` (the argument ignored).
+    """
+    objective = AugClipObjective(tiny_scorer, [("a red circle", 1.0)], AugmentPolicy(), copies=4)
+    basis = sample_latents(tiny_generator, 2, seed=0)
+    run = lambda copies: optimize_basis(tiny_generator, basis, objective, steps=2, lr=0.05, seed=0,  # noqa: E731
+                                        copies=copies, score_draws=1).history
+    assert run(4) == run(None)
+    assert run(1) != run(None)
