@@ -337,14 +337,16 @@ def test_a_threshold_quantile_of_zero_is_refused_by_name():
 
 
 def test_topk_reports_one_step_per_chunk_out_of_the_right_total(tiny_generator, tiny_scorer):
-    """9 candidates in chunks of 4 are 3 chunks: progress 1/3, 2/3, 3/3 (a ComfyUI progress bar reads this).
-    Mutation survivor: the total as (M + chunk − 2) // chunk (2 here).
+    """9 candidates in chunks of 4 are 3 chunks: progress 1/3, 2/3, 3/3 (a ComfyUI progress bar reads this), each
+    with the best image so far as the preview.
+    Mutation survivors: the total as (M + chunk − 2) // chunk (2 here); the preview image left out.
     """
     objective = AugClipObjective(tiny_scorer, [("a red circle", 1.0)], AugmentPolicy(), copies=2)
     seen = []
     topk_latents(tiny_generator, sample_latents(tiny_generator, 9, seed=0), objective, k=2, chunk=4,
                  on_step=seen.append)
     assert [(s.step, s.total) for s in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert all(s.image is not None and s.image.shape[0] == 1 and s.image.shape[1] == 3 for s in seen)
 
 
 def test_topk_of_no_candidates_is_refused_naming_the_candidates(tiny_generator, tiny_scorer):
