@@ -370,3 +370,22 @@ def test_the_optimizers_copies_argument_sets_the_number_of_views(tiny_generator,
                                         copies=copies, score_draws=1).history
     assert run(4) == run(None)
     assert run(1) != run(None)
+
+
+def test_a_parameter_that_reaches_only_one_term_gets_a_zero_gradient_for_the_other():
+    """set_combined_grad_: "parameters that do not reach a term get a zero gradient for it" (e.g. the background
+    weights never touch a term of one cell). Here b reaches only the loss: λ comes from a alone and b's direction is
+    plain descent on the loss.
+    Mutation survivors: `materialize_grads` dropped from the objective's gradient (None instead of zeros → error).
+    """
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    b = torch.tensor([3.0], requires_grad=True)
+    with torch.enable_grad():
+        objective = (a * a).sum()
+        loss = (a * torch.tensor([1.0, -1.0])).sum() + (b * b).sum()
+        lam = set_combined_grad_([[a, b]], objective, loss, "bilevel", beta=1.0)
+    grad_s_a, grad_l_a = 2 * a.detach(), torch.tensor([1.0, -1.0])
+    expected_lam = max((grad_s_a @ grad_s_a + grad_l_a @ grad_s_a).item() / (grad_s_a @ grad_s_a).item(), 0.0)
+    assert lam.item() == pytest.approx(expected_lam)
+    assert torch.allclose(a.grad, grad_l_a - expected_lam * grad_s_a)
+    assert torch.allclose(b.grad, 2 * b.detach())
