@@ -16,6 +16,8 @@ class LatentBasis(nn.Module):
     ``paper``: one scalar weight per basis vector, initialised to 1/k (eq. 4).
     ``official``: the released code's per-element weights, softmax-normalised over the basis, initialised N(0, 1).
     With ``optimize_y=False`` the class embeddings stay fixed and only their weights move.
+    Only the basis z are kept in [-2, 2] (:meth:`clamp_`); the combined z is not clamped, as in the paper and the
+    official code (clamping it would zero the gradient of every coordinate that leaves the box).
     """
 
     def __init__(self, latents: BigGANLatent, mode: str = "paper", optimize_y: bool = True,
@@ -43,7 +45,7 @@ class LatentBasis(nn.Module):
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         w_z, w_y = self.weights()
-        z = (w_z * self.z).sum(dim=0, keepdim=True).clamp(-Z_LIMIT, Z_LIMIT)
+        z = (w_z * self.z).sum(dim=0, keepdim=True)
         y = (w_y * self.y).sum(dim=0, keepdim=True)
         return z, y
 

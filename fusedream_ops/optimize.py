@@ -21,18 +21,22 @@ class OptimizeResult:
     image: torch.Tensor
     """``G(latent)`` as ``[1,3,H,W]`` in 0..1."""
     best_score: float
+    """AugCLIP of ``image`` re-measured over ``score_draws`` fresh batches of views: the step's own single draw
+    (``history[best_step - 1]``) was picked as the largest of up to ``steps`` noisy draws and overstates it."""
     best_step: int
     history: list[float] = field(default_factory=list)
-    """The objective at every step."""
+    """The objective at every step (one batch of views each)."""
 
 
 def optimize_basis(generator: BigGANGenerator, basis_latents: BigGANLatent, objective: AugClipObjective,
                    steps: int = 1000, lr: float = 5e-3, mode: str = "paper", latent_noise: float = 0.01,
-                   optimize_y: bool = True, seed: int = 0, copies: int | None = None,
+                   optimize_y: bool = True, seed: int = 0, copies: int | None = None, score_draws: int = 4,
                    on_step: StepCallback | None = None) -> OptimizeResult:
     """Maximise eq. 4 with Adam; each step perturbs the latent by ``latent_noise``·N(0, I) (official code),
-    clamps the basis z to [-2, 2], and keeps the best iterate (the official code returns the last)."""
+    clamps the basis z to [-2, 2], and keeps the best iterate (the official code returns the last), whose score is
+    then re-measured over ``score_draws`` fresh batches of views."""
     require_positive("steps", steps)
+    require_positive("score_draws", score_draws)
     rng = torch.Generator().manual_seed(int(seed))
     device = generator.device
     history: list[float] = []
@@ -60,5 +64,6 @@ def optimize_basis(generator: BigGANGenerator, basis_latents: BigGANLatent, obje
             history.append(value)
             report(on_step, step, steps, {"augclip": value}, image)
     with no_grad_normal_tensors():
-        image = generator.decode(best[2]).cpu()
-    return OptimizeResult(best[2], image, best[0], best[1], history)
+        image = generator.decode(best[2])
+        score = objective.mean_score(image, score_draws, seed + 1, copies).item()
+    return OptimizeResult(best[2], image.cpu(), score, best[1], history)

@@ -15,7 +15,9 @@ from .topk import topk_latents
 
 @dataclass
 class FuseDreamSettings:
-    """The released code's settings (M = 10,000 candidates, k = 5, 1000 Adam steps at lr 5e-3, 50 copies)."""
+    """The released code's numbers (M = 10,000 candidates, k = 5, 1000 Adam steps at lr 5e-3, 50 copies, latent
+    noise 0.01, top-k by plain CLIP) with the paper's basis: ``mode="paper"`` is eq. 4's one scalar weight per basis
+    vector; ``mode="official"`` is the released code's per-element softmax weights."""
 
     candidates: int = 10_000
     k: int = 5

@@ -5,7 +5,9 @@ attribute right, nothing extra) and AugCLIP is re-measured with fresh augmentati
 
 - ``naive``: one random latent, plain CLIP cosine, Adam on (z, y) — the CLIP+GAN baseline of eq. 2;
 - ``augclip``: the same start, AugCLIP (eq. 3) instead of CLIP;
-- ``fusedream``: top-k of M random latents, then AugCLIP over the over-parameterised basis (eq. 4, Alg. 1).
+- ``fusedream``: top-k of M random latents, then AugCLIP over the over-parameterised basis (eq. 4, Alg. 1);
+- ``best_of_m``: the same M latents, the one plain CLIP scores highest, no optimisation (search only);
+- ``topk_mean``: the same top-k, decoded at FuseDream's starting point (the basis mean), no optimisation.
 
 Adversarial check (Fig. 2): one FGSM step of fixed L∞ size on world images, towards a caption that does NOT
 describe them, raises the attacked score; plain CLIP is attacked through its own gradient and AugCLIP through
@@ -20,6 +22,7 @@ import torch
 
 from ..augment import AugmentPolicy, diff_augment
 from ..autograd import grad_enabled, no_grad_normal_tensors
+from ..basis import LatentBasis
 from ..biggan import BigGANGenerator, load_biggan
 from ..clip_scorer import ClipScorer, load_clip
 from ..errors import FuseDreamError
@@ -35,6 +38,7 @@ FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
                         "tests", "fixtures", "toyworld")
 PLAIN_CLIP = AugmentPolicy(color=False, translation=False, resize=False, cutout=False)
 METHODS = ("naive", "augclip", "fusedream")
+SEARCH_ONLY = ("best_of_m", "topk_mean")
 
 
 @dataclass
@@ -84,9 +88,15 @@ def evaluation_captions(count: int, seed: int = 2024) -> list[tuple[str, torch.T
 def generate(tw: ToyWorld, caption: str, method: str, seed: int, budget: Budget) -> torch.Tensor:
     """One image ``[1,3,H,W]`` for ``caption`` by ``method`` (see the module docstring)."""
     augclip = AugClipObjective(tw.scorer, [(caption, 1.0)], AugmentPolicy(), copies=budget.copies)
-    if method == "fusedream":
+    if method in ("fusedream",) + SEARCH_ONLY:
         candidates = sample_latents(tw.generator, budget.candidates, seed)
         basis, _ = topk_latents(tw.generator, candidates, augclip, budget.k, chunk=64, seed=seed)
+        if method == "best_of_m":
+            with no_grad_normal_tensors():
+                return tw.generator.decode(basis.select(slice(0, 1))).cpu()
+        if method == "topk_mean":
+            with no_grad_normal_tensors():
+                return tw.generator.decode(LatentBasis(basis).latent()).cpu()
         result = optimize_basis(tw.generator, basis, augclip, steps=budget.steps, lr=budget.lr, seed=seed)
     else:
         start = sample_latents(tw.generator, 1, seed)
@@ -97,7 +107,7 @@ def generate(tw: ToyWorld, caption: str, method: str, seed: int, budget: Budget)
         elif method == "augclip":
             result = optimize_basis(tw.generator, start, augclip, steps=budget.steps, lr=budget.lr, seed=seed)
         else:
-            raise FuseDreamError(f"method must be one of {', '.join(METHODS)}, got '{method}'.")
+            raise FuseDreamError(f"method must be one of {', '.join(METHODS + SEARCH_ONLY)}, got '{method}'.")
     return result.image
 
 
