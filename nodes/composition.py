@@ -13,6 +13,7 @@ from ..fusedream_ops.images import from_image_batch, to_image_batch
 from ..fusedream_ops.perceptual import NETS, find_backbone, load_lpips
 from ..fusedream_ops.poisson import poisson_blend
 from . import comfy
+from .fusedream import AUTO_PRECISION, PRECISION, loader_precision
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
 LPIPS_FOLDER = "lpips"
@@ -137,11 +138,15 @@ class LPIPSLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"net": (list(NETS), {
-            "default": "alex", "tooltip": "LPIPS backbone: alex (default, as LPIPS recommends as a loss) or vgg."})}}
+        return {"required": {
+            "net": (list(NETS), {"default": "alex",
+                                 "tooltip": "LPIPS backbone: alex (default, as LPIPS recommends as a loss) or vgg."}),
+            "precision": PRECISION,
+        }}
 
-    def load(self, net):
-        return (load_lpips(net, find_backbone(net, comfy.model_folder_paths(LPIPS_FOLDER))),)
+    def load(self, net, precision=AUTO_PRECISION):
+        return (load_lpips(net, find_backbone(net, comfy.model_folder_paths(LPIPS_FOLDER)),
+                           precision=loader_precision(precision, "vae")),)
 
 
 class LPIPSDistance:

@@ -13,6 +13,8 @@ from ..fusedream_ops.images import to_image_batch, from_image_batch
 from ..fusedream_ops.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.optimize import optimize_basis
+from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, PRECISION_TOOLTIP, PRECISIONS, precision_name, \
+    resolve_dtype
 from ..fusedream_ops.topk import topk_latents
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
@@ -26,6 +28,14 @@ comfy.register_model_folder(CLIP_FOLDER, CHECKPOINT_EXTENSIONS)
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Random seed; the same seed reproduces the same result."})
 HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
+PRECISION = (list(PRECISIONS), {"default": AUTO_PRECISION, "tooltip": PRECISION_TOOLTIP})
+
+
+def loader_precision(precision: str, role: str) -> str:
+    """The concrete precision a loader node uses: ``auto`` resolved with ComfyUI's choice for ``role``
+    ('text_encoder' or 'vae', see :func:`comfy.model_dtype`) on its compute device."""
+    device = comfy.torch_device()
+    return precision_name(resolve_dtype(precision, device, role, comfy.model_dtype(role)))
 
 
 def _biggan_entries() -> list[str]:
@@ -51,11 +61,14 @@ class BigGANLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"checkpoint": (_biggan_entries(), {
-            "tooltip": "A BigGAN-deep checkpoint folder (or .safetensors file) in models/biggan."})}}
+        return {"required": {
+            "checkpoint": (_biggan_entries(), {
+                "tooltip": "A BigGAN-deep checkpoint folder (or .safetensors file) in models/biggan."}),
+            "precision": PRECISION,
+        }}
 
-    def load(self, checkpoint):
-        return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint)),)
+    def load(self, checkpoint, precision=AUTO_PRECISION):
+        return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint), loader_precision(precision, "vae")),)
 
 
 class CLIPLoader:
@@ -77,10 +90,12 @@ class CLIPLoader:
                            "ViT-B-32-quickgelu for OpenAI-trained weights)."}),
             "checkpoint": (comfy.list_model_entries(CLIP_FOLDER, want_dirs=False, extensions=CHECKPOINT_EXTENSIONS),
                            {"tooltip": "An open_clip checkpoint in models/open_clip (.safetensors, .pt, .bin)."}),
+            "precision": PRECISION,
         }}
 
-    def load(self, architecture, checkpoint):
-        return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint)),)
+    def load(self, architecture, checkpoint, precision=AUTO_PRECISION):
+        return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint),
+                          loader_precision(precision, "text_encoder")),)
 
 
 class LatentSampler:
