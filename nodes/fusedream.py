@@ -13,9 +13,9 @@ from ..fusedream_ops.images import to_image_batch, from_image_batch
 from ..fusedream_ops.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.optimize import optimize_basis
-from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, PRECISION_TOOLTIP, PRECISIONS, precision_name, \
-    resolve_dtype
-from ..fusedream_ops.topk import topk_latents
+from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS, \
+    precision_name, resolve_dtype
+from ..fusedream_ops.topk import chunk_for_memory, free_memory, topk_latents
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
@@ -180,17 +180,26 @@ class TopKInit:
             "augment": ("BOOLEAN", {"default": False,
                                     "tooltip": "Score with AugCLIP (slower) instead of plain CLIP like the "
                                                "official code."}),
-            "chunk": ("INT", {"default": 10, "min": 1, "max": 512, "advanced": True,
-                              "tooltip": "Candidates generated and scored at once; bounds the memory."}),
+            "chunk": ("INT", {"default": 0, "min": 0, "max": 512, "advanced": True,
+                              "tooltip": "Candidates generated and scored at once; bounds the memory. 0: as many "
+                                         "as half the free memory holds (at most 64)."}),
             "seed": SEED,
+            "precision": (list(PRECISIONS), {
+                "default": AUTO_PRECISION, "advanced": True,
+                "tooltip": "Precision of the models while scoring candidates (copies in that precision for the "
+                           "duration of the node; the selection is the same as fp32 up to near-ties). auto: "
+                           "ComfyUI's choice for the device, outside it bf16/fp16 where the device is fast at it."}),
         }, **HIDDEN}
 
-    def select(self, generator, candidates, objective, k, augment, chunk, seed, unique_id=None):
-        comfy.load_to_device(generator.model, objective.scorer.model)
+    def select(self, generator, candidates, objective, k, augment, chunk, seed, precision=AUTO_PRECISION,
+               unique_id=None):
+        device = comfy.load_to_device(generator.model, objective.scorer.model)
+        precision = loader_precision(precision, "text_encoder")
+        chunk = chunk or chunk_for_memory(generator, free_memory(device), DTYPES[precision].itemsize)
         total = (len(candidates) + chunk - 1) // chunk
         monitor = NodeMonitor(unique_id, total, preview_every=max(1, total // 20), label="top-k")
         basis, scores = topk_latents(generator, candidates, objective, k, chunk, augment, seed=seed,
-                                     on_step=monitor)
+                                     on_step=monitor, precision=precision)
         text = ", ".join(f"{s:.4f}" for s in scores.tolist())
         return {"ui": {"text": [text]}, "result": (basis, text)}
 
