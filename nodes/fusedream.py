@@ -12,7 +12,7 @@ from ..fusedream_ops.imagenet import parse_class_list
 from ..fusedream_ops.images import to_image_batch, from_image_batch
 from ..fusedream_ops.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.objective import AugClipObjective, parse_prompts
-from ..fusedream_ops.optimize import optimize_basis
+from ..fusedream_ops.optimize import Problem, optimize_bases
 from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS, \
     precision_name, resolve_dtype
 from ..fusedream_ops.topk import chunk_for_memory, free_memory, topk_latents
@@ -213,8 +213,9 @@ class BasisOptimizer:
     FUNCTION = "optimize"
     RETURN_TYPES = ("BIGGAN_LATENT", "IMAGE", "FLOAT", "IMAGE")
     RETURN_NAMES = ("latent", "image", "score", "frames")
-    OUTPUT_TOOLTIPS = ("The best latent.", "Its image.", "Its AugCLIP score at its step.",
-                       "Frames kept every 'keep_frames_every' steps plus the final one.")
+    OUTPUT_TOOLTIPS = ("The best latent (one per run of the batch).", "Its image (one per run).",
+                       "Its AugCLIP score at its step (the highest of the batch).",
+                       "Frames kept every 'keep_frames_every' steps plus the final one (the leading run's).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -232,17 +233,23 @@ class BasisOptimizer:
                                        "tooltip": "Gaussian noise added to the latent each step (official 0.01)."}),
             "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
             "seed": SEED,
+            "batch": ("INT", {"default": 1, "min": 1, "max": 64,
+                              "tooltip": "Independent runs from this basis with seeds seed, seed+1, …, optimised "
+                                         "together in one batched forward/backward per step (fills a GPU); each "
+                                         "gives the image its own seed would give alone."}),
             **MONITOR_INPUTS,
         }, **HIDDEN}
 
-    def optimize(self, generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed,
+    def optimize(self, generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed, batch=1,
                  preview_every=5, keep_frames_every=0, unique_id=None):
         comfy.load_to_device(generator.model, objective.scorer.model)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every)
-        result = optimize_basis(generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed,
-                                on_step=monitor)
+        problems = [Problem(basis, objective, seed + i) for i in range(batch)]
+        results = optimize_bases(generator, problems, steps, lr, mode, latent_noise, optimize_y, on_step=monitor)
+        latent = BigGANLatent.cat([r.latent for r in results])
+        images = torch.cat([r.image for r in results])
         return {"ui": monitor.ui(),
-                "result": (result.latent, to_image_batch(result.image), result.best_score, monitor.frames())}
+                "result": (latent, to_image_batch(images), max(r.best_score for r in results), monitor.frames())}
 
 
 class Decode:
