@@ -13,7 +13,7 @@ unused here). The pack runs BigGAN-deep-256 + the same CLIP architecture through
 ``topk_latents``: once with fp32 models, once with ``auto`` precision (see ``fusedream_ops/precision.py``).
 
 Every timed loop runs in this process, interleaved side by side over ``--repeats`` rounds; the table gives medians,
-FLOPs per step from ``torch.utils.flop_counter.FlopCounterMode`` (one step = a 2-step run minus a 1-step run), the
+FLOPs per step from ``torch.utils.flop_counter.FlopCounterMode`` (one step = a 1-step run minus the decode it ends with), the
 achieved GFLOP/s against this machine's measured matmul rate, top-k candidates per second, and peak memory of each
 side in its own child process (peak RSS on a CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
 """
@@ -215,16 +215,16 @@ def matmul_rate(device, dtype, n=2048, repeats=5) -> float:
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def step_flops(run) -> float:
-    """FLOPs of one step: a 2-step run minus a 1-step run (setup and the final decode cancel)."""
+def step_flops(run_one_step, run_decode) -> float:
+    """FLOPs of one step: a 1-step run (setup is free, it ends with one decode of the best latent) minus a decode."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counts = []
-    for steps in (1, 2):
+    for run in (run_one_step, run_decode):
         with FlopCounterMode(display=False) as counter:
-            run(steps)
+            run()
         counts.append(counter.get_total_flops())
-    return counts[1] - counts[0]
+    return counts[0] - counts[1]
 
 
 def child_peak(args, side: str, what: str) -> float:
@@ -247,7 +247,7 @@ def run_child(args) -> None:
         else:
             model.topk(args.candidates, 0, "auto")
     else:
-        model.optimize(2, 50)
+        model.optimize(1, 50)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"peak": peak}))
@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=20, help="top-k candidates per timed run")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
+    parser.add_argument("--step-memory", action="store_true", help="also measure the optimisation's peak memory")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -288,9 +289,9 @@ def main() -> None:
 
     steps = {(side, c): [] for side in ("official", "fp32", "auto") for c in args.copies}
     topk = {side: [] for side in ("official", "fp32 chunk 10", "auto")}
-    official.optimize(1, args.copies[0])  # warm-up
-    for name, pack in packs.items():
-        pack.optimize(1, args.copies[0])
+    official.optimize(1, 2)  # warm-up
+    for pack in packs.values():
+        pack.optimize(1, 2)
     for round_ in range(args.repeats):
         for copies in args.copies:
             steps[("official", copies)] += official.optimize(args.steps, copies)
@@ -306,14 +307,18 @@ def main() -> None:
             f"{s} {statistics.median(v):.3f}" for s, v in topk.items()), flush=True)
 
     copies = args.copies[0]
-    flops = {"official": step_flops(lambda n: official.optimize(n, copies))}
-    for name, pack in packs.items():
-        flops[name] = step_flops(lambda n, pack=pack: pack.optimize(n, copies))
+    official_decode = lambda: official.G(official.z[0][:1], official.y[0][:1])  # noqa: E731
+    pack_decode = lambda: packs["fp32"].generator.decode(packs["fp32"].basis.select(slice(0, 1)))  # noqa: E731
+    flops = {"official": step_flops(lambda: official.optimize(1, copies), official_decode),
+             "fp32": step_flops(lambda: packs["fp32"].optimize(1, copies), pack_decode)}
+    flops["auto"] = flops["fp32"]  # the same operations, in bf16 where auto chose it
+    print(f"# FLOPs per step: " + ", ".join(f"{k} {v / 1e9:.0f} G" for k, v in flops.items()), flush=True)
     memory = {}
     if not args.no_memory:
-        for side in ("official", "pack"):
-            for what in ("topk", "step"):
+        for what in ("topk", "step") if args.step_memory else ("topk",):
+            for side in ("official", "pack"):
                 memory[(side, what)] = child_peak(args, side, what)
+                print(f"# peak memory {side} {what}: {memory[(side, what)] / 1e9:.2f} GB", flush=True)
 
     med = {key: statistics.median(v) for key, v in steps.items()}
     rows = []
@@ -328,7 +333,7 @@ def main() -> None:
                  statistics.median(topk["official"]), statistics.median(topk["fp32 chunk 10"]),
                  statistics.median(topk["auto"]), "{:.3f}"))
     for what, label in (("topk", "top-k"), ("step", f"optimisation ({copies} copies)")):
-        if memory:
+        if (("official", what)) in memory:
             rows.append((f"peak memory, {label} (GB; pack: auto)", memory[("official", what)] / 1e9, float("nan"),
                          memory[("pack", what)] / 1e9, "{:.2f}"))
     print()

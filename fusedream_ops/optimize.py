@@ -84,10 +84,10 @@ def optimize_bases(generator: BigGANGenerator, problems: list[Problem], steps: i
             scores = batched_score(objectives, images, rngs, copies)
             values = scores.detach().float().cpu().tolist()
             require_finite("the AugCLIP objective", sum(values))
-            zs, ys = z.detach().cpu(), y.detach().cpu()
             for i, value in enumerate(values):
                 if value > best[i][0]:
-                    best[i] = (value, step, BigGANLatent(zs[i:i + 1], ys[i:i + 1], truncation))
+                    best[i] = (value, step, BigGANLatent(z[i:i + 1].detach().clone(), y[i:i + 1].detach().clone(),
+                                                         truncation))
             optimizer.zero_grad(set_to_none=True)
             (-scores.sum()).backward()
             optimizer.step()
@@ -98,4 +98,5 @@ def optimize_bases(generator: BigGANGenerator, problems: list[Problem], steps: i
             report(on_step, step, steps, {"augclip": values[shown]}, images[shown:shown + 1])
     with no_grad_normal_tensors():
         final = generator.decode(BigGANLatent.cat([b[2] for b in best])).cpu()
-    return [OptimizeResult(b[2], final[i:i + 1], b[0], b[1], [h[i] for h in history]) for i, b in enumerate(best)]
+    return [OptimizeResult(b[2].to("cpu"), final[i:i + 1], b[0], b[1], [h[i] for h in history])
+            for i, b in enumerate(best)]

@@ -48,6 +48,10 @@ def _folders() -> list[str]:
 
 
 def _dtype(precision: str, role: str) -> torch.dtype:
+    """The loader's dtype. Outside ComfyUI, ``auto`` on a CPU stays fp32 for Kandinsky: OVI's optimisation and the
+    reference statistics (Ledoit–Wolf shrinkage of a few embeddings) are validated in fp32 only."""
+    if precision == "auto" and comfy.model_dtype(role) is None and comfy.torch_device().type == "cpu":
+        return torch.float32
     return DTYPES[loader_precision(precision, role)]
 
 
