@@ -63,6 +63,7 @@ class OpenAIStyleCLIP(nn.Module):
 
     def forward(self, image, text):
         dtype = self.model.visual.proj.dtype
+        image = image.as_subclass(torch.Tensor)  # generate_basis's images inherit BigGAN_utils' Distribution class
         image_features = F.normalize(self.model.encode_image(image.type(dtype)), dim=-1)
         text_features = F.normalize(self.model.encode_text(text), dim=-1)
         logits = self.logit_scale.exp() * image_features @ text_features.t()
