@@ -13,9 +13,9 @@ unused here). The pack runs BigGAN-deep-256 + the same CLIP architecture through
 ``topk_latents``: once with fp32 models, once with ``auto`` precision (see ``fusedream_ops/precision.py``).
 
 Every timed loop runs in this process, interleaved side by side over ``--repeats`` rounds; the table gives medians,
-FLOPs per step from ``torch.utils.flop_counter.FlopCounterMode`` (one step = a 1-step run minus the decode it ends with), the
-achieved GFLOP/s against this machine's measured matmul rate, top-k candidates per second, and peak memory of each
-side in its own child process (peak RSS on a CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
+FLOPs per step from ``torch.utils.flop_counter.FlopCounterMode`` (one step = a 1-step run minus the decode it ends
+with), the achieved GFLOP/s against this machine's measured matmul rate, top-k candidates per second, and peak memory
+of each side in its own child process (peak RSS on a CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
 """
 from __future__ import annotations
 

@@ -18,7 +18,9 @@ from torch import nn
 
 
 class PatchEmbedding(nn.Module):
-    """``Conv2d(c, d, kernel=p, stride=p, bias=False)`` as ``patches [B·g², c·p²] @ W [c·p², d]``; → ``[B,d,gh,gw]``."""
+    """``Conv2d(c, d, kernel=p, stride=p, bias=False)`` as ``patches [B·g², c·p²] @ W [c·p², d]``.
+
+    Returns ``[B, d, gh, gw]`` like the convolution."""
 
     def __init__(self, conv: nn.Conv2d):
         super().__init__()

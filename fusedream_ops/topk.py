@@ -65,7 +65,8 @@ def scoring_copies(generator: BigGANGenerator, objective: AugClipObjective,
 
 def topk_latents(generator: BigGANGenerator, candidates: BigGANLatent, objective: AugClipObjective, k: int,
                  chunk: int = 10, augment: bool = False, copies: int | None = None, seed: int = 0,
-                 on_step: StepCallback | None = None, precision: str | None = None) -> tuple[BigGANLatent, torch.Tensor]:
+                 on_step: StepCallback | None = None,
+                 precision: str | None = None) -> tuple[BigGANLatent, torch.Tensor]:
     """The ``k`` candidates with the highest score, best first, and their scores.
 
     Candidates are generated and scored ``chunk`` at a time in inference mode while a running top-k is kept, so

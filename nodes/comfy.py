@@ -45,7 +45,8 @@ def torch_device() -> torch.device:
 
 
 _DTYPE_FLAGS = {
-    "text_encoder": (("fp16_text_enc", torch.float16), ("bf16_text_enc", torch.bfloat16), ("fp32_text_enc", torch.float32)),
+    "text_encoder": (("fp16_text_enc", torch.float16), ("bf16_text_enc", torch.bfloat16),
+                     ("fp32_text_enc", torch.float32)),
     "vae": (("fp16_vae", torch.float16), ("bf16_vae", torch.bfloat16), ("fp32_vae", torch.float32)),
 }
 
