@@ -68,7 +68,8 @@ class BigGANLoader:
         }}
 
     def load(self, checkpoint, precision=AUTO_PRECISION):
-        return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint), loader_precision(precision, "vae")),)
+        return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint),
+                            loader_precision(precision, "vae")),)
 
 
 class CLIPLoader:
@@ -244,7 +245,7 @@ class BasisOptimizer:
                  preview_every=5, keep_frames_every=0, unique_id=None):
         comfy.load_to_device(generator.model, objective.scorer.model)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every)
-        problems = [Problem(basis, objective, seed + i) for i in range(batch)]
+        problems = [Problem(basis, objective, (seed + i) % 2**64) for i in range(batch)]
         results = optimize_bases(generator, problems, steps, lr, mode, latent_noise, optimize_y, on_step=monitor)
         latent = BigGANLatent.cat([r.latent for r in results])
         images = torch.cat([r.image for r in results])
