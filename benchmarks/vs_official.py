@@ -249,9 +249,16 @@ def run_child(args) -> None:
             model.topk(args.candidates, 0, "auto")
     else:
         model.optimize(1, 50)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"peak": peak}))
+    print(json.dumps({"peak": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()}))
+
+
+def peak_rss() -> int:
+    """This process's peak RSS: ``VmHWM`` (reset by exec; ``ru_maxrss`` keeps the forking parent's size on Linux)."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def main() -> None:
