@@ -15,6 +15,8 @@ from torch import nn
 from .autograd import no_grad_normal_tensors
 from .checkpoints import WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict
 from .errors import FuseDreamError, require
+from .fast_layers import use_rgb_only_output
+from .precision import cast_frozen, module_dtype
 
 CONFIG_NAME = "config.json"
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
@@ -94,7 +96,11 @@ def fold_spectral_norm(module: nn.Module) -> None:
 
 
 class BigGANGenerator(nn.Module):
-    """A frozen BigGAN-deep generator: ``forward(z, y, truncation)`` → images ``[B,3,H,W]`` in 0..1."""
+    """A frozen BigGAN-deep generator: ``forward(z, y, truncation)`` → images ``[B,3,H,W]`` in 0..1.
+
+    Latents and images are fp32 whatever the weights' dtype. The output convolution computes only the 3 channels
+    the model keeps (:func:`~fusedream_ops.fast_layers.use_rgb_only_output`).
+    """
 
     def __init__(self, model, class_names: list[str] | None = None, name: str = "biggan"):
         super().__init__()
@@ -106,10 +112,15 @@ class BigGANGenerator(nn.Module):
         self.resolution = biggan_resolution(model.config)
         self.class_names = class_names
         self.model.eval().requires_grad_(False)
+        use_rgb_only_output(self.model.generator)
 
     @property
     def device(self) -> torch.device:
         return self.model.embeddings.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return module_dtype(self.model)
 
     def class_embedding(self, indices: torch.Tensor) -> torch.Tensor:
         """y = E[:, c] for each class index c: ``[N, z_dim]``."""
@@ -117,8 +128,8 @@ class BigGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
         require(0 < truncation <= 1, f"truncation must be in (0, 1], got {truncation}.")
-        out = self.model.generator(torch.cat([z, y], dim=1), truncation)
-        return (out + 1) / 2
+        out = self.model.generator(torch.cat([z, y], dim=1).to(self.dtype), truncation)
+        return (out.float() + 1) / 2
 
     def decode(self, latent) -> torch.Tensor:
         """Images of a :class:`~fusedream_ops.latents.BigGANLatent` batch (tanh mapped linearly to 0..1)."""
@@ -140,8 +151,10 @@ def read_class_names(path: str | None, num_classes: int) -> list[str] | None:
     return None
 
 
-def load_biggan(path: str) -> BigGANGenerator:
-    """Load a BigGAN-deep checkpoint strictly: every missing, unexpected or mis-shaped tensor is an error."""
+def load_biggan(path: str, precision: str = "fp32") -> BigGANGenerator:
+    """Load a BigGAN-deep checkpoint strictly: every missing, unexpected or mis-shaped tensor is an error.
+
+    ``precision`` (see :mod:`~fusedream_ops.precision`) sets the weights' dtype after the strict load."""
     from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
     files = find_biggan_files(path)
@@ -160,6 +173,7 @@ def load_biggan(path: str) -> BigGANGenerator:
         model = BigGAN(config)
         model.load_state_dict(state, strict=True)
         fold_spectral_norm(model)
+        cast_frozen(model, precision, "vae")
     names = read_class_names(files.classes, config.num_classes)
     return BigGANGenerator(model, names, name=os.path.basename(os.path.normpath(path)))
 

@@ -18,6 +18,8 @@ from .autograd import no_grad_normal_tensors
 from .checkpoints import (atomic_write, atomic_write_text, check_state_dict, read_json_object, read_state_dict,
                           require_checkpoint_file)
 from .errors import FuseDreamError, require
+from .fast_layers import use_patch_matmul
+from .precision import cast_frozen
 
 log = logging.getLogger("FuseDream")
 
@@ -30,11 +32,15 @@ class ClipScorer:
     """open_clip model + tokenizer + pixel normalisation, weights frozen.
 
     ``encode_images`` takes images ``[N,3,H,W]`` in 0..1 of any size and is differentiable with respect to
-    them; only input gradients are computed because no weight requires grad.
+    them; only input gradients are computed because no weight requires grad. Images are cast to the weights'
+    dtype on the way in and features are fp32 on the way out. A ViT's patch embedding runs as one matmul
+    (:func:`~fusedream_ops.fast_layers.use_patch_matmul`).
     """
 
     def __init__(self, model, tokenizer, name: str, mean=OPENAI_MEAN, std=OPENAI_STD):
         self.model = model.eval().requires_grad_(False)
+        if hasattr(model, "visual"):
+            use_patch_matmul(model.visual)
         self.tokenizer = tokenizer
         self.name = name
         size = model.visual.image_size
@@ -208,8 +214,9 @@ def _tokenizer(arch: str, model_cfg: dict | None):
     return open_clip.tokenizer.SimpleTokenizer(context_length=context)
 
 
-def load_clip(arch: str, checkpoint: str) -> ClipScorer:
-    """Load an open_clip checkpoint strictly into ``arch`` (or the architecture ``auto`` finds).
+def load_clip(arch: str, checkpoint: str, precision: str = "fp32") -> ClipScorer:
+    """Load an open_clip checkpoint strictly into ``arch`` (or the architecture ``auto`` finds), its weights then
+    cast to ``precision`` (see :mod:`~fusedream_ops.precision`).
 
     Every mismatch is an error that also names the architectures whose shapes do fit the checkpoint.
     """
@@ -247,6 +254,7 @@ def load_clip(arch: str, checkpoint: str) -> ClipScorer:
     model = build_clip(name, model_cfg)
     with no_grad_normal_tensors():
         model.load_state_dict(state, strict=True)
+        cast_frozen(model, precision, "text_encoder")
     mean = preprocess.get("mean") or getattr(model.visual, "image_mean", None) or OPENAI_MEAN
     std = preprocess.get("std") or getattr(model.visual, "image_std", None) or OPENAI_STD
     log.info("FuseDream: loaded %s as open_clip architecture '%s'.", checkpoint, name)

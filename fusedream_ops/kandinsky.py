@@ -40,11 +40,6 @@ def _transformers_dtype_kw() -> str:
     return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on CUDA (the released weights are fp16 and 8 GB in fp32), fp32 elsewhere (CPU has no fast fp16)."""
-    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-
-
 # ---------------------------------------------------------------- folder checks and strict loading
 def _component(folder: str, sub: str, what: str, files: tuple[str, ...]) -> str:
     path = os.path.join(folder, sub)

@@ -59,3 +59,30 @@ class AugClipObjective:
         rng = torch.Generator().manual_seed(int(seed))
         with no_grad_normal_tensors():
             return torch.stack([self.score(images, rng, copies) for _ in range(draws)]).mean(dim=0)
+
+
+def batched_score(objectives: list[AugClipObjective], images: torch.Tensor, generators: list[torch.Generator],
+                  copies: int | None = None) -> torch.Tensor:
+    """AugCLIP of image ``i`` under ``objectives[i]`` with augmentations drawn from ``generators[i]``: ``[B]``.
+
+    Independent problems (other prompts, other seeds) share one CLIP batch; each problem draws its views exactly as
+    ``objectives[i].score(images[i:i+1], generators[i], copies)`` would, so a batch reproduces the single runs.
+    """
+    scorer = objectives[0].scorer
+    require(all(o.scorer is scorer for o in objectives), "problems optimised together must share one CLIP model.")
+    views, sizes = [], []
+    for objective, image, generator in zip(objectives, images.split(1), generators):
+        if objective.policy.active:
+            n = objective.copies if copies is None else copies
+            require(n >= 1, f"copies must be at least 1, got {n}.")
+            views.append(diff_augment(image.repeat_interleave(n, dim=0), objective.policy, generator))
+        else:
+            n = 1
+            views.append(image)
+        sizes.append(n)
+    features = scorer.encode_images(torch.cat(views))
+    scores = []
+    for objective, part, n in zip(objectives, features.split(sizes), sizes):
+        text, weights = objective._text(images.device)
+        scores.append(((part @ text.t()) @ weights).mean().view(1))
+    return torch.cat(scores)

@@ -16,6 +16,7 @@ from torch import nn
 from .autograd import no_grad_normal_tensors
 from .checkpoints import check_state_dict, read_state_dict
 from .errors import FuseDreamError, require
+from .precision import cast_frozen, module_dtype
 
 BACKBONE_FILES = {
     "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
@@ -56,7 +57,8 @@ class PerceptualDistance(nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         require(a.shape[-2:] == b.shape[-2:], f"LPIPS compares images of one size, got {tuple(a.shape[-2:])} and "
                                               f"{tuple(b.shape[-2:])}.")
-        return self.model(a, b, normalize=True).flatten()
+        dtype = module_dtype(self.model)
+        return self.model(a.to(dtype), b.to(dtype), normalize=True).flatten().float()
 
 
 def _lpips_heads(net: str) -> dict[str, torch.Tensor]:
@@ -78,8 +80,10 @@ def _trunk_state(trunk: nn.Module, state: dict[str, torch.Tensor], source: str) 
     return {by_feature[k]: v for k, v in state.items() if k in by_feature}
 
 
-def load_lpips(net: str = "alex", backbone: str | None = None, random_backbone: bool = False) -> PerceptualDistance:
-    """LPIPS v0.1 with ``net`` ∈ {alex, vgg}: trunk from the torchvision file ``backbone``, heads from ``lpips``.
+def load_lpips(net: str = "alex", backbone: str | None = None, random_backbone: bool = False,
+               precision: str = "fp32") -> PerceptualDistance:
+    """LPIPS v0.1 with ``net`` ∈ {alex, vgg}: trunk from the torchvision file ``backbone``, heads from ``lpips``,
+    weights then cast to ``precision`` (see :mod:`~fusedream_ops.precision`).
 
     ``random_backbone=True`` keeps a random trunk (tests and fixtures only: the distance is then meaningless).
     """
@@ -99,4 +103,5 @@ def load_lpips(net: str = "alex", backbone: str | None = None, random_backbone: 
             state = _trunk_state(model.net, read_state_dict(backbone), f"LPIPS backbone '{backbone}'")
             check_state_dict(model.net, state, f"LPIPS backbone '{backbone}' ({net})")
             model.net.load_state_dict(state, strict=True)
+        cast_frozen(model, precision, "vae")
     return PerceptualDistance(model, net)

@@ -44,6 +44,36 @@ def torch_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+_DTYPE_FLAGS = {
+    "text_encoder": (("fp16_text_enc", torch.float16), ("bf16_text_enc", torch.bfloat16),
+                     ("fp32_text_enc", torch.float32)),
+    "vae": (("fp16_vae", torch.float16), ("bf16_vae", torch.bfloat16), ("fp32_vae", torch.float32)),
+}
+
+
+def model_dtype(role: str) -> torch.dtype | None:
+    """ComfyUI's weight dtype for a frozen model of ``role`` on the compute device; None outside ComfyUI.
+
+    ``text_encoder`` (CLIP scorers, Kandinsky encoders) honours ``--fp16/--bf16/--fp32-text-enc``, ``vae``
+    (generators, decoders, LPIPS) ``--fp16/--bf16/--fp32-vae``; otherwise what ComfyUI's ``should_use_bf16`` /
+    ``should_use_fp16`` allow (both honour ``--force-fp32``/``--force-fp16`` and say no on a CPU), bf16 first for
+    text encoders and fp16 first for convolution networks (see ``fusedream_ops/precision.py``), else fp32.
+    """
+    mm = _comfy("comfy.model_management")
+    if mm is None:
+        return None
+    args = getattr(mm, "args", None)
+    for flag, dtype in _DTYPE_FLAGS[role]:
+        if getattr(args, flag, False):
+            return dtype
+    device = mm.get_torch_device()
+    preferred = (torch.bfloat16, torch.float16) if role == "text_encoder" else (torch.float16, torch.bfloat16)
+    for dtype in preferred:
+        if (mm.should_use_bf16 if dtype == torch.bfloat16 else mm.should_use_fp16)(device):
+            return dtype
+    return torch.float32
+
+
 def intermediate_device() -> torch.device:
     mm = _comfy("comfy.model_management")
     return mm.intermediate_device() if mm is not None else torch.device("cpu")

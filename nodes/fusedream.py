@@ -13,8 +13,10 @@ from ..fusedream_ops.imagenet import parse_class_list
 from ..fusedream_ops.images import to_image_batch, from_image_batch
 from ..fusedream_ops.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.objective import AugClipObjective, parse_prompts
-from ..fusedream_ops.optimize import optimize_basis
-from ..fusedream_ops.topk import topk_latents
+from ..fusedream_ops.optimize import Problem, optimize_bases
+from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS, \
+    precision_name, resolve_dtype
+from ..fusedream_ops.topk import chunk_for_memory, free_memory, topk_latents
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
@@ -29,6 +31,14 @@ comfy.register_model_folder(CLIP_FOLDER, CHECKPOINT_EXTENSIONS)
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Random seed; the same seed reproduces the same result."})
 HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
+PRECISION = (list(PRECISIONS), {"default": AUTO_PRECISION, "tooltip": PRECISION_TOOLTIP})
+
+
+def loader_precision(precision: str, role: str) -> str:
+    """The concrete precision a loader node uses: ``auto`` resolved with ComfyUI's choice for ``role``
+    ('text_encoder' or 'vae', see :func:`comfy.model_dtype`) on its compute device."""
+    device = comfy.torch_device()
+    return precision_name(resolve_dtype(precision, device, role, comfy.model_dtype(role)))
 
 
 def _biggan_entries() -> list[str]:
@@ -54,12 +64,16 @@ class BigGANLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"checkpoint": (_biggan_entries(), {
-            "tooltip": "A BigGAN-deep checkpoint folder (or .safetensors file) in models/biggan."})}}
+        return {"required": {
+            "checkpoint": (_biggan_entries(), {
+                "tooltip": "A BigGAN-deep checkpoint folder (or .safetensors file) in models/biggan."}),
+            "precision": PRECISION,
+        }}
 
     @checked_loader_function
-    def load(self, checkpoint):
-        return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint)),)
+    def load(self, checkpoint, precision=AUTO_PRECISION):
+        return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint),
+                            loader_precision(precision, "vae")),)
 
 
 class CLIPLoader:
@@ -81,11 +95,13 @@ class CLIPLoader:
                            "ViT-B-32-quickgelu for OpenAI-trained weights)."}),
             "checkpoint": (comfy.list_model_entries(CLIP_FOLDER, want_dirs=False, extensions=CHECKPOINT_EXTENSIONS),
                            {"tooltip": "An open_clip checkpoint in models/open_clip (.safetensors, .pt, .bin)."}),
+            "precision": PRECISION,
         }}
 
     @checked_loader_function
-    def load(self, architecture, checkpoint):
-        return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint)),)
+    def load(self, architecture, checkpoint, precision=AUTO_PRECISION):
+        return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint),
+                          loader_precision(precision, "text_encoder")),)
 
 
 class LatentSampler:
@@ -174,18 +190,27 @@ class TopKInit:
             "augment": ("BOOLEAN", {"default": False,
                                     "tooltip": "Score with AugCLIP (slower) instead of plain CLIP like the "
                                                "official code."}),
-            "chunk": ("INT", {"default": 10, "min": 1, "max": 512, "advanced": True,
-                              "tooltip": "Candidates generated and scored at once; bounds the memory."}),
+            "chunk": ("INT", {"default": 0, "min": 0, "max": 512, "advanced": True,
+                              "tooltip": "Candidates generated and scored at once; bounds the memory. 0: as many "
+                                         "as half the free memory holds (at most 64)."}),
             "seed": SEED,
+            "precision": (list(PRECISIONS), {
+                "default": AUTO_PRECISION, "advanced": True,
+                "tooltip": "Precision of the models while scoring candidates (copies in that precision for the "
+                           "duration of the node; the selection is the same as fp32 up to near-ties). auto: "
+                           "ComfyUI's choice for the device, outside it bf16/fp16 where the device is fast at it."}),
         }, **HIDDEN}
 
     @checked_node_function
-    def select(self, generator, candidates, objective, k, augment, chunk, seed, unique_id=None):
-        comfy.load_to_device(generator.model, objective.scorer.model)
+    def select(self, generator, candidates, objective, k, augment, chunk, seed, precision=AUTO_PRECISION,
+               unique_id=None):
+        device = comfy.load_to_device(generator.model, objective.scorer.model)
+        precision = loader_precision(precision, "text_encoder")
+        chunk = chunk or chunk_for_memory(generator, free_memory(device), DTYPES[precision].itemsize)
         total = (len(candidates) + chunk - 1) // chunk
         monitor = NodeMonitor(unique_id, total, preview_every=max(1, total // 20), label="top-k")
         basis, scores = topk_latents(generator, candidates, objective, k, chunk, augment, seed=seed,
-                                     on_step=monitor)
+                                     on_step=monitor, precision=precision)
         text = ", ".join(f"{s:.4f}" for s in scores.tolist())
         return {"ui": {"text": [text], **monitor.ui()}, "result": (basis, text)}
 
@@ -199,8 +224,9 @@ class BasisOptimizer:
     FUNCTION = "optimize"
     RETURN_TYPES = ("BIGGAN_LATENT", "IMAGE", "FLOAT", "IMAGE")
     RETURN_NAMES = ("latent", "image", "score", "frames")
-    OUTPUT_TOOLTIPS = ("The best latent.", "Its image.", "Its AugCLIP score at its step.",
-                       "Frames kept every 'keep_frames_every' steps plus the final one.")
+    OUTPUT_TOOLTIPS = ("The best latent (one per run of the batch).", "Its image (one per run).",
+                       "Its AugCLIP score at its step (the highest of the batch).",
+                       "Frames kept every 'keep_frames_every' steps plus the final one (the leading run's).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -218,18 +244,24 @@ class BasisOptimizer:
                                        "tooltip": "Gaussian noise added to the latent each step (official 0.01)."}),
             "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
             "seed": SEED,
+            "batch": ("INT", {"default": 1, "min": 1, "max": 64,
+                              "tooltip": "Independent runs from this basis with seeds seed, seed+1, …, optimised "
+                                         "together in one batched forward/backward per step (fills a GPU); each "
+                                         "gives the image its own seed would give alone."}),
             **MONITOR_INPUTS,
         }, **HIDDEN}
 
     @checked_node_function
-    def optimize(self, generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed,
+    def optimize(self, generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed, batch=1,
                  preview_every=5, keep_frames_every=0, unique_id=None):
         comfy.load_to_device(generator.model, objective.scorer.model)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every)
-        result = optimize_basis(generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed,
-                                on_step=monitor)
+        problems = [Problem(basis, objective, (seed + i) % 2**64) for i in range(batch)]
+        results = optimize_bases(generator, problems, steps, lr, mode, latent_noise, optimize_y, on_step=monitor)
+        latent = BigGANLatent.cat([r.latent for r in results])
+        images = torch.cat([r.image for r in results])
         return {"ui": monitor.ui(),
-                "result": (result.latent, to_image_batch(result.image), result.best_score, monitor.frames())}
+                "result": (latent, to_image_batch(images), max(r.best_score for r in results), monitor.frames())}
 
 
 class Decode:

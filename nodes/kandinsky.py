@@ -14,7 +14,7 @@ import torch
 from ..fusedream_ops.autograd import no_grad_normal_tensors
 from ..fusedream_ops.errors import require
 from ..fusedream_ops.images import from_image_batch, to_image_batch
-from ..fusedream_ops.kandinsky import (as_image_embeds, default_dtype, load_decoder, load_encoders,
+from ..fusedream_ops.kandinsky import (as_image_embeds, load_decoder, load_encoders,
                                        load_encoders_from_files, load_trained_prior, require_embed_dim)
 from ..fusedream_ops.kandinsky_decode import decode_image_embeds
 from ..fusedream_ops.kandinsky_prior import run_trained_prior, text_as_image_embeds
@@ -24,7 +24,9 @@ from ..fusedream_ops.reference_stats import (build_reference_stats, embed_image_
 from ..fusedream_ops.validation.finite import require_finite
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import truncation_warnings
+from ..fusedream_ops.precision import DTYPES
 from . import comfy
+from .fusedream import PRECISION, loader_precision
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
 KANDINSKY_FOLDER = "kandinsky22"
@@ -38,23 +40,22 @@ DECODER = "KANDINSKY22_DECODER"
 TEXT = "KANDINSKY22_TEXT_EMBEDS"
 EMBEDS = "KANDINSKY22_IMAGE_EMBEDS"
 STATS = "OVI_REFERENCE_STATS"
-PRECISIONS = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Random seed; the same seed reproduces the same result."})
 HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
-PRECISION = (list(PRECISIONS), {"default": "auto",
-                                "tooltip": "Weight precision. auto: fp16 on a CUDA GPU (the released weights are fp16), "
-                                           "fp32 on CPU."})
 
 
 def _folders() -> list[str]:
     return comfy.list_model_entries(KANDINSKY_FOLDER, want_dirs=True)
 
 
-def _dtype(precision: str) -> torch.dtype:
-    require(precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    return PRECISIONS[precision] or default_dtype(comfy.torch_device())
+def _dtype(precision: str, role: str) -> torch.dtype:
+    """The loader's dtype. Outside ComfyUI, ``auto`` on a CPU stays fp32 for Kandinsky: OVI's optimisation and the
+    reference statistics (Ledoit–Wolf shrinkage of a few embeddings) are validated in fp32 only."""
+    if precision == "auto" and comfy.model_dtype(role) is None and comfy.torch_device().type == "cpu":
+        return torch.float32
+    return DTYPES[loader_precision(precision, role)]
 
 
 def _out(embeds: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,8 @@ class EncodersLoader:
 
     @checked_loader_function
     def load(self, prior_folder, precision):
-        return (load_encoders(comfy.resolve_model_entry(KANDINSKY_FOLDER, prior_folder), _dtype(precision)),)
+        return (load_encoders(comfy.resolve_model_entry(KANDINSKY_FOLDER, prior_folder),
+                              _dtype(precision, "text_encoder")),)
 
 
 SINGLE_FILE_EXTENSIONS = (".safetensors", ".sft", ".bin", ".pt", ".pth")
@@ -115,7 +117,8 @@ class EncodersFromFiles:
     @checked_loader_function
     def load(self, image_encoder, text_encoder, precision):
         return (load_encoders_from_files(comfy.resolve_model_entry("clip_vision", image_encoder),
-                                         comfy.resolve_model_entry("text_encoders", text_encoder), _dtype(precision)),)
+                                         comfy.resolve_model_entry("text_encoders", text_encoder),
+                                         _dtype(precision, "text_encoder")),)
 
 
 class DecoderLoader:
@@ -136,7 +139,7 @@ class DecoderLoader:
 
     @checked_loader_function
     def load(self, decoder_folder, precision):
-        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder), _dtype(precision)),)
+        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder), _dtype(precision, "vae")),)
 
 
 class TextEncode:

@@ -73,5 +73,5 @@ def test_the_example_workflow_loads_clipag_and_is_valid(tiny_models):
     workflow = load(WORKFLOW)
     assert workflow_problems(workflow, NODE_CLASS_MAPPINGS) == []
     loader = next(n for n in workflow["nodes"] if n["type"] == "FuseDreamCLIPLoader")
-    assert loader["widgets_values"] == ["auto", "CLIPAG_ViTB32.pt"]
+    assert loader["widgets_values"] == ["auto", "CLIPAG_ViTB32.pt", "auto"]
     assert {n["type"] for n in workflow["nodes"]} >= {"FuseDreamCLIPAGSynthesis", "SaveImage"}
