@@ -186,10 +186,11 @@ def test_lpips_refuses_images_smaller_than_its_backbone_allows_and_works_at_the_
     assert math.isfinite(distance)
 
 
-def test_clipag_size_0_and_topk_chunk_0_are_refused_by_name(pool):
+def test_clipag_size_0_and_a_negative_topk_chunk_are_refused_by_name(pool):
+    """Top-k's chunk 0 means "sized from free memory" (the node's default), so -1 is the invalid chunk."""
     refused("size must be an integer from 32 to 1024, got 0", "FuseDreamCLIPAGSynthesis", **_synthesis(pool, size=0))
-    refused("chunk must be an integer from 1 to 512, got 0", "FuseDreamTopK", generator=pool["BIGGAN"],
-            candidates=pool["BIGGAN_LATENT"], objective=pool["FUSEDREAM_OBJECTIVE"], k=1, chunk=0)
+    refused("chunk must be an integer from 0 to 512, got -1", "FuseDreamTopK", generator=pool["BIGGAN"],
+            candidates=pool["BIGGAN_LATENT"], objective=pool["FUSEDREAM_OBJECTIVE"], k=1, chunk=-1)
 
 
 def test_nan_pixels_are_refused_by_name(pool):

@@ -184,14 +184,15 @@ def _clipag_pixels(spec: MethodSpec, device: torch.device) -> LoadedMethod:
 
 
 def _kandinsky(spec: MethodSpec, device: torch.device) -> LoadedMethod:
-    from ..kandinsky import default_dtype, load_decoder, load_encoders
+    from ..kandinsky import load_decoder, load_encoders
     from ..kandinsky_decode import check_size, decode_image_embeds
     from ..kandinsky_prior import text_as_image_embeds
     from ..ovi import optimize_ovi
+    from ..precision import device_default_dtype
 
     s = _fill(KandinskySettings, spec.settings)
     check_size(s.width, s.height)
-    dtype = default_dtype(device)
+    dtype = device_default_dtype(device, "vae")  # fp16 on CUDA (the released weights are fp16), fp32 on a CPU
     encoders = load_encoders(spec.models["prior"], dtype)
     decoder = load_decoder(spec.models["decoder"], dtype)
     for module in (encoders.image_encoder, encoders.text_encoder, decoder.unet, decoder.movq):
