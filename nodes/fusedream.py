@@ -225,7 +225,7 @@ class BasisOptimizer:
     RETURN_TYPES = ("BIGGAN_LATENT", "IMAGE", "FLOAT", "IMAGE")
     RETURN_NAMES = ("latent", "image", "score", "frames")
     OUTPUT_TOOLTIPS = ("The best latent (one per run of the batch).", "Its image (one per run).",
-                       "Its AugCLIP score at its step (the highest of the batch).",
+                       "Its AugCLIP score, re-measured over fresh views (the highest of the batch).",
                        "Frames kept every 'keep_frames_every' steps plus the final one (the leading run's).")
 
     @classmethod
