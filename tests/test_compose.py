@@ -80,3 +80,16 @@ def test_unknown_position_is_an_error_listing_the_valid_ones():
 def test_mismatched_batches_are_an_error():
     with pytest.raises(FuseDreamError, match="batch"):
         fuse(torch.rand(2, 3, 8, 8), torch.rand(3, 3, 8, 8), 0.5, "center")
+
+
+def test_resize_antialiases_when_only_the_height_shrinks():
+    """Shrinking one side is shrinking: a height-only shrink (64×32 → 32×32) must be antialiased, not aliased."""
+    import torch.nn.functional as F
+
+    from fusedream_pack.fusedream_ops.compose import resize
+
+    images = torch.rand(2, 3, 64, 32, generator=torch.Generator().manual_seed(0))
+    expected = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    aliased = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False, antialias=False)
+    assert torch.allclose(resize(images, (32, 32)), expected, atol=1e-6)
+    assert not torch.allclose(expected, aliased, atol=1e-3)
