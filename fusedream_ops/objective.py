@@ -37,21 +37,31 @@ class AugClipObjective:
                 self.text_features = self.text_features.to(device)
         return self.text_features, self.weights.to(device)
 
+    def views(self, images: torch.Tensor, generator: torch.Generator | None = None, copies: int | None = None,
+              augment: bool = True) -> tuple[torch.Tensor, int]:
+        """What AugCLIP averages over: ``copies`` DiffAugment draws of each image (the images themselves when
+        augmentation is off), and how many views each image has."""
+        if not (augment and self.policy.active):
+            return images, 1
+        copies = self.copies if copies is None else copies
+        if copies < 1:
+            raise FuseDreamError(f"copies must be at least 1, got {copies}.")
+        return diff_augment(images.repeat_interleave(copies, dim=0), self.policy, generator), copies
+
+    def similarity(self, features: torch.Tensor) -> torch.Tensor:
+        """Prompt-weighted cosine of normalised image features to the encoded prompts: ``[N]``."""
+        text, weights = self._text(features.device)
+        return (features @ text.t()) @ weights
+
     def cosine(self, images: torch.Tensor) -> torch.Tensor:
         """Weighted CLIP cosine of each image without augmentation (the official top-k score): ``[B]``."""
-        text, weights = self._text(images.device)
-        return (self.scorer.encode_images(images) @ text.t()) @ weights
+        return self.similarity(self.scorer.encode_images(images))
 
     def score(self, images: torch.Tensor, generator: torch.Generator | None = None,
               copies: int | None = None, augment: bool = True) -> torch.Tensor:
         """AugCLIP of images ``[B,3,H,W]`` in 0..1: ``[B]``, differentiable in ``images``."""
-        if not (augment and self.policy.active):
-            return self.cosine(images)
-        copies = self.copies if copies is None else copies
-        if copies < 1:
-            raise FuseDreamError(f"copies must be at least 1, got {copies}.")
-        views = diff_augment(images.repeat_interleave(copies, dim=0), self.policy, generator)
-        return self.cosine(views).view(images.shape[0], copies).mean(dim=1)
+        views, per_image = self.views(images, generator, copies, augment)
+        return self.cosine(views).view(images.shape[0], per_image).mean(dim=1)
 
     def mean_score(self, images: torch.Tensor, draws: int, seed: int, copies: int | None = None) -> torch.Tensor:
         """AugCLIP averaged over ``draws`` independent batches of views, without gradients: ``[B]``."""
@@ -70,19 +80,6 @@ def batched_score(objectives: list[AugClipObjective], images: torch.Tensor, gene
     """
     scorer = objectives[0].scorer
     require(all(o.scorer is scorer for o in objectives), "problems optimised together must share one CLIP model.")
-    views, sizes = [], []
-    for objective, image, generator in zip(objectives, images.split(1), generators):
-        if objective.policy.active:
-            n = objective.copies if copies is None else copies
-            require(n >= 1, f"copies must be at least 1, got {n}.")
-            views.append(diff_augment(image.repeat_interleave(n, dim=0), objective.policy, generator))
-        else:
-            n = 1
-            views.append(image)
-        sizes.append(n)
+    views, sizes = zip(*(o.views(image, g, copies) for o, image, g in zip(objectives, images.split(1), generators)))
     features = scorer.encode_images(torch.cat(views))
-    scores = []
-    for objective, part, n in zip(objectives, features.split(sizes), sizes):
-        text, weights = objective._text(images.device)
-        scores.append(((part @ text.t()) @ weights).mean().view(1))
-    return torch.cat(scores)
+    return torch.cat([o.similarity(part).mean().view(1) for o, part in zip(objectives, features.split(list(sizes)))])
