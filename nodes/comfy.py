@@ -13,6 +13,7 @@ import sys
 import torch
 
 from ..fusedream_ops.autograd import no_grad_normal_tensors
+from ..fusedream_ops.precision import precision_name, resolve_dtype
 
 log = logging.getLogger("FuseDream")
 
@@ -72,6 +73,12 @@ def model_dtype(role: str) -> torch.dtype | None:
         if (mm.should_use_bf16 if dtype == torch.bfloat16 else mm.should_use_fp16)(device):
             return dtype
     return torch.float32
+
+
+def loader_precision(precision: str, role: str) -> str:
+    """The concrete precision a loader node uses: ``auto`` resolved with ComfyUI's choice for ``role``
+    ('text_encoder' or 'vae', see :func:`model_dtype`) on its compute device, or the device default outside it."""
+    return precision_name(resolve_dtype(precision, torch_device(), role, model_dtype(role)))
 
 
 def intermediate_device() -> torch.device:

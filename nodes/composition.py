@@ -16,7 +16,7 @@ from ..fusedream_ops.validation.images import (LPIPS_MIN_SIZE, require_batches_m
                                                require_same_size)
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from . import comfy
-from .fusedream import AUTO_PRECISION, PRECISION, loader_precision
+from .fusedream import AUTO_PRECISION, PRECISION
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
 LPIPS_FOLDER = "lpips"
@@ -151,7 +151,7 @@ class LPIPSLoader:
     @checked_loader_function
     def load(self, net, precision=AUTO_PRECISION):
         return (load_lpips(net, find_backbone(net, comfy.model_folder_paths(LPIPS_FOLDER)),
-                           precision=loader_precision(precision, "vae")),)
+                           precision=comfy.loader_precision(precision, "vae")),)
 
 
 class LPIPSDistance:

@@ -14,8 +14,7 @@ from ..fusedream_ops.images import to_image_batch, from_image_batch
 from ..fusedream_ops.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.optimize import Problem, optimize_bases
-from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS, \
-    precision_name, resolve_dtype
+from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS
 from ..fusedream_ops.topk import chunk_for_memory, free_memory, topk_latents
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
@@ -32,13 +31,6 @@ SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_afte
                 "tooltip": "Random seed; the same seed reproduces the same result."})
 HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
 PRECISION = (list(PRECISIONS), {"default": AUTO_PRECISION, "tooltip": PRECISION_TOOLTIP})
-
-
-def loader_precision(precision: str, role: str) -> str:
-    """The concrete precision a loader node uses: ``auto`` resolved with ComfyUI's choice for ``role``
-    ('text_encoder' or 'vae', see :func:`comfy.model_dtype`) on its compute device."""
-    device = comfy.torch_device()
-    return precision_name(resolve_dtype(precision, device, role, comfy.model_dtype(role)))
 
 
 def _biggan_entries() -> list[str]:
@@ -73,7 +65,7 @@ class BigGANLoader:
     @checked_loader_function
     def load(self, checkpoint, precision=AUTO_PRECISION):
         return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint),
-                            loader_precision(precision, "vae")),)
+                            comfy.loader_precision(precision, "vae")),)
 
 
 class CLIPLoader:
@@ -101,7 +93,7 @@ class CLIPLoader:
     @checked_loader_function
     def load(self, architecture, checkpoint, precision=AUTO_PRECISION):
         return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint),
-                          loader_precision(precision, "text_encoder")),)
+                          comfy.loader_precision(precision, "text_encoder")),)
 
 
 class LatentSampler:
@@ -205,7 +197,7 @@ class TopKInit:
     def select(self, generator, candidates, objective, k, augment, chunk, seed, precision=AUTO_PRECISION,
                unique_id=None):
         device = comfy.load_to_device(generator.model, objective.scorer.model)
-        precision = loader_precision(precision, "text_encoder")
+        precision = comfy.loader_precision(precision, "text_encoder")
         chunk = chunk or chunk_for_memory(generator, free_memory(device), DTYPES[precision].itemsize)
         total = (len(candidates) + chunk - 1) // chunk
         monitor = NodeMonitor(unique_id, total, preview_every=max(1, total // 20), label="top-k")

@@ -26,7 +26,7 @@ from ..fusedream_ops.validation.node_inputs import checked_loader_function, chec
 from ..fusedream_ops.validation.prompts import truncation_warnings
 from ..fusedream_ops.precision import DTYPES
 from . import comfy
-from .fusedream import PRECISION, loader_precision
+from .fusedream import PRECISION
 from .monitor import MONITOR_INPUTS, NodeMonitor
 
 KANDINSKY_FOLDER = "kandinsky22"
@@ -55,7 +55,7 @@ def _dtype(precision: str, role: str) -> torch.dtype:
     reference statistics (Ledoit–Wolf shrinkage of a few embeddings) are validated in fp32 only."""
     if precision == "auto" and comfy.model_dtype(role) is None and comfy.torch_device().type == "cpu":
         return torch.float32
-    return DTYPES[loader_precision(precision, role)]
+    return DTYPES[comfy.loader_precision(precision, role)]
 
 
 def _out(embeds: torch.Tensor) -> torch.Tensor:
