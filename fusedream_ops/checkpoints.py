@@ -163,3 +163,32 @@ def atomic_write_text(path: str, text: str) -> None:
             f.write(text)
 
     atomic_write(path, write)
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """Write a ``.safetensors`` file atomically, byte for byte the same for the same tensors and metadata.
+
+    The ``safetensors`` writer keeps ``__metadata__`` in a hash map whose order changes from call to call, so a file
+    with two or more metadata entries would differ on every rebuild; here the entries are written sorted.
+    """
+    import json
+    import struct
+
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8").ljust(length, b" ")
+    if len(text) != length:
+        raise FuseDreamError(f"could not write '{path}' deterministically: the header changed size.")
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data[:8])
+            f.write(text)
+            f.write(data[8 + length:])
+
+    atomic_write(path, write)

@@ -104,21 +104,14 @@ def save_reference_stats(stats: ReferenceStats, path: str, source: str = "") -> 
     ``source`` names where the images came from, relative to its root (``input/cats``); an absolute path is cut to
     its last part, so a shared statistics file never tells where the server keeps its folders.
     """
-    from safetensors.torch import save_file
+    from .checkpoints import save_safetensors
 
     require(path.lower().endswith(".safetensors"), f"reference statistics file must end in .safetensors: '{path}'.")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
     tensors = {"mean": stats.mean.contiguous().cpu(), "covariance": stats.covariance.contiguous().cpu(),
                "bank": stats.bank.contiguous().cpu()}
     source = os.path.basename(os.path.normpath(source)) if os.path.isabs(source) else source
     meta = {"format": FORMAT, "shrinkage": json.dumps(stats.shrinkage), "count": str(len(stats)), "source": source}
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_safetensors(tensors, path, meta)
     return path
 
 
