@@ -71,23 +71,21 @@ def setup(tiny_generator, tiny_scorer, tiny_models):
 
 CELLS = [Cell(0.65, "center"), Cell(0.5, "bottom-left")]
 STEPS = 6
-RUN = dict(lr=0.1, latent_noise=0.01, seed=3, score_draws=1, blend_iterations=20)
+RUN = dict(lr=0.1, latent_noise=0.0, seed=3, score_draws=1, blend_iterations=20)
 
 
 @pytest.mark.parametrize("keep", KEEP_MODES)
 def test_each_cell_returns_the_iterate_its_keep_rule_names(setup, keep):
-    """The returned latents of cell i are those of the iterate at ``best_step[i]``: a run stopped at that step
-    with ``keep="last"`` ends on the same iterate (same seed, same trajectory)."""
+    """Without latent noise ℓ_Fuse of an iterate is deterministic, so the returned images' LPIPS must be the one
+    recorded at ``best_step`` (both images enter it: the foreground and the background crop under it)."""
     tolerance = 0.05 if keep == "eq5" else 0.0
     r = optimize_composition(*setup, CELLS, steps=STEPS, keep=keep, keep_tolerance=tolerance, **RUN)
+    lpips = r.history["lpips"]
+    assert len(set(lpips[:, 0].tolist())) == STEPS, "every step must have its own LPIPS for this test to tell"
     for i in range(len(CELLS)):
-        want = kept_step(r.history["augclip"][:, i].tolist(), r.history["lpips"][:, i].tolist(), keep, tolerance)
+        want = kept_step(r.history["augclip"][:, i].tolist(), lpips[:, i].tolist(), keep, tolerance)
         assert r.best_step[i] == want
-        at = optimize_composition(*setup, CELLS, steps=want, keep="last", **RUN)
-        assert at.best_step[i] == want
-        assert torch.allclose(r.foreground_latent.z[i], at.foreground_latent.z[i], atol=1e-6)
-        assert torch.allclose(r.background_latent.y[i], at.background_latent.y[i], atol=1e-6)
-        assert torch.allclose(r.fused[i], at.fused[i], atol=1e-5)
+        assert r.lpips[i].item() == pytest.approx(lpips[want - 1, i].item(), abs=1e-6)
     if keep == "last":
         assert r.best_step == [STEPS] * len(CELLS)
 
