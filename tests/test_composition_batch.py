@@ -123,3 +123,51 @@ def test_problems_that_cannot_share_a_batch_are_refused_before_any_step(tiny_gen
                           ([], "no problems")]:
         with pytest.raises(FuseDreamError, match=message):
             optimize_compositions(tiny_generator, pair, lpips, CELLS, steps=1)
+
+
+# ---------------------------------------------------------------- the nodes' batch widget
+NODE = dict(steps=2, lr=0.05, score_draws=1, blend_iterations=30, seed=4)
+
+
+def test_the_optimizer_node_returns_one_image_per_seed_of_its_batch(tiny_generator, tiny_scorer, lpips):
+    from workflows import run_node
+
+    p = _latent_problems(tiny_generator, tiny_scorer)[0]
+    out = run_node("FuseDreamCompositionOptimizer", generator=tiny_generator, objective=p.objective, lpips=lpips,
+                   foreground=p.foreground, background=p.background, scale=0.5, position="top-left", batch=2, **NODE)
+    blended, fused, fg, bg, mask, augclip, lpips_value, fg_latent, bg_latent, _ = out["result"]
+    assert blended.shape == fused.shape == fg.shape == bg.shape == (2, 32, 32, 3) and mask.shape == (2, 32, 32)
+    assert len(fg_latent) == len(bg_latent) == 2
+    options = dict(steps=2, lr=0.05, score_draws=1, blend_iterations=30)
+    second = optimize_composition(tiny_generator, p.foreground, p.background, p.objective, lpips,
+                                  [Cell(0.5, "top-left")], seed=5, **options)
+    first = optimize_composition(tiny_generator, p.foreground, p.background, p.objective, lpips,
+                                 [Cell(0.5, "top-left")], seed=4, **options)
+    assert torch.allclose(fused[1], second.fused[0].permute(1, 2, 0), atol=TOLERANCE)
+    assert torch.allclose(bg_latent.z[1:], second.background_latent.z, atol=TOLERANCE)
+    assert augclip == pytest.approx(max(first.augclip.item(), second.augclip.item()), abs=TOLERANCE)
+
+
+def test_the_grid_search_node_returns_each_seeds_best_cell_in_seed_order(tiny_generator, tiny_scorer, lpips):
+    from workflows import run_node
+
+    p = _latent_problems(tiny_generator, tiny_scorer)[1]
+    out = run_node("FuseDreamCompositionGridSearch", generator=tiny_generator, objective=p.objective, lpips=lpips,
+                   foreground=p.foreground, background=p.background, scales="0.65, 0.5", positions="center, top-left",
+                   cells_per_batch=4, batch=2, **NODE)
+    (blended, fused, fg, bg, mask, scale, position, augclip, lpips_value, candidates, candidates_blended, lines,
+     _) = out["result"]
+    assert blended.shape == fused.shape == (2, 32, 32, 3) and candidates.shape == candidates_blended.shape == \
+        (8, 32, 32, 3)
+    singles = [composition_grid_search(tiny_generator, p.foreground, p.background, p.objective, lpips,
+                                       [Cell(s, q) for s in (0.65, 0.5) for q in ("center", "top-left")], 1,
+                                       steps=2, lr=0.05, score_draws=1, blend_iterations=30, seed=seed)
+               for seed in (4, 5)]
+    for i, single in enumerate(singles):
+        assert torch.allclose(fused[i], single.fused[single.best].permute(1, 2, 0), atol=TOLERANCE)
+        assert torch.allclose(candidates[4 * i:4 * i + 4], single.fused.permute(0, 2, 3, 1), atol=TOLERANCE)
+    leader = max(singles, key=lambda r: r.augclip.max().item())
+    assert (scale, position) == (leader.cells[leader.best].scale, leader.cells[leader.best].position)
+    assert augclip == pytest.approx(leader.augclip.max().item(), abs=TOLERANCE)
+    blocks = lines.split("seed ")[1:]
+    assert [b.splitlines()[0] for b in blocks] == ["4:", "5:"] and all(b.count("*") == 1 for b in blocks)
