@@ -11,10 +11,12 @@ the grid α ∈ {0.65, 0.5} × 9 positions whose composed image has the highest 
 blend of the foreground into the background.
 
 Choices where the paper is silent: LPIPS compares I_fg at its own resolution with the background crop resized to
-it; a cell's result is its best iterate by the AugCLIP of its step (as the single-image optimizer), ranked across
+it; a cell's result is the iterate ``keep`` names (:mod:`.iterate_choice`; by default the best AugCLIP draw of its
+step, as the single-image optimizer), ranked across
 cells by AugCLIP averaged over ``score_draws`` batches of views, identical for every cell (common random numbers);
-several cells can be optimised as one batch (independent problems: one λ per cell). Beyond the paper, the background
-may be a fixed image (any size) instead of a generated one; then only the foreground latent is optimised.
+several problems (bases, background, prompt, seed) × cells can be optimised as one batch of independent runs (one λ
+and one seeded random generator per run, so each reproduces its run alone). Beyond the paper, the background may be
+a fixed image (any size) instead of a generated one; then only the foreground latent is optimised.
 """
 from __future__ import annotations
 
