@@ -154,7 +154,7 @@ def test_the_grid_search_node_returns_each_seeds_best_cell_in_seed_order(tiny_ge
     p = _latent_problems(tiny_generator, tiny_scorer)[1]
     out = run_node("FuseDreamCompositionGridSearch", generator=tiny_generator, objective=p.objective, lpips=lpips,
                    foreground=p.foreground, background=p.background, scales="0.65, 0.5", positions="center, top-left",
-                   cells_per_batch=4, batch=2, **NODE)
+                   cells_per_batch=4, batch=2, **{**NODE, "seed": 1})
     (blended, fused, fg, bg, mask, scale, position, augclip, lpips_value, candidates, candidates_blended, lines,
      _) = out["result"]
     assert blended.shape == fused.shape == (2, 32, 32, 3) and candidates.shape == candidates_blended.shape == \
@@ -162,7 +162,8 @@ def test_the_grid_search_node_returns_each_seeds_best_cell_in_seed_order(tiny_ge
     singles = [composition_grid_search(tiny_generator, p.foreground, p.background, p.objective, lpips,
                                        [Cell(s, q) for s in (0.65, 0.5) for q in ("center", "top-left")], 1,
                                        steps=2, lr=0.05, score_draws=1, blend_iterations=30, seed=seed)
-               for seed in (4, 5)]
+               for seed in (1, 2)]
+    assert singles[0].best != singles[1].best, "the test needs seeds whose best cells differ"
     for i, single in enumerate(singles):
         assert torch.allclose(fused[i], single.fused[single.best].permute(1, 2, 0), atol=TOLERANCE)
         assert torch.allclose(candidates[4 * i:4 * i + 4], single.fused.permute(0, 2, 3, 1), atol=TOLERANCE)
@@ -170,4 +171,4 @@ def test_the_grid_search_node_returns_each_seeds_best_cell_in_seed_order(tiny_ge
     assert (scale, position) == (leader.cells[leader.best].scale, leader.cells[leader.best].position)
     assert augclip == pytest.approx(leader.augclip.max().item(), abs=TOLERANCE)
     blocks = lines.split("seed ")[1:]
-    assert [b.splitlines()[0] for b in blocks] == ["4:", "5:"] and all(b.count("*") == 1 for b in blocks)
+    assert [b.splitlines()[0] for b in blocks] == ["1:", "2:"] and all(b.count("*") == 1 for b in blocks)
