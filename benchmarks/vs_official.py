@@ -168,7 +168,8 @@ class Pack:
         settle_spectral_norm(gan, iterations=2)
         fold_spectral_norm(gan)
         clip = open_clip.create_model(CLIP_ARCH, pretrained=None)
-        self.generator = BigGANGenerator(cast_frozen(gan, precision, "vae", device).to(device))
+        self.generator = BigGANGenerator(gan)
+        cast_frozen(self.generator.model, precision, "vae", device).to(device)
         scorer = ClipScorer(cast_frozen(clip, precision, "text_encoder", device).to(device),
                             open_clip.get_tokenizer(CLIP_ARCH), CLIP_ARCH, OPENAI_MEAN, OPENAI_STD)
         self.objective = AugClipObjective(scorer, [(PROMPT, 1.0)])
