@@ -10,13 +10,14 @@ Each keeps the original parameters and buffers under the same names, so state di
   the first 3 (``z[:, :3]``): computing only those 3 is exact and saves 97 % of that layer.
 - BigGAN's batch norm ``(x − μ)/√(σ² + ε)·(1 + γ(y)) + β(y)`` followed by its ReLU is one ``addcmul`` with the
   per-image, per-channel gain and shift folded beforehand, and an in-place ReLU: 2 passes over the feature map
-  instead of 5, 2 saved tensors instead of 4. Like autocast, it computes in fp32 whatever the model's dtype (its
-  weights and statistics stay fp32 through casts, the conditioning ``y`` stays fp32: the generator's first linear
-  casts the fp32 latents to its own dtype) and returns the input's dtype, so bf16 no longer rounds the gains
-  ``1 + γ(y)`` to steps of 2⁻⁷. Measured on the tiny test models (8 prompt/seed pairs, bf16 generator and CLIP):
-  this did not raise the latents' gradient cosine to fp32 (0.9836–0.9996, before 0.9854–0.9995; fp32
-  activations between bf16 convolutions or ``torch.autocast`` give 0.984–0.9999): bf16's convolutions, not
-  its batch norms, bound it.
+  instead of 5, 2 saved tensors instead of 4. The gain ``(1 + γ(y))/√(σ² + ε)`` and shift are computed in fp32
+  whatever the model's dtype (the layer's weights and statistics stay fp32 through casts; the conditioning ``y``
+  stays fp32: the generator's first linear casts the fp32 latents to its own dtype) and rounded once to the
+  feature map's dtype. Keeping the whole affine in fp32 as autocast does (and fp32 feature maps between bf16
+  convolutions) was measured on the tiny test models (8 prompt/seed pairs, bf16 generator and CLIP): it did not
+  raise the latents' gradient cosine to fp32 (0.9836–0.9996 against 0.9854–0.9995 with the library's bf16 batch
+  norm; ``torch.autocast`` 0.985–0.9999), because bf16's convolutions bound it, and it slowed the bf16 no-grad
+  forward top-k uses (1.45× in one loaded run).
 - open_clip's QuickGELU ``x·σ(1.702x)`` is 3 kernels forward, 5 backward and 3 saved tensors under autograd; with
   ``u = 1.702x`` it equals ``silu(u)/1.702`` whose derivative in x is ``silu'(u)``: one fused ``silu_backward``
   kernel and one saved tensor.
@@ -77,7 +78,8 @@ class LeadingChannelsConv2d(nn.Module):
 
 
 class BatchNormReLU(nn.Module):
-    """pytorch-pretrained-biggan's ``BigGANBatchNorm`` (conditional or not) and the ReLU after it, in fp32.
+    """pytorch-pretrained-biggan's ``BigGANBatchNorm`` (conditional or not) and the ReLU after it: gain and shift
+    folded in fp32, applied in ``x``'s dtype.
 
     ``forward(x, truncation, condition_vector=None)`` like the original; returns ``relu(bn(x))`` in ``x``'s dtype.
     The owner's ReLU becomes an identity (:func:`use_fused_batch_norm`)."""
@@ -113,7 +115,7 @@ class BatchNormReLU(nn.Module):
             gain = self.weight * inv_std
             shift = (self.bias - mean * gain)[:, None, None]
             gain = gain[:, None, None]
-        return torch.addcmul(shift, x, gain).relu_().to(x.dtype)
+        return torch.addcmul(shift.to(x.dtype), x, gain.to(x.dtype)).relu_()
 
     def _apply(self, fn, recurse=True):
         """Follow device moves, keep fp32 through dtype casts (``model.to(torch.bfloat16)``, ``.half()``)."""
