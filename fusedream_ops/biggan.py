@@ -98,11 +98,11 @@ def fold_spectral_norm(module: nn.Module) -> None:
 class BigGANGenerator(nn.Module):
     """A frozen BigGAN-deep generator: ``forward(z, y, truncation)`` → images ``[B,3,H,W]`` in 0..1.
 
-    Latents and images are fp32 whatever the weights' dtype; the batch norms compute in fp32 (with the ReLU after
-    them fused in, :func:`~fusedream_ops.fast_layers.use_fused_batch_norm`), the convolutions and linears in the
-    weights' dtype. The output convolution computes only the 3 channels the model keeps
-    (:func:`~fusedream_ops.fast_layers.use_rgb_only_output`). Wrap a model before casting it: the batch norms then
-    keep their fp32 weights.
+    Latents and images are fp32 whatever the weights' dtype. Each batch norm and the ReLU after it run as one fused
+    layer whose gain and shift are computed in fp32 from fp32 weights
+    (:func:`~fusedream_ops.fast_layers.use_fused_batch_norm`; wrap a model before casting it so that those weights
+    were never rounded); the output convolution computes only the 3 channels the model keeps
+    (:func:`~fusedream_ops.fast_layers.use_rgb_only_output`).
     """
 
     def __init__(self, model, class_names: list[str] | None = None, name: str = "biggan"):
