@@ -1,4 +1,4 @@
-"""The exact fast layers: CLIP's patch embedding as a matmul and BigGAN's 3-channel output convolution."""
+"""The exact fast layers: CLIP's patch embedding as a matmul, fused QuickGELU and self-attention, BigGAN's fused batch norm + ReLU and 3-channel output convolution."""
 import os
 
 import pytest
@@ -130,7 +130,7 @@ def test_fused_batch_norm_keeps_fp32_weights_through_a_cast_and_returns_its_inpu
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_generator_computes_batch_norms_in_fp32_and_convolutions_in_the_weights_dtype(tiny_models, precision):
+def test_generator_keeps_batch_norm_weights_fp32_and_convolutions_in_the_weights_dtype(tiny_models, precision):
     from fusedream_pack.fusedream_ops.fast_layers import BatchNormReLU
     from fusedream_pack.fusedream_ops.latents import sample_latents
     from fusedream_pack.fusedream_ops.precision import DTYPES
