@@ -1,4 +1,5 @@
-"""The exact fast layers: CLIP's patch embedding as a matmul, fused QuickGELU and self-attention, BigGAN's fused batch norm + ReLU and 3-channel output convolution."""
+"""The exact fast layers: CLIP's patch embedding as a matmul, its fused QuickGELU and self-attention, BigGAN's fused
+batch norm + ReLU and 3-channel output convolution."""
 import os
 
 import pytest
