@@ -13,8 +13,9 @@ unused here). The pack runs BigGAN-deep-256 + the same CLIP architecture through
 ``topk_latents``: once with fp32 models, once with ``auto`` precision (see ``fusedream_ops/precision.py``).
 
 Every timed loop runs in this process, interleaved side by side over ``--repeats`` rounds; the table gives medians,
-FLOPs per step from ``torch.utils.flop_counter.FlopCounterMode`` (one step = a 1-step run minus the decode it ends
-with), the achieved GFLOP/s against this machine's measured matmul rate, top-k candidates per second, and peak memory
+FLOPs per step from ``torch.utils.flop_counter.FlopCounterMode`` (one step = a 1-step run minus what the run does
+after its step: decoding, and for the pack one re-scoring draw), the achieved GFLOP/s against this machine's matmul
+rate (measured before and after the rounds), top-k candidates per second, and peak memory
 of each side in its own child process (peak RSS on a CPU, ``torch.cuda.max_memory_allocated`` on CUDA).
 """
 from __future__ import annotations
@@ -168,7 +169,8 @@ class Pack:
         settle_spectral_norm(gan, iterations=2)
         fold_spectral_norm(gan)
         clip = open_clip.create_model(CLIP_ARCH, pretrained=None)
-        self.generator = BigGANGenerator(cast_frozen(gan, precision, "vae", device).to(device))
+        self.generator = BigGANGenerator(gan)
+        cast_frozen(self.generator.model, precision, "vae", device).to(device)
         scorer = ClipScorer(cast_frozen(clip, precision, "text_encoder", device).to(device),
                             open_clip.get_tokenizer(CLIP_ARCH), CLIP_ARCH, OPENAI_MEAN, OPENAI_STD)
         self.objective = AugClipObjective(scorer, [(PROMPT, 1.0)])
@@ -179,7 +181,7 @@ class Pack:
     def precisions(self) -> str:
         return f"generator {precision_name(self.generator.dtype)}, CLIP {precision_name(self.objective.scorer.dtype)}"
 
-    def optimize(self, steps: int, copies: int) -> list[float]:
+    def optimize(self, steps: int, copies: int, score_draws: int = 4) -> list[float]:
         times, last = [], [time.perf_counter()]
 
         def tick(_step):
@@ -187,8 +189,14 @@ class Pack:
             times.append(now - last[0])
             last[0] = now
 
-        optimize_basis(self.generator, self.basis, self.objective, steps, copies=copies, on_step=tick)
+        optimize_basis(self.generator, self.basis, self.objective, steps, copies=copies, score_draws=score_draws,
+                       on_step=tick)
         return times
+
+    def finish(self, copies: int) -> None:
+        """What a run does after its last step: decode the best latent and score it over one draw of views."""
+        image = self.generator.decode(self.basis.select(slice(0, 1)))
+        self.objective.mean_score(image, 1, 0, copies)
 
     def topk(self, candidates: int, chunk: int, precision: str | None) -> float:
         latents = sample_latents(self.generator, candidates, seed=1)
@@ -217,7 +225,8 @@ def matmul_rate(device, dtype, n=2048, repeats=5) -> float:
 
 
 def step_flops(run_one_step, run_decode) -> float:
-    """FLOPs of one step: a 1-step run (setup is free, it ends with one decode of the best latent) minus a decode."""
+    """FLOPs of one step: a 1-step run (setup is free) minus what it does after the step (``run_decode``: the
+    official run decodes the last latent, the pack's also re-scores the best one over one draw of views)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counts = []
@@ -314,11 +323,16 @@ def main() -> None:
         print(f"# round {round_ + 1}, top-k candidates/s: " + ", ".join(
             f"{s} {statistics.median(v):.3f}" for s, v in topk.items()), flush=True)
 
+    end_rates = {name: matmul_rate(device, dtype) for name, dtype in
+                 (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    print(f"# matmul 2048² after the rounds: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in end_rates.items()),
+          flush=True)
+    rates = {name: (rate + end_rates.get(name, rate)) / 2 for name, rate in rates.items()}
     copies = args.copies[0]
     official_decode = lambda: official.G(official.z[0][:1], official.y[0][:1])  # noqa: E731
-    pack_decode = lambda: packs["fp32"].generator.decode(packs["fp32"].basis.select(slice(0, 1)))  # noqa: E731
     flops = {"official": step_flops(lambda: official.optimize(1, copies), official_decode),
-             "fp32": step_flops(lambda: packs["fp32"].optimize(1, copies), pack_decode)}
+             "fp32": step_flops(lambda: packs["fp32"].optimize(1, copies, score_draws=1),
+                                lambda: packs["fp32"].finish(copies))}
     flops["auto"] = flops["fp32"]  # the same operations, in bf16 where auto chose it
     print(f"# FLOPs per step: " + ", ".join(f"{k} {v / 1e9:.0f} G" for k, v in flops.items()), flush=True)
     memory = {}
@@ -352,7 +366,8 @@ def main() -> None:
         ratios = [f"{v / off:.2f}×" if v == v else "—" for v in (fp32, auto)]
         print(f"| {label} | " + " | ".join(cells + ratios) + " |")
     pct = {name: flops[name] / 1e9 / med[(name, copies)] for name in ("fp32", "auto")}
-    print(f"\npack fp32 step at {100 * pct['fp32'] / rates['fp32']:.0f} % of the fp32 matmul rate; pack auto at "
+    print(f"\npack fp32 step at {100 * pct['fp32'] / rates['fp32']:.0f} % of the fp32 matmul rate (the mean of its "
+          f"measurements before and after the rounds); pack auto at "
           f"{pct['auto']:.0f} GFLOP/s = {100 * pct['auto'] / rates['fp32']:.0f} % of fp32's, "
           f"{100 * pct['auto'] / rates['bf16']:.0f} % of bf16's. Load at the end: {os.getloadavg()}; "
           f"{(datetime.datetime.now(datetime.timezone.utc) - started).total_seconds():.0f} s.")

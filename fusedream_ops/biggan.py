@@ -15,7 +15,7 @@ from torch import nn
 from .autograd import no_grad_normal_tensors
 from .checkpoints import WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict
 from .errors import FuseDreamError, require
-from .fast_layers import use_rgb_only_output
+from .fast_layers import use_fused_batch_norm, use_rgb_only_output
 from .precision import cast_frozen, module_dtype
 
 CONFIG_NAME = "config.json"
@@ -98,8 +98,11 @@ def fold_spectral_norm(module: nn.Module) -> None:
 class BigGANGenerator(nn.Module):
     """A frozen BigGAN-deep generator: ``forward(z, y, truncation)`` → images ``[B,3,H,W]`` in 0..1.
 
-    Latents and images are fp32 whatever the weights' dtype. The output convolution computes only the 3 channels
-    the model keeps (:func:`~fusedream_ops.fast_layers.use_rgb_only_output`).
+    Latents and images are fp32 whatever the weights' dtype. Each batch norm and the ReLU after it run as one fused
+    layer whose gain and shift are computed in fp32 from fp32 weights
+    (:func:`~fusedream_ops.fast_layers.use_fused_batch_norm`; wrap a model before casting it so that those weights
+    were never rounded); the output convolution computes only the 3 channels the model keeps
+    (:func:`~fusedream_ops.fast_layers.use_rgb_only_output`).
     """
 
     def __init__(self, model, class_names: list[str] | None = None, name: str = "biggan"):
@@ -113,6 +116,7 @@ class BigGANGenerator(nn.Module):
         self.class_names = class_names
         self.model.eval().requires_grad_(False)
         use_rgb_only_output(self.model.generator)
+        use_fused_batch_norm(self.model.generator)
 
     @property
     def device(self) -> torch.device:
@@ -128,7 +132,7 @@ class BigGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
         require(0 < truncation <= 1, f"truncation must be in (0, 1], got {truncation}.")
-        out = self.model.generator(torch.cat([z, y], dim=1).to(self.dtype), truncation)
+        out = self.model.generator(torch.cat([z, y], dim=1).float(), truncation)
         return (out.float() + 1) / 2
 
     def decode(self, latent) -> torch.Tensor:
@@ -173,9 +177,10 @@ def load_biggan(path: str, precision: str = "fp32") -> BigGANGenerator:
         model = BigGAN(config)
         model.load_state_dict(state, strict=True)
         fold_spectral_norm(model)
-        cast_frozen(model, precision, "vae")
-    names = read_class_names(files.classes, config.num_classes)
-    return BigGANGenerator(model, names, name=os.path.basename(os.path.normpath(path)))
+        names = read_class_names(files.classes, config.num_classes)
+        generator = BigGANGenerator(model, names, name=os.path.basename(os.path.normpath(path)))
+        cast_frozen(generator.model, precision, "vae")
+    return generator
 
 
 def _meta_biggan(config, source: str | None):

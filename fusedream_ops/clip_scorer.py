@@ -18,7 +18,7 @@ from .autograd import no_grad_normal_tensors
 from .checkpoints import (atomic_write, atomic_write_text, check_state_dict, read_json_object, read_state_dict,
                           require_checkpoint_file)
 from .errors import FuseDreamError, require
-from .fast_layers import use_patch_matmul
+from .fast_layers import use_fast_transformer, use_patch_matmul
 from .precision import cast_frozen
 
 log = logging.getLogger("FuseDream")
@@ -34,13 +34,15 @@ class ClipScorer:
     ``encode_images`` takes images ``[N,3,H,W]`` in 0..1 of any size and is differentiable with respect to
     them; only input gradients are computed because no weight requires grad. Images are cast to the weights'
     dtype on the way in and features are fp32 on the way out. A ViT's patch embedding runs as one matmul
-    (:func:`~fusedream_ops.fast_layers.use_patch_matmul`).
+    (:func:`~fusedream_ops.fast_layers.use_patch_matmul`), QuickGELU and self-attention in fewer kernels
+    (:func:`~fusedream_ops.fast_layers.use_fast_transformer`).
     """
 
     def __init__(self, model, tokenizer, name: str, mean=OPENAI_MEAN, std=OPENAI_STD):
         self.model = model.eval().requires_grad_(False)
         if hasattr(model, "visual"):
             use_patch_matmul(model.visual)
+        use_fast_transformer(model)
         self.tokenizer = tokenizer
         self.name = name
         size = model.visual.image_size

@@ -1,10 +1,12 @@
 """The precision policy: reduced-precision weights follow fp32's gradient, latents and Adam stay fp32, auto's choice.
 
-Margins measured on the tiny fixture models (2026-11-28, 5 prompt/seed pairs): gradient cosine to fp32 is
-≥ 0.9993 with CLIP in bf16 (generator fp32, auto on a bf16 CPU), ≥ 0.9998 with both in fp16, 0.9986–0.9995 with
-the generator in bf16 (its conditional batch norm adds 1 + γ(y) in bf16's 7-bit mantissa; auto never picks bf16
-for the generator outside ComfyUI); AugCLIP differs by ≤ 0.0021 (bf16 CLIP) and ≤ 0.0003 (fp16) on scores around
-0.08; LPIPS by ≤ 0.4 % (bf16) and ≤ 0.05 % (fp16) of its value (3 seeds; tested at 1 %).
+Margins measured on the tiny fixture models (2026-11-28/29): gradient cosine to fp32 is ≥ 0.9993 with CLIP in
+bf16 (generator fp32, auto on a bf16 CPU), ≥ 0.9999 with both in fp16 (8 prompt/seed pairs); with the generator in
+bf16 it is 0.9984–0.9999 on the 3 pairs tested here but 0.984–0.9999 over 8 pairs, whether the batch norms compute
+in fp32 (the pack: gain and shift folded in fp32) or not (the library) and under ``torch.autocast`` alike: bf16's
+convolutions bound it, so a bf16 generator is pinned at 0.997 and auto never picks bf16 for the generator outside
+ComfyUI. AugCLIP differs by ≤ 0.0021 (bf16 CLIP) and ≤ 0.0003 (fp16) on scores around 0.08; LPIPS by ≤ 0.4 % (bf16)
+and ≤ 0.05 % (fp16) of its value (3 seeds; tested at 1 %).
 """
 import os
 import sys
@@ -28,7 +30,7 @@ CASES = [  # generator, CLIP, least gradient cosine, largest score difference (�
     ("fp32", "bf16", 0.999, 4e-3),
     ("fp16", "bf16", 0.999, 4e-3),
     ("fp16", "fp16", 0.999, 1e-3),
-    ("bf16", "bf16", 0.998, 4e-3),
+    ("bf16", "bf16", 0.997, 4e-3),
 ]
 
 
