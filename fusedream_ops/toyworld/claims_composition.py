@@ -1,0 +1,433 @@
+"""FuseDream-Composition's claims (Sec. 3.3, Alg. 2, Fig. 9, Appendix B) on the composition toy world.
+
+Everything runs through the pack's own loaders and ops (``topk_latents``, ``optimize_basis``,
+``composition_grid_search``, LPIPS through ``load_lpips``); the independent judge reads every result. For held-out
+two-object captions ("a red circle on the left and a blue square on the right") and fixed seeds:
+
+- ``single``: FuseDream on one image: top-k of M latents by the full caption, then AugCLIP over the basis;
+- ``grid``: Alg. 2: foreground and background bases from two top-k inits (the full caption for both, candidate
+  seeds ``2s`` and ``2s + 1``, as the template's two samplers), every cell of the grid optimised with the
+  dynamic-barrier step (eq. 5–6, β = 1), the cell with the highest AugCLIP kept; judged on the Poisson blend
+  (``grid``) and on the plain fused image (``grid_fused``);
+- ``augclip_only``: the same with the LPIPS term switched off: the linear method (eq. 7) at λ = 1 − 1e-6, i.e.
+  AugCLIP alone to float precision (β cannot be 0: the barrier needs β > 0), blended and fused.
+
+Beside success each row reports ℓ_Fuse (LPIPS between the foreground and the background crop under it) and a seam
+measure (mean absolute pixel difference across the paste box's border) of its final images: what the LPIPS term
+buys may show there rather than in the judge's verdict; and the compute each run took.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..augment import AugmentPolicy
+from ..autograd import no_grad_normal_tensors
+from ..compose import PAPER_SCALES, POSITIONS, paste_box
+from ..composition import Cell, CompositionResult, composition_grid_search
+from ..errors import require
+from ..latents import sample_latents
+from ..objective import AugClipObjective
+from ..optimize import optimize_basis
+from ..topk import topk_latents
+from . import world
+
+ONLY_AUGCLIP = 1 - 1e-6
+"""λ of the linear method (eq. 7) that leaves AugCLIP alone: ℓ_Fuse's weight 1e-6, far below Adam's ε-level."""
+HELD_OUT_SEED = 9090
+"""Caption draw of the composition rows (single-object rows: 2024, OVI: 5150)."""
+
+
+@dataclass(frozen=True)
+class CompositionBudget:
+    """Toy versions of the paper's settings (M = 10,000, k = 5, 50 copies, 18 cells, no step count given)."""
+
+    candidates: int = 256
+    k: int = 5
+    steps: int = 40
+    """Adam steps per cell, and of the single-image optimisation."""
+    lr: float = 0.05
+    copies: int = 16
+    eval_copies: int = 64
+    scales: tuple[float, ...] = PAPER_SCALES
+    positions: tuple[str, ...] = POSITIONS
+    cells_per_batch: int = 18
+    score_draws: int = 4
+    blend_iterations: int = 500
+    keep: str = "augclip"
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [Cell(s, p) for s in self.scales for p in self.positions]
+
+
+def held_out_captions(count: int, seed: int = HELD_OUT_SEED) -> list[tuple[str, torch.Tensor]]:
+    """``count`` two-object captions (objects in opposite cells) and their labels ``[9]``."""
+    from .composition_world import two_object_captions
+
+    return two_object_captions(count, seed)
+
+
+# ---- judging and measures -------------------------------------------------------------------------------------------
+
+def read_objects(judge, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image ``[B]``: ``exact`` (every cell read as the caption says), ``colour_and_cell`` (an object of the
+    right colour in every captioned cell and nothing elsewhere: shape not checked) and ``found`` (the fraction of
+    the caption's objects read with the right colour in the right cell: 0.5 = one dropped or merged)."""
+    read = judge.read(images.float())
+    labels = labels.expand_as(read)
+    wanted = labels > 0
+    colours = len(world.COLOURS)
+    colour_ok = (read > 0) & ((read - 1) % colours == (labels - 1) % colours)
+    found = (colour_ok & wanted).sum(-1).float() / wanted.sum(-1).float()
+    return {"exact": (read == labels).all(-1),
+            "colour_and_cell": (colour_ok == wanted).all(-1) & ((read > 0) == wanted).all(-1),
+            "found": found}
+
+
+def seam(images: torch.Tensor, cells: list[Cell]) -> torch.Tensor:
+    """Mean absolute difference between the pixels just inside and just outside each image's paste box ``[B]``
+    (over the box sides that are not on the image border)."""
+    h, w = images.shape[-2:]
+    out = []
+    for image, cell in zip(images.float(), cells):
+        box = paste_box(h, w, cell.scale, cell.position)
+        rows, cols = box.slices()
+        diffs = []
+        if box.top > 0:
+            diffs.append(image[:, box.top, cols] - image[:, box.top - 1, cols])
+        if box.top + box.height < h:
+            diffs.append(image[:, box.top + box.height - 1, cols] - image[:, box.top + box.height, cols])
+        if box.left > 0:
+            diffs.append(image[:, rows, box.left] - image[:, rows, box.left - 1])
+        if box.left + box.width < w:
+            diffs.append(image[:, rows, box.left + box.width - 1] - image[:, rows, box.left + box.width])
+        out.append(torch.cat([d.flatten() for d in diffs]).abs().mean())
+    return torch.stack(out)
+
+
+# ---- the methods ----------------------------------------------------------------------------------------------------
+
+def _objective(cw, caption: str, copies: int) -> AugClipObjective:
+    return AugClipObjective(cw.scorer, [(caption, 1.0)], AugmentPolicy(), copies=copies)
+
+
+def top_k_basis(cw, caption: str, candidate_seed: int, budget: CompositionBudget):
+    """The top-k of M latents by plain CLIP (the official score), as the single-image and composition inits."""
+    candidates = sample_latents(cw.generator, budget.candidates, candidate_seed)
+    return topk_latents(cw.generator, candidates, _objective(cw, caption, budget.copies), budget.k, chunk=64,
+                        seed=candidate_seed)[0]
+
+
+def single_image(cw, caption: str, seed: int, budget: CompositionBudget) -> torch.Tensor:
+    """FuseDream on one image (Alg. 1): top-k init, then AugCLIP over the over-parameterised basis."""
+    basis = top_k_basis(cw, caption, 2 * seed, budget)
+    return optimize_basis(cw.generator, basis, _objective(cw, caption, budget.copies), steps=budget.steps,
+                          lr=budget.lr, seed=seed).image
+
+
+def compose(cw, caption: str, seed: int, budget: CompositionBudget, method: str = "bilevel",
+            weight: float = 0.5, cells: list[Cell] | None = None) -> CompositionResult:
+    """Alg. 2 for ``caption``: bases from two top-k inits (candidate seeds ``2·seed``, ``2·seed + 1``), every cell
+    optimised with ``method`` (``weight`` = λ of ``linear``), all candidates returned (``result.best`` = kept)."""
+    foreground = top_k_basis(cw, caption, 2 * seed, budget)
+    background = top_k_basis(cw, caption, 2 * seed + 1, budget)
+    options = {} if budget.keep == "augclip" else {"keep": budget.keep}
+    return composition_grid_search(
+        cw.generator, foreground, background, _objective(cw, caption, budget.copies), cw.perceptual,
+        budget.cells if cells is None else cells, cells_per_batch=budget.cells_per_batch, steps=budget.steps,
+        lr=budget.lr, method=method, weight=weight, seed=seed, copies=budget.copies,
+        score_draws=budget.score_draws, blend_iterations=budget.blend_iterations, **options)
+
+
+# ---- compute --------------------------------------------------------------------------------------------------------
+
+def compute(row: str, budget: CompositionBudget) -> dict[str, int]:
+    """What one run of ``row`` costs: generator images forward (``gen``; with backward: ``gen_grad``), CLIP image
+    views forward (``clip``; with backward: ``clip_grad``) and LPIPS pairs with backward (``lpips_grad``)."""
+    m, s, c, d = budget.candidates, budget.steps, budget.copies, budget.score_draws
+    if row == "single":
+        return {"gen": m + 1, "gen_grad": s, "clip": m + d * c, "clip_grad": s * c, "lpips_grad": 0}
+    cells = len(budget.cells)
+    return {"gen": 2 * m + 2 * cells, "gen_grad": 2 * s * cells, "clip": 2 * m + d * c * cells,
+            "clip_grad": s * c * cells, "lpips_grad": s * cells}
+
+
+def compute_text(cost: dict[str, int]) -> str:
+    return (f"generator {cost['gen_grad']} fwd+bwd + {cost['gen']} fwd, CLIP views {cost['clip_grad']} fwd+bwd + "
+            f"{cost['clip']} fwd, LPIPS {cost['lpips_grad']} fwd+bwd")
+
+
+# ---- the rows -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class RowScores:
+    exact: list[bool] = field(default_factory=list)
+    colour_and_cell: list[bool] = field(default_factory=list)
+    found: list[float] = field(default_factory=list)
+    augclip: list[float] = field(default_factory=list)
+    """AugCLIP of the final image re-measured over fresh views (2 × ``eval_copies``)."""
+    lpips: list[float] = field(default_factory=list)
+    """ℓ_Fuse of the kept cell's final foreground and background (composition rows)."""
+    seam: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    @staticmethod
+    def mean(values) -> float:
+        values = [float(v) for v in values]
+        return sum(values) / len(values) if values else float("nan")
+
+    def summary(self) -> dict[str, float]:
+        return {k: round(self.mean(getattr(self, k)), 4)
+                for k in ("exact", "colour_and_cell", "found", "augclip", "lpips", "seam", "seconds")}
+
+
+ROWS = ("single", "grid", "grid_fused", "augclip_only", "augclip_only_fused")
+
+
+def _record(scores: RowScores, cw, image: torch.Tensor, labels: torch.Tensor, evaluator: AugClipObjective,
+            seed: int) -> None:
+    with no_grad_normal_tensors():
+        read = read_objects(cw.judge, image, labels)
+        scores.exact.append(bool(read["exact"][0]))
+        scores.colour_and_cell.append(bool(read["colour_and_cell"][0]))
+        scores.found.append(float(read["found"][0]))
+        scores.augclip.append(evaluator.mean_score(image, draws=2, seed=10_000 + seed).item())
+
+
+def compare_composition(cw, captions: list[tuple[str, torch.Tensor]], seeds: list[int],
+                        budget: CompositionBudget = CompositionBudget(), rows=ROWS,
+                        results: dict | None = None) -> dict[str, RowScores]:
+    """Every row on every (caption, seed). ``results``, when given, collects the composition results per
+    (row, caption, seed) (their ``history`` holds the per-step curves)."""
+    scores = {r: RowScores() for r in rows}
+    methods = {"grid": ("bilevel", 0.5), "augclip_only": ("linear", ONLY_AUGCLIP)}
+    for caption, labels in captions:
+        evaluator = _objective(cw, caption, budget.eval_copies)
+        for seed in seeds:
+            if "single" in rows:
+                start = time.perf_counter()
+                image = single_image(cw, caption, seed, budget)
+                scores["single"].seconds.append(time.perf_counter() - start)
+                _record(scores["single"], cw, image, labels, evaluator, seed)
+            for name, (method, weight) in methods.items():
+                if name not in rows and f"{name}_fused" not in rows:
+                    continue
+                start = time.perf_counter()
+                result = compose(cw, caption, seed, budget, method, weight)
+                seconds = time.perf_counter() - start
+                if results is not None:
+                    results[(name, caption, seed)] = result
+                b = result.best
+                for row, images in ((name, result.blended), (f"{name}_fused", result.fused)):
+                    if row not in rows:
+                        continue
+                    s = scores[row]
+                    s.seconds.append(seconds)
+                    _record(s, cw, images[b:b + 1], labels, evaluator, seed)
+                    s.lpips.append(float(result.lpips[b]))
+                    s.seam.append(float(seam(images[b:b + 1], [result.cells[b]])[0]))
+    return scores
+
+
+# ---- dynamic-barrier curves (Appendix B) ------------------------------------------------------------------------------
+
+CURVE_METHODS = {
+    "bilevel": ("bilevel", 0.5),
+    "augclip_only": ("linear", ONLY_AUGCLIP),
+    "linear_0.9": ("linear", 0.9),
+    "linear_0.5": ("linear", 0.5),
+    "inverse": ("inverse", 0.5),
+}
+"""Appendix B's methods: name -> (method, λ of ``linear``). ``bilevel`` and ``augclip_only`` are the rows' runs."""
+
+
+def barrier_curves(cw, captions: list[tuple[str, torch.Tensor]], seeds: list[int], budget: CompositionBudget,
+                   results: dict | None = None, methods=tuple(CURVE_METHODS)) -> dict[str, dict[str, torch.Tensor]]:
+    """Per method, s_Fuse (the step's AugCLIP draw) and ℓ_Fuse per step ``[steps]``, averaged over every cell of
+    every (caption, seed); runs already in ``results`` (from :func:`compare_composition`, same budget) are reused."""
+    results = {} if results is None else results
+    curves = {}
+    for name in methods:
+        method, weight = CURVE_METHODS[name]
+        histories = []
+        for caption, _ in captions:
+            for seed in seeds:
+                key = (name, caption, seed)
+                if key not in results:
+                    results[key] = compose(cw, caption, seed, budget, method, weight)
+                histories.append(results[key].history)
+        curves[name] = {k: torch.cat([h[k] for h in histories], 1).mean(1) for k in ("augclip", "lpips", "lambda")}
+    return curves
+
+
+def curve_table(curves: dict[str, dict[str, torch.Tensor]], at=(1, 5, 10, 20, 40, 80)) -> list[str]:
+    """Markdown lines: s_Fuse / ℓ_Fuse of every method at a few steps."""
+    steps = len(next(iter(curves.values()))["augclip"])
+    at = [s for s in at if s <= steps] + ([steps] if steps not in at else [])
+    lines = ["| method | " + " | ".join(f"step {s}: s / ℓ" for s in at) + " |",
+             "|---|" + "---|" * len(at)]
+    for name, c in curves.items():
+        cells = [f"{float(c['augclip'][s - 1]):.3f} / {float(c['lpips'][s - 1]):.3f}" for s in at]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+# ---- which iterate --------------------------------------------------------------------------------------------------
+
+KEEPS = ("augclip", "last", "eq5")
+
+
+@dataclass
+class KeepScores:
+    augclip: list[float] = field(default_factory=list)
+    """Every cell's fused image, AugCLIP re-measured over fresh views."""
+    lpips: list[float] = field(default_factory=list)
+    """Every cell's ℓ_Fuse."""
+    exact: list[bool] = field(default_factory=list)
+    """Every cell's blended image read exactly as the caption."""
+    colour_and_cell: list[bool] = field(default_factory=list)
+    kept_exact: list[bool] = field(default_factory=list)
+    """The grid's kept cell (highest AugCLIP), blended, read exactly."""
+    kept_colour_and_cell: list[bool] = field(default_factory=list)
+    kept_step: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        return {k: round(RowScores.mean(getattr(self, k)), 4) for k in
+                ("augclip", "lpips", "exact", "colour_and_cell", "kept_exact", "kept_colour_and_cell", "kept_step")}
+
+
+def compare_keep(cw, captions: list[tuple[str, torch.Tensor]], seeds: list[int], budget: CompositionBudget,
+                 results: dict | None = None, keeps=KEEPS) -> dict[str, KeepScores]:
+    """The bilevel grid run with each ``keep`` rule (same trajectories: the rule only picks the returned iterate),
+    measured on every cell and on the cell Alg. 2 keeps. Runs in ``results`` under ("grid", …) are the ``augclip``
+    rule's and are reused when the budget's rule is ``augclip``."""
+    results = {} if results is None else results
+    scores = {k: KeepScores() for k in keeps}
+    for caption, labels in captions:
+        evaluator = _objective(cw, caption, budget.eval_copies)
+        for seed in seeds:
+            for keep in keeps:
+                key = ("grid" if keep == budget.keep else f"keep_{keep}", caption, seed)
+                if key not in results:
+                    results[key] = compose(cw, caption, seed, replace(budget, keep=keep))
+                r, s = results[key], scores[keep]
+                with no_grad_normal_tensors():
+                    s.augclip += evaluator.mean_score(r.fused, draws=2, seed=20_000 + seed).tolist()
+                    read = read_objects(cw.judge, r.blended, labels)
+                s.lpips += r.lpips.tolist()
+                s.exact += read["exact"].tolist()
+                s.colour_and_cell += read["colour_and_cell"].tolist()
+                s.kept_exact.append(bool(read["exact"][r.best]))
+                s.kept_colour_and_cell.append(bool(read["colour_and_cell"][r.best]))
+                s.kept_step += list(r.best_step)
+    return scores
+
+
+# ---- the table ------------------------------------------------------------------------------------------------------
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}"
+
+
+def _rate(s: dict) -> str:
+    return f"{_pct(s['exact'])} (colour+cell {_pct(s['colour_and_cell'])}, objects found {_pct(s['found'])})"
+
+
+def _end(curve: torch.Tensor, last: int = 5) -> float:
+    """Mean of the last ``last`` steps (one noisy AugCLIP draw per step)."""
+    return float(curve[-last:].mean())
+
+
+def table_rows(scores: dict[str, RowScores], curves: dict, keeps: dict[str, KeepScores],
+               budget: CompositionBudget) -> list[tuple[str, str, str]]:
+    """(claim, numbers, verdict) rows of the composition claims; a claim that does not hold says so."""
+    s = {k: v.summary() for k, v in scores.items()}
+    single, grid, fused = s["single"], s["grid"], s["grid_fused"]
+    only, only_fused = s["augclip_only"], s["augclip_only_fused"]
+    cost = {r: compute_text(compute(r, budget)) for r in ("single", "grid")}
+
+    def verdict(*held):
+        return "reproduced" if all(held) else ("partly" if any(held) else "NOT reproduced")
+
+    rows = [
+        ("Composition keeps two objects single-image generation merges or drops (Fig. 9)",
+         f"two-object captions: single image {_rate(single)} vs composition (Alg. 2, {len(budget.cells)} cells, "
+         f"bi-level, Poisson) {_rate(grid)}; fused without blending {_rate(fused)}; AugCLIP {single['augclip']:.3f} "
+         f"vs {grid['augclip']:.3f}. Compute per run: single {cost['single']}; composition {cost['grid']}",
+         verdict(grid["exact"] > single["exact"], grid["colour_and_cell"] > single["colour_and_cell"])),
+        ("Composition: the LPIPS term makes the pasted foreground agree with the background under it (eq. 5, Fig. 5)",
+         f"bi-level vs AugCLIP alone (linear λ = 1 − 1e-6), same runs otherwise: ℓ_Fuse {grid['lpips']:.3f} vs "
+         f"{only['lpips']:.3f}; seam of the fused image {fused['seam']:.3f} vs {only_fused['seam']:.3f} "
+         f"(blended {grid['seam']:.3f} vs {only['seam']:.3f}); success {_rate(grid)} vs {_rate(only)}; "
+         f"AugCLIP {grid['augclip']:.3f} vs {only['augclip']:.3f}",
+         verdict(grid["lpips"] < only["lpips"], fused["seam"] < only_fused["seam"])),
+        ("Composition: Poisson blending hides the seam without losing the objects (Sec. 3.3)",
+         f"bi-level runs, blended vs fused: seam {grid['seam']:.3f} vs {fused['seam']:.3f}; success {_rate(grid)} "
+         f"vs {_rate(fused)}; AugCLIP {grid['augclip']:.3f} vs {fused['augclip']:.3f}",
+         verdict(grid["seam"] < fused["seam"], grid["colour_and_cell"] >= fused["colour_and_cell"])),
+    ]
+    if curves:
+        ends = {k: (_end(c["augclip"]), _end(c["lpips"])) for k, c in curves.items()}
+        b, o = ends["bilevel"], ends["augclip_only"]
+        others = "; ".join(f"{k} {v[0]:.3f} / {v[1]:.3f}" for k, v in ends.items() if k not in ("bilevel",
+                                                                                                "augclip_only"))
+        cheaper = [k for k in ends if k not in ("bilevel", "augclip_only") and ends[k][1] <= b[1]]
+        rows.append((
+            "Composition: the dynamic-barrier step lowers ℓ_Fuse at a small cost in s_Fuse (eq. 6, Appendix B)",
+            f"s_Fuse / ℓ_Fuse over the last 5 of {budget.steps} steps, mean of every cell: bi-level {b[0]:.3f} / "
+            f"{b[1]:.3f} vs AugCLIP alone {o[0]:.3f} / {o[1]:.3f}; {others}",
+            verdict(b[1] < o[1], o[0] - b[0] < min([o[0] - ends[k][0] for k in cheaper], default=float("inf")))))
+    if keeps:
+        k = {name: v.summary() for name, v in keeps.items()}
+        rows.append((
+            "Composition: which iterate a cell returns — eq. 5's (lowest ℓ_Fuse among near-maximal s_Fuse) vs "
+            "best by one AugCLIP draw vs last (pack choice, not a paper claim)",
+            "; ".join(f"{name}: AugCLIP re-measured {v['augclip']:.3f}, ℓ_Fuse {v['lpips']:.3f}, every cell "
+                      f"{_pct(v['exact'])} (colour+cell {_pct(v['colour_and_cell'])}), kept cell "
+                      f"{_pct(v['kept_exact'])} ({_pct(v['kept_colour_and_cell'])}), mean step {v['kept_step']:.0f}"
+                      for name, v in k.items()),
+            "measured (see docs/toyworld_composition.md)"))
+    return rows
+
+
+def composition_table(cw, captions: int = 8, seeds: int = 2, budget: CompositionBudget = CompositionBudget(),
+                      curve_runs: int = 4, keep_runs: int = 8, log=print):
+    """Rows, curves and the iterate comparison on ``captions`` held-out captions × ``seeds`` seeds; curves on the
+    first ``curve_runs`` and the iterate rules on the first ``keep_runs`` (caption, seed 0) pairs. Returns
+    (rows, extra markdown lines, raw scores)."""
+    caps = held_out_captions(captions)
+    results: dict = {}
+    start = time.perf_counter()
+    scores = compare_composition(cw, caps, list(range(seeds)), budget, results=results)
+    log(f"composition rows: {time.perf_counter() - start:.0f} s")
+    start = time.perf_counter()
+    curves = barrier_curves(cw, caps[:curve_runs], [0], budget, results) if curve_runs else {}
+    log(f"barrier curves: {time.perf_counter() - start:.0f} s")
+    start = time.perf_counter()
+    keeps = compare_keep(cw, caps[:keep_runs], [0], budget, results) if keep_runs else {}
+    log(f"iterate rules: {time.perf_counter() - start:.0f} s")
+    extra = []
+    if curves:
+        extra += [f"Dynamic-barrier curves ({min(curve_runs, captions)} captions × seed 0, every cell; s_Fuse = the "
+                  "step's AugCLIP draw, ℓ_Fuse = LPIPS):", ""] + curve_table(curves)
+    return table_rows(scores, curves, keeps, budget), extra, {"rows": scores, "curves": curves, "keeps": keeps}
+
+
+def with_composition_rows(table: list[tuple[str, str, str]], models_dir: str | None = None, captions: int = 8,
+                          seeds: int = 2, budget: CompositionBudget = CompositionBudget(), log=print):
+    """``table`` with its "not measured" composition row replaced by the measured rows (and the curves as extra
+    lines), when the composition fixtures exist (``composition_world.COMPOSITION_FIXTURES``)."""
+    import os
+
+    from . import composition_world
+
+    models_dir = composition_world.COMPOSITION_FIXTURES if models_dir is None else models_dir
+    if not os.path.isdir(models_dir):
+        return table, []
+    rows, extra, _ = composition_table(composition_world.load_composition_world(models_dir), captions, seeds,
+                                       budget, log=log)
+    at = next((i for i, r in enumerate(table) if r[0].startswith("Composition keeps")), len(table))
+    return table[:at] + rows + table[at + 1:], extra
