@@ -29,6 +29,7 @@ from .compose import PAPER_SCALES, POSITIONS, crop, foreground_layer, fuse, past
     require_scale, resize
 from .dynamic_barrier import set_combined_grad_
 from .errors import FuseDreamError, require, require_finite, require_positive
+from .iterate_choice import DEFAULT_KEEP, DEFAULT_KEEP_TOLERANCE, KeptIterates, require_keep
 from .latents import BigGANLatent
 from .objective import AugClipObjective
 from .perceptual import PerceptualDistance
@@ -147,12 +148,16 @@ def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, b
                          steps: int = 1000, lr: float = 5e-3, method: str = "bilevel", beta: float = 1.0,
                          weight: float = 0.5, mode: str = "paper", latent_noise: float = 0.01,
                          optimize_y: bool = True, seed: int = 0, copies: int | None = None, score_draws: int = 4,
-                         blend_iterations: int = 5000, on_step: StepCallback | None = None) -> CompositionResult:
+                         blend_iterations: int = 5000, keep: str = DEFAULT_KEEP,
+                         keep_tolerance: float = DEFAULT_KEEP_TOLERANCE,
+                         on_step: StepCallback | None = None) -> CompositionResult:
     """Solve (5) for every cell in ``cells`` (one batch, independent problems) from the bases ``foreground`` and
     ``background``; see the module docstring. ``background`` may instead be a fixed image ``[1,3,H,W]`` in 0..1
-    (any size; it sets the output size): then only the foreground latent moves. ``on_step`` gets the fused image
-    and ``augclip``/``lpips`` of the cell with the highest AugCLIP at that step."""
+    (any size; it sets the output size): then only the foreground latent moves. ``keep`` and ``keep_tolerance``
+    choose which iterate each cell returns (:mod:`~fusedream_ops.iterate_choice`). ``on_step`` gets the fused
+    image and ``augclip``/``lpips`` of the cell with the highest AugCLIP at that step."""
     require_positive("steps", steps)
+    require_keep(keep, keep_tolerance)
     require(bool(cells), "there are no cells (scale, position) to optimise.")
     fixed_background = None
     if isinstance(background, torch.Tensor):
@@ -169,9 +174,7 @@ def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, b
     n = len(cells)
     truncation = foreground.truncation
     history = {"augclip": [], "lpips": [], "lambda": []}
-    best_score = torch.full((n,), -float("inf"))
-    best_step = [0] * n
-    best_z = best_y = None
+    kept = [KeptIterates(keep, keep_tolerance) for _ in cells]
     with grad_enabled():
         fg_bases = [LatentBasis(foreground.to(device), mode, optimize_y, rng) for _ in cells]
         bg_bases = [] if fixed_background is not None else \
@@ -197,13 +200,10 @@ def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, b
             scores, losses = score.detach().float().cpu(), loss.detach().float().cpu()
             require_finite("the AugCLIP objective", scores.sum())
             require_finite("the LPIPS loss", losses.sum())
-            improved = scores > best_score
-            if bool(improved.any()):
-                zs, ys = z.detach().cpu(), y.detach().cpu()
-                best_z = zs.clone() if best_z is None else torch.where(improved.repeat(rows)[:, None], zs, best_z)
-                best_y = ys.clone() if best_y is None else torch.where(improved.repeat(rows)[:, None], ys, best_y)
-                best_score = torch.where(improved, scores, best_score)
-                best_step = [step if improved[i] else s for i, s in enumerate(best_step)]
+            for i, cell_kept in enumerate(kept):
+                rows_i = slice(i, None, n)  # the cell's foreground row, then its background row
+                cell_kept.offer(step, scores[i].item(), losses[i].item(),
+                                lambda: (z[rows_i].detach().cpu().clone(), y[rows_i].detach().cpu().clone()))
             optimizer.zero_grad(set_to_none=True)
             lambdas = set_combined_grad_(groups, score.sum(), loss.sum(), method, beta, weight)
             optimizer.step()
@@ -215,6 +215,10 @@ def optimize_composition(generator: BigGANGenerator, foreground: BigGANLatent, b
             shown = int(scores.argmax())
             report(on_step, step, steps, {"augclip": scores[shown].item(), "lpips": losses[shown].item()},
                    fused[shown:shown + 1])
+    chosen = [k.choice() for k in kept]
+    best_step = [c.step for c in chosen]
+    best_z = torch.cat([c.latent[0] for c in chosen]).view(n, rows, -1).transpose(0, 1).reshape(n * rows, -1)
+    best_y = torch.cat([c.latent[1] for c in chosen]).view(n, rows, -1).transpose(0, 1).reshape(n * rows, -1)
     with no_grad_normal_tensors():
         best = BigGANLatent(best_z, best_y, truncation)
         images = generator.decode(best)

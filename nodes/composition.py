@@ -9,6 +9,7 @@ from ..fusedream_ops.compose import POSITIONS, crop, foreground_layer, fuse, pas
 from ..fusedream_ops.composition import Cell, composition_grid_search, optimize_composition, parse_grid
 from ..fusedream_ops.dynamic_barrier import METHODS
 from ..fusedream_ops.errors import require
+from ..fusedream_ops.iterate_choice import DEFAULT_KEEP, DEFAULT_KEEP_TOLERANCE, KEEP_MODES
 from ..fusedream_ops.images import from_image_batch, to_image_batch
 from ..fusedream_ops.perceptual import NETS, find_backbone, load_lpips
 from ..fusedream_ops.poisson import poisson_blend
@@ -86,12 +87,25 @@ def _optimizer_widgets() -> dict:
                                            "cell is scored on the same views."}),
         "blend_iterations": ("INT", {"default": 5000, "min": 1, "max": 100_000, "advanced": True,
                                      "tooltip": "Most conjugate-gradient iterations of the final Poisson blend."}),
+        "keep": (list(KEEP_MODES), {"default": DEFAULT_KEEP, "advanced": True,
+                                    "tooltip": "Which iterate a cell returns. augclip: the step with the highest "
+                                               "AugCLIP (one noisy draw of views per step); last: the final step "
+                                               "(as the official single-image code); eq5: the lowest LPIPS among "
+                                               "the steps whose AugCLIP is within keep_tolerance of the highest "
+                                               "(eq. 5: min LPIPS among the maximisers of AugCLIP)."}),
+        "keep_tolerance": ("FLOAT", {"default": DEFAULT_KEEP_TOLERANCE, "min": 0.0, "max": 1.0, "step": 0.001,
+                                     "round": False, "advanced": True,
+                                     "tooltip": "eq5 only: how far below the highest AugCLIP draw (absolute) a "
+                                                "step still counts as a maximiser. About twice the noise of one "
+                                                "draw; that noise depends on the CLIP model and the copies."}),
     }
 
 
-def _options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations):
+def _options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
+             keep, keep_tolerance):
     return dict(lr=lr, method=method, beta=beta, weight=linear_lambda, mode=mode, latent_noise=latent_noise,
-                optimize_y=optimize_y, seed=seed, score_draws=score_draws, blend_iterations=blend_iterations)
+                optimize_y=optimize_y, seed=seed, score_draws=score_draws, blend_iterations=blend_iterations,
+                keep=keep, keep_tolerance=keep_tolerance)
 
 
 def _mask(masks: torch.Tensor) -> torch.Tensor:
@@ -211,15 +225,16 @@ class CompositionOptimizer:
 
     @checked_node_function
     def optimize(self, generator, objective, lpips, foreground, scale, position, steps, lr, method, beta,
-                 linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations, preview_every=5,
-                 keep_frames_every=0, background=None, background_image=None, unique_id=None):
+                 linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
+                 keep=DEFAULT_KEEP, keep_tolerance=DEFAULT_KEEP_TOLERANCE, preview_every=5, keep_frames_every=0,
+                 background=None, background_image=None, unique_id=None):
         cell = Cell(scale, position)
         background = _background(background, background_image)
         comfy.load_to_device(generator.model, objective.scorer.model, lpips)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every)
         r = optimize_composition(generator, foreground, background, objective, lpips, [cell], steps, on_step=monitor,
                                  **_options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed,
-                                            score_draws, blend_iterations))
+                                            score_draws, blend_iterations, keep, keep_tolerance))
         return {"ui": monitor.ui(), "result": (
             to_image_batch(r.blended), to_image_batch(r.fused), to_image_batch(r.foreground),
             to_image_batch(r.background), _mask(r.masks), float(r.augclip[0]), float(r.lpips[0]),
@@ -261,7 +276,8 @@ class CompositionGridSearch:
     @checked_node_function
     def search(self, generator, objective, lpips, foreground, scales, positions, cells_per_batch, steps, lr, method,
                beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
-               preview_every=5, keep_frames_every=0, background=None, background_image=None, unique_id=None):
+               keep=DEFAULT_KEEP, keep_tolerance=DEFAULT_KEEP_TOLERANCE, preview_every=5, keep_frames_every=0,
+               background=None, background_image=None, unique_id=None):
         cells = parse_grid(scales, positions)
         background = _background(background, background_image)
         comfy.load_to_device(generator.model, objective.scorer.model, lpips)
@@ -270,7 +286,7 @@ class CompositionGridSearch:
         r = composition_grid_search(generator, foreground, background, objective, lpips, cells, cells_per_batch,
                                     steps, on_step=monitor,
                                     **_options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed,
-                                               score_draws, blend_iterations))
+                                               score_draws, blend_iterations, keep, keep_tolerance))
         b = r.best
         lines = "\n".join(f"{'*' if i == b else ' '} {c.scale:g} {c.position}: augclip {s:.4f}, lpips {l:.4f}"
                           for i, (c, s, l) in enumerate(zip(r.cells, r.augclip.tolist(), r.lpips.tolist())))
