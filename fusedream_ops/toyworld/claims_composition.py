@@ -18,6 +18,7 @@ buys may show there rather than in the judge's verdict; and the compute each run
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 
@@ -27,7 +28,7 @@ from ..augment import AugmentPolicy
 from ..autograd import no_grad_normal_tensors
 from ..compose import PAPER_SCALES, POSITIONS, paste_box
 from ..composition import Cell, CompositionResult, composition_grid_search
-from ..errors import require
+from ..iterate_choice import DEFAULT_KEEP_TOLERANCE, KEEP_MODES
 from ..latents import sample_latents
 from ..objective import AugClipObjective
 from ..optimize import optimize_basis
@@ -36,6 +37,8 @@ from . import world
 
 ONLY_AUGCLIP = 1 - 1e-6
 """λ of the linear method (eq. 7) that leaves AugCLIP alone: ℓ_Fuse's weight 1e-6, far below Adam's ε-level."""
+MODELS_SUBDIR = "composition"
+"""The composition world's models under the toy-world fixtures (``composition_world.COMPOSITION_FIXTURES``)."""
 HELD_OUT_SEED = 9090
 """Caption draw of the composition rows (single-object rows: 2024, OVI: 5150)."""
 
@@ -57,6 +60,9 @@ class CompositionBudget:
     score_draws: int = 4
     blend_iterations: int = 500
     keep: str = "augclip"
+    """Which iterate each cell returns (:mod:`~fusedream_ops.iterate_choice`); the rows use the pack's rule of
+    today, :func:`compare_keep` measures all three."""
+    keep_tolerance: float = DEFAULT_KEEP_TOLERANCE
 
     @property
     def cells(self) -> list[Cell]:
@@ -80,10 +86,10 @@ def read_objects(judge, images: torch.Tensor, labels: torch.Tensor) -> dict[str,
     labels = labels.expand_as(read)
     wanted = labels > 0
     colours = len(world.COLOURS)
-    colour_ok = (read > 0) & ((read - 1) % colours == (labels - 1) % colours)
-    found = (colour_ok & wanted).sum(-1).float() / wanted.sum(-1).float()
+    colour_ok = (read > 0) & wanted & ((read - 1) % colours == (labels - 1) % colours)
+    found = colour_ok.sum(-1).float() / wanted.sum(-1).float()
     return {"exact": (read == labels).all(-1),
-            "colour_and_cell": (colour_ok == wanted).all(-1) & ((read > 0) == wanted).all(-1),
+            "colour_and_cell": ((colour_ok == wanted) & ((read > 0) == wanted)).all(-1),
             "found": found}
 
 
@@ -134,12 +140,12 @@ def compose(cw, caption: str, seed: int, budget: CompositionBudget, method: str 
     optimised with ``method`` (``weight`` = λ of ``linear``), all candidates returned (``result.best`` = kept)."""
     foreground = top_k_basis(cw, caption, 2 * seed, budget)
     background = top_k_basis(cw, caption, 2 * seed + 1, budget)
-    options = {} if budget.keep == "augclip" else {"keep": budget.keep}
     return composition_grid_search(
         cw.generator, foreground, background, _objective(cw, caption, budget.copies), cw.perceptual,
         budget.cells if cells is None else cells, cells_per_batch=budget.cells_per_batch, steps=budget.steps,
         lr=budget.lr, method=method, weight=weight, seed=seed, copies=budget.copies,
-        score_draws=budget.score_draws, blend_iterations=budget.blend_iterations, **options)
+        score_draws=budget.score_draws, blend_iterations=budget.blend_iterations, keep=budget.keep,
+        keep_tolerance=budget.keep_tolerance)
 
 
 # ---- compute --------------------------------------------------------------------------------------------------------
@@ -277,7 +283,7 @@ def curve_table(curves: dict[str, dict[str, torch.Tensor]], at=(1, 5, 10, 20, 40
 
 # ---- which iterate --------------------------------------------------------------------------------------------------
 
-KEEPS = ("augclip", "last", "eq5")
+KEEPS = KEEP_MODES
 
 
 @dataclass
@@ -334,6 +340,40 @@ def _pct(x: float) -> str:
 
 def _rate(s: dict) -> str:
     return f"{_pct(s['exact'])} (colour+cell {_pct(s['colour_and_cell'])}, objects found {_pct(s['found'])})"
+
+
+ROW_NAMES = {
+    "single": "FuseDream single image (top-k + basis)",
+    "grid": "composition, bi-level, Poisson-blended",
+    "grid_fused": "composition, bi-level, fused (no blend)",
+    "augclip_only": "composition, AugCLIP alone (no LPIPS), blended",
+    "augclip_only_fused": "composition, AugCLIP alone (no LPIPS), fused",
+}
+
+
+def row_table(scores: dict[str, RowScores], budget: CompositionBudget) -> list[str]:
+    """Markdown lines: every row's judged rates, AugCLIP, ℓ_Fuse, seam, seconds and compute."""
+    lines = ["| row | exact | colour+cell | objects found | AugCLIP | ℓ_Fuse | seam | s per run | compute per run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, v in scores.items():
+        x = v.summary()
+        cost = compute_text(compute("single" if name == "single" else "grid", budget))
+        lpips = "—" if name == "single" else f"{x['lpips']:.3f}"
+        seam_ = "—" if name == "single" else f"{x['seam']:.3f}"
+        lines.append(f"| {ROW_NAMES[name]} | {_pct(x['exact'])} | {_pct(x['colour_and_cell'])} | {_pct(x['found'])} "
+                     f"| {x['augclip']:.3f} | {lpips} | {seam_} | {x['seconds']:.1f} | {cost} |")
+    return lines
+
+
+def keep_table(keeps: dict[str, KeepScores]) -> list[str]:
+    lines = ["| rule | AugCLIP re-measured (every cell) | ℓ_Fuse (every cell) | exact / colour+cell (every cell) | "
+             "exact / colour+cell (kept cell) | mean step returned |", "|---|---|---|---|---|---|"]
+    for name, v in keeps.items():
+        x = v.summary()
+        lines.append(f"| {name} | {x['augclip']:.4f} | {x['lpips']:.4f} | {_pct(x['exact'])} / "
+                     f"{_pct(x['colour_and_cell'])} | {_pct(x['kept_exact'])} / {_pct(x['kept_colour_and_cell'])} | "
+                     f"{x['kept_step']:.1f} |")
+    return lines
 
 
 def _end(curve: torch.Tensor, last: int = 5) -> float:
@@ -409,25 +449,26 @@ def composition_table(cw, captions: int = 8, seeds: int = 2, budget: Composition
     start = time.perf_counter()
     keeps = compare_keep(cw, caps[:keep_runs], [0], budget, results) if keep_runs else {}
     log(f"iterate rules: {time.perf_counter() - start:.0f} s")
-    extra = []
+    extra = [f"Composition rows ({captions} held-out captions × {seeds} seeds, {len(budget.cells)} cells × "
+             f"{budget.steps} steps, M = {budget.candidates}, k = {budget.k}):", ""] + row_table(scores, budget)
+    if keeps:
+        extra += ["", f"Which iterate ({min(keep_runs, captions)} captions × seed 0, bi-level, every cell; "
+                      f"eq5 tolerance {budget.keep_tolerance:g}):", ""] + keep_table(keeps)
     if curves:
+        extra.append("")
         extra += [f"Dynamic-barrier curves ({min(curve_runs, captions)} captions × seed 0, every cell; s_Fuse = the "
                   "step's AugCLIP draw, ℓ_Fuse = LPIPS):", ""] + curve_table(curves)
     return table_rows(scores, curves, keeps, budget), extra, {"rows": scores, "curves": curves, "keeps": keeps}
 
 
-def with_composition_rows(table: list[tuple[str, str, str]], models_dir: str | None = None, captions: int = 8,
-                          seeds: int = 2, budget: CompositionBudget = CompositionBudget(), log=print):
-    """``table`` with its "not measured" composition row replaced by the measured rows (and the curves as extra
-    lines), when the composition fixtures exist (``composition_world.COMPOSITION_FIXTURES``)."""
-    import os
-
-    from . import composition_world
-
-    models_dir = composition_world.COMPOSITION_FIXTURES if models_dir is None else models_dir
+def with_composition_rows(table: list[tuple[str, str, str]], models_dir: str, captions: int = 8, seeds: int = 2,
+                          budget: CompositionBudget = CompositionBudget(), log=print):
+    """``table`` with its "not measured" composition row replaced by the measured rows, and the curves as extra
+    markdown lines, when ``models_dir`` holds the composition world (``composition_world.COMPOSITION_FIXTURES``)."""
     if not os.path.isdir(models_dir):
         return table, []
-    rows, extra, _ = composition_table(composition_world.load_composition_world(models_dir), captions, seeds,
-                                       budget, log=log)
+    from .composition_world import load_composition_world
+
+    rows, extra, _ = composition_table(load_composition_world(models_dir), captions, seeds, budget, log=log)
     at = next((i for i, r in enumerate(table) if r[0].startswith("Composition keeps")), len(table))
     return table[:at] + rows + table[at + 1:], extra
