@@ -106,6 +106,8 @@ def main(argv=None) -> int:
                         help="Adam steps per cell (and of the single-image row)")
     parser.add_argument("--composition-positions", default="all",
                         help="grid positions of Alg. 2 ('all' = the paper's 9, or a comma-separated subset)")
+    parser.add_argument("--composition-plot", default=None,
+                        help="also write the dynamic-barrier curves as a PNG, e.g. docs/toyworld_composition_curves.png")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads: the numbers change with it (float sums in another order)")
     args = parser.parse_args(argv)
@@ -117,7 +119,8 @@ def main(argv=None) -> int:
     composition_budget = claims_composition.CompositionBudget(steps=args.composition_steps, positions=positions)
     if args.only == "composition":
         table, extra = claims_composition.with_composition_rows(
-            [], composition_models, args.composition_captions, args.composition_seeds, composition_budget)
+            [], composition_models, args.composition_captions, args.composition_seeds, composition_budget,
+            plot=args.composition_plot)
         print(f"torch threads {torch.get_num_threads()}, {composition_budget}")
         print_table(table)
         print("\n".join(extra))
@@ -150,7 +153,8 @@ def main(argv=None) -> int:
                  "Kandinsky decoder; the toy world has no such prior/decoder pair trained on it")
     table = claims_ovi.with_ovi_rows(table, args.models, args.captions, args.seeds)  # toyworld/claims_ovi.py
     table, extra = claims_composition.with_composition_rows(  # toyworld/claims_composition.py
-        table, composition_models, args.composition_captions, args.composition_seeds, composition_budget)
+        table, composition_models, args.composition_captions, args.composition_seeds, composition_budget,
+            plot=args.composition_plot)
     print_table(table)
     print("\n".join(extra))
     print(f"total {time.time() - start:.0f} s")

@@ -76,7 +76,7 @@ def held_out_captions(count: int, seed: int = HELD_OUT_SEED) -> list[tuple[str, 
     return two_object_captions(count, seed)
 
 
-# ---- judging and measures -------------------------------------------------------------------------------------------
+# ---- judging and measures -----------------------------------------------------------------------------------------
 
 def read_objects(judge, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per image ``[B]``: ``exact`` (every cell read as the caption says), ``colour_and_cell`` (an object of the
@@ -114,7 +114,7 @@ def seam(images: torch.Tensor, cells: list[Cell]) -> torch.Tensor:
     return torch.stack(out)
 
 
-# ---- the methods ----------------------------------------------------------------------------------------------------
+# ---- the methods --------------------------------------------------------------------------------------------------
 
 def _objective(cw, caption: str, copies: int) -> AugClipObjective:
     return AugClipObjective(cw.scorer, [(caption, 1.0)], AugmentPolicy(), copies=copies)
@@ -148,7 +148,7 @@ def compose(cw, caption: str, seed: int, budget: CompositionBudget, method: str 
         keep_tolerance=budget.keep_tolerance)
 
 
-# ---- compute --------------------------------------------------------------------------------------------------------
+# ---- compute ------------------------------------------------------------------------------------------------------
 
 def compute(row: str, budget: CompositionBudget) -> dict[str, int]:
     """What one run of ``row`` costs: generator images forward (``gen``; with backward: ``gen_grad``), CLIP image
@@ -166,7 +166,7 @@ def compute_text(cost: dict[str, int]) -> str:
             f"{cost['clip']} fwd, LPIPS {cost['lpips_grad']} fwd+bwd")
 
 
-# ---- the rows -------------------------------------------------------------------------------------------------------
+# ---- the rows -----------------------------------------------------------------------------------------------------
 
 @dataclass
 class RowScores:
@@ -238,7 +238,7 @@ def compare_composition(cw, captions: list[tuple[str, torch.Tensor]], seeds: lis
     return scores
 
 
-# ---- dynamic-barrier curves (Appendix B) ------------------------------------------------------------------------------
+# ---- dynamic-barrier curves (Appendix B) --------------------------------------------------------------------------
 
 CURVE_METHODS = {
     "bilevel": ("bilevel", 0.5),
@@ -281,7 +281,39 @@ def curve_table(curves: dict[str, dict[str, torch.Tensor]], at=(1, 5, 10, 20, 40
     return lines
 
 
-# ---- which iterate --------------------------------------------------------------------------------------------------
+CURVE_COLOURS = {"bilevel": (214, 39, 40), "augclip_only": (31, 119, 180), "linear_0.9": (44, 160, 44),
+                 "linear_0.5": (148, 103, 189), "inverse": (255, 127, 14)}
+
+
+def plot_curves(curves: dict[str, dict[str, torch.Tensor]], path: str, width: int = 360, height: int = 240) -> None:
+    """A PNG of s_Fuse (left) and ℓ_Fuse (right) per step for every method (PIL only: no plotting library)."""
+    from PIL import Image, ImageDraw
+
+    margin = 36
+    out = Image.new("RGB", (2 * width, height + 24 * ((len(curves) + 2) // 3)), "white")
+    draw = ImageDraw.Draw(out)
+    for panel, key in enumerate(("augclip", "lpips")):
+        values = torch.stack([c[key] for c in curves.values()])
+        low, high = float(values.min()), float(values.max())
+        x0, y0, x1, y1 = panel * width + margin, 16, (panel + 1) * width - 8, height - margin
+        draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0))
+        draw.text((x0 + 4, 2), "s_Fuse (AugCLIP draw)" if key == "augclip" else "l_Fuse (LPIPS)", fill=(0, 0, 0))
+        draw.text((x0 - 32, y0), f"{high:.3f}", fill=(0, 0, 0))
+        draw.text((x0 - 32, y1 - 10), f"{low:.3f}", fill=(0, 0, 0))
+        draw.text((x1 - 40, y1 + 4), f"step {values.shape[1]}", fill=(0, 0, 0))
+        for name, c in curves.items():
+            v = c[key]
+            points = [(x0 + (x1 - x0) * i / max(1, len(v) - 1),
+                       y1 - (y1 - y0) * (float(v[i]) - low) / max(high - low, 1e-9)) for i in range(len(v))]
+            draw.line(points, fill=CURVE_COLOURS.get(name, (0, 0, 0)), width=2)
+    for i, name in enumerate(curves):
+        x, y = 12 + (i % 3) * (2 * width // 3), height + 4 + 24 * (i // 3)
+        draw.line((x, y + 7, x + 24, y + 7), fill=CURVE_COLOURS.get(name, (0, 0, 0)), width=3)
+        draw.text((x + 30, y), name, fill=(0, 0, 0))
+    out.save(path)
+
+
+# ---- which iterate ------------------------------------------------------------------------------------------------
 
 KEEPS = KEEP_MODES
 
@@ -332,7 +364,7 @@ def compare_keep(cw, captions: list[tuple[str, torch.Tensor]], seeds: list[int],
     return scores
 
 
-# ---- the table ------------------------------------------------------------------------------------------------------
+# ---- the table ----------------------------------------------------------------------------------------------------
 
 def _pct(x: float) -> str:
     return f"{x:.0%}"
@@ -434,7 +466,7 @@ def table_rows(scores: dict[str, RowScores], curves: dict, keeps: dict[str, Keep
 
 
 def composition_table(cw, captions: int = 8, seeds: int = 2, budget: CompositionBudget = CompositionBudget(),
-                      curve_runs: int = 4, keep_runs: int = 8, log=print):
+                      curve_runs: int = 4, keep_runs: int = 4, plot: str | None = None, log=print):
     """Rows, curves and the iterate comparison on ``captions`` held-out captions × ``seeds`` seeds; curves on the
     first ``curve_runs`` and the iterate rules on the first ``keep_runs`` (caption, seed 0) pairs. Returns
     (rows, extra markdown lines, raw scores)."""
@@ -446,6 +478,8 @@ def composition_table(cw, captions: int = 8, seeds: int = 2, budget: Composition
     start = time.perf_counter()
     curves = barrier_curves(cw, caps[:curve_runs], [0], budget, results) if curve_runs else {}
     log(f"barrier curves: {time.perf_counter() - start:.0f} s")
+    if curves and plot:
+        plot_curves(curves, plot)
     start = time.perf_counter()
     keeps = compare_keep(cw, caps[:keep_runs], [0], budget, results) if keep_runs else {}
     log(f"iterate rules: {time.perf_counter() - start:.0f} s")
@@ -462,13 +496,14 @@ def composition_table(cw, captions: int = 8, seeds: int = 2, budget: Composition
 
 
 def with_composition_rows(table: list[tuple[str, str, str]], models_dir: str, captions: int = 8, seeds: int = 2,
-                          budget: CompositionBudget = CompositionBudget(), log=print):
+                          budget: CompositionBudget = CompositionBudget(), plot: str | None = None, log=print):
     """``table`` with its "not measured" composition row replaced by the measured rows, and the curves as extra
     markdown lines, when ``models_dir`` holds the composition world (``composition_world.COMPOSITION_FIXTURES``)."""
     if not os.path.isdir(models_dir):
         return table, []
     from .composition_world import load_composition_world
 
-    rows, extra, _ = composition_table(load_composition_world(models_dir), captions, seeds, budget, log=log)
+    rows, extra, _ = composition_table(load_composition_world(models_dir), captions, seeds, budget, plot=plot,
+                                       log=log)
     at = next((i for i, r in enumerate(table) if r[0].startswith("Composition keeps")), len(table))
     return table[:at] + rows + table[at + 1:], extra
