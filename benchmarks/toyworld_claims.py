@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--composition-positions", default="all",
                         help="grid positions of Alg. 2 ('all' = the paper's 9, or a comma-separated subset)")
     parser.add_argument("--composition-plot", default=None,
-                        help="also write the dynamic-barrier curves as a PNG, e.g. docs/toyworld_composition_curves.png")
+                        help="write the dynamic-barrier curves as a PNG, e.g. docs/toyworld_composition_curves.png")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads: the numbers change with it (float sums in another order)")
     args = parser.parse_args(argv)
