@@ -151,19 +151,21 @@ def compose(cw, caption: str, seed: int, budget: CompositionBudget, method: str 
 # ---- compute ------------------------------------------------------------------------------------------------------
 
 def compute(row: str, budget: CompositionBudget) -> dict[str, int]:
-    """What one run of ``row`` costs: generator images forward (``gen``; with backward: ``gen_grad``), CLIP image
-    views forward (``clip``; with backward: ``clip_grad``) and LPIPS pairs with backward (``lpips_grad``)."""
+    """What one run of ``row`` costs, counted from the budget: generator images, CLIP image views and LPIPS pairs
+    through a forward (``*_fwd``) and a backward pass (``*_bwd``). A composition step backpropagates twice (∇s_Fuse
+    and ∇ℓ_Fuse, eq. 6) through both generated images."""
     m, s, c, d = budget.candidates, budget.steps, budget.copies, budget.score_draws
     if row == "single":
-        return {"gen": m + 1, "gen_grad": s, "clip": m + d * c, "clip_grad": s * c, "lpips_grad": 0}
-    cells = len(budget.cells)
-    return {"gen": 2 * m + 2 * cells, "gen_grad": 2 * s * cells, "clip": 2 * m + d * c * cells,
-            "clip_grad": s * c * cells, "lpips_grad": s * cells}
+        return {"gen_fwd": m + s + 1, "gen_bwd": s, "clip_fwd": m + s * c + d * c, "clip_bwd": s * c,
+                "lpips_fwd": 0, "lpips_bwd": 0}
+    n = len(budget.cells)
+    return {"gen_fwd": 2 * m + 2 * s * n + 2 * n, "gen_bwd": 4 * s * n, "clip_fwd": 2 * m + (s + d) * c * n,
+            "clip_bwd": s * c * n, "lpips_fwd": s * n + n, "lpips_bwd": s * n}
 
 
 def compute_text(cost: dict[str, int]) -> str:
-    return (f"generator {cost['gen_grad']} fwd+bwd + {cost['gen']} fwd, CLIP views {cost['clip_grad']} fwd+bwd + "
-            f"{cost['clip']} fwd, LPIPS {cost['lpips_grad']} fwd+bwd")
+    return (f"generator images {cost['gen_fwd']} fwd / {cost['gen_bwd']} bwd, CLIP views {cost['clip_fwd']} fwd / "
+            f"{cost['clip_bwd']} bwd, LPIPS pairs {cost['lpips_fwd']} fwd / {cost['lpips_bwd']} bwd")
 
 
 # ---- the rows -----------------------------------------------------------------------------------------------------
