@@ -6,7 +6,8 @@ import torch
 from ..fusedream_ops.autograd import no_grad_normal_tensors
 from ..fusedream_ops.basis import BASIS_MODES
 from ..fusedream_ops.compose import POSITIONS, crop, foreground_layer, fuse, paste_mask
-from ..fusedream_ops.composition import Cell, composition_grid_search, optimize_composition, parse_grid
+from ..fusedream_ops.composition import (Cell, CompositionProblem, CompositionResult, composition_grid_searches,
+                                         optimize_compositions, parse_grid)
 from ..fusedream_ops.dynamic_barrier import METHODS
 from ..fusedream_ops.errors import require
 from ..fusedream_ops.iterate_choice import DEFAULT_KEEP, DEFAULT_KEEP_TOLERANCE, KEEP_MODES
@@ -82,6 +83,10 @@ def _optimizer_widgets() -> dict:
                                    "tooltip": "Gaussian noise added to the latents each step (FuseDream 0.01)."}),
         "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
         "seed": SEED,
+        "batch": ("INT", {"default": 1, "min": 1, "max": 64,
+                          "tooltip": "Independent runs with seeds seed, seed+1, …, optimised together in one batched "
+                                     "forward/backward per step (fills a GPU); each gives what its own seed gives "
+                                     "alone. The image outputs hold one image per seed, in seed order."}),
         "score_draws": ("INT", {"default": 4, "min": 1, "max": 100, "advanced": True,
                                 "tooltip": "Batches of augmented views averaged for the final AugCLIP score; every "
                                            "cell is scored on the same views."}),
@@ -101,11 +106,16 @@ def _optimizer_widgets() -> dict:
     }
 
 
-def _options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
-             keep, keep_tolerance):
+def _options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, score_draws, blend_iterations, keep,
+             keep_tolerance):
     return dict(lr=lr, method=method, beta=beta, weight=linear_lambda, mode=mode, latent_noise=latent_noise,
-                optimize_y=optimize_y, seed=seed, score_draws=score_draws, blend_iterations=blend_iterations,
-                keep=keep, keep_tolerance=keep_tolerance)
+                optimize_y=optimize_y, score_draws=score_draws, blend_iterations=blend_iterations, keep=keep,
+                keep_tolerance=keep_tolerance)
+
+
+def _problems(foreground, background, objective, seed, batch) -> list[CompositionProblem]:
+    """One problem per seed ``seed … seed+batch-1`` (wrapping at 2⁶⁴, as the Basis Optimizer's batch)."""
+    return [CompositionProblem(foreground, background, objective, (seed + i) % 2**64) for i in range(batch)]
 
 
 def _mask(masks: torch.Tensor) -> torch.Tensor:
@@ -213,10 +223,12 @@ class CompositionOptimizer:
                     "foreground_latent", "background_latent", "frames")
     OUTPUT_TOOLTIPS = ("The foreground Poisson-blended into the background: the final image.",
                        "The fused image that was optimised (plain paste).", "The foreground image.",
-                       "The background image.", "Where the foreground lands.", "AugCLIP of the fused image.",
-                       "LPIPS between the foreground and the background crop.", "The best foreground latent.",
-                       "The best background latent (none with a background image).",
-                       "Frames kept every 'keep_frames_every' steps plus the last.")
+                       "The background image.", "Where the foreground lands.",
+                       "AugCLIP of the fused image (with a batch: the highest of the batch).",
+                       "LPIPS between the foreground and the background crop (of that same image).",
+                       "The best foreground latent (one per seed).",
+                       "The best background latent (one per seed; none with a background image).",
+                       "Frames kept every 'keep_frames_every' steps plus the last (the leading run's).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -225,39 +237,45 @@ class CompositionOptimizer:
 
     @checked_node_function
     def optimize(self, generator, objective, lpips, foreground, scale, position, steps, lr, method, beta,
-                 linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
+                 linear_lambda, mode, latent_noise, optimize_y, seed, batch=1, score_draws=4, blend_iterations=5000,
                  keep=DEFAULT_KEEP, keep_tolerance=DEFAULT_KEEP_TOLERANCE, preview_every=5, keep_frames_every=0,
                  background=None, background_image=None, unique_id=None):
         cell = Cell(scale, position)
         background = _background(background, background_image)
         comfy.load_to_device(generator.model, objective.scorer.model, lpips)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every)
-        r = optimize_composition(generator, foreground, background, objective, lpips, [cell], steps, on_step=monitor,
-                                 **_options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed,
-                                            score_draws, blend_iterations, keep, keep_tolerance))
+        r = CompositionResult.cat(optimize_compositions(
+            generator, _problems(foreground, background, objective, seed, batch), lpips, [cell], steps,
+            on_step=monitor, **_options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, score_draws,
+                                        blend_iterations, keep, keep_tolerance)))
+        b = r.best
         return {"ui": monitor.ui(), "result": (
             to_image_batch(r.blended), to_image_batch(r.fused), to_image_batch(r.foreground),
-            to_image_batch(r.background), _mask(r.masks), float(r.augclip[0]), float(r.lpips[0]),
+            to_image_batch(r.background), _mask(r.masks), float(r.augclip[b]), float(r.lpips[b]),
             r.foreground_latent, r.background_latent, monitor.frames())}
 
 
 class CompositionGridSearch:
     DESCRIPTION = ("FuseDream-Composition (Alg. 2): runs the composition optimizer for every scale × position "
                    "(paper: 0.65, 0.5 × 9 positions = 18 runs) and returns the one whose fused image has the highest "
-                   "AugCLIP, its Poisson blend, and every candidate as a batch. Several cells can run as one batch "
-                   "('cells_per_batch') when memory allows.")
+                   "AugCLIP, its Poisson blend, and every candidate as a batch. Several cells ('cells_per_batch') "
+                   "and several seeds ('batch': one best cell per seed) can run as one batch when memory allows.")
     CATEGORY = CATEGORY
     FUNCTION = "search"
     RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "IMAGE", "MASK", "FLOAT", "STRING", "FLOAT", "FLOAT", "IMAGE",
                     "IMAGE", "STRING", "IMAGE")
     RETURN_NAMES = ("blended", "fused", "foreground", "background", "mask", "scale", "position", "augclip",
                     "lpips", "candidates", "candidates_blended", "candidate_scores", "frames")
-    OUTPUT_TOOLTIPS = ("The best cell's Poisson blend: the final image.", "The best cell's fused image.",
-                       "Its foreground.", "Its background.", "Where its foreground lands.", "The chosen scale α.",
-                       "The chosen position t.", "Its AugCLIP.", "Its LPIPS.",
-                       "Every cell's fused image, in grid order (scales, then positions).",
-                       "Every cell's Poisson blend, same order.", "One line per cell: scale, position, AugCLIP, LPIPS.",
-                       "Frames kept every 'keep_frames_every' steps plus the last.")
+    OUTPUT_TOOLTIPS = ("The best cell's Poisson blend: the final image (one per seed, in seed order).",
+                       "The best cell's fused image (one per seed).", "Its foreground.", "Its background.",
+                       "Where its foreground lands.",
+                       "The chosen scale α (with a batch: of the seed whose best cell has the highest AugCLIP).",
+                       "The chosen position t (same seed).", "Its AugCLIP (same seed).", "Its LPIPS (same seed).",
+                       "Every cell's fused image, in grid order (scales, then positions); with a batch seed by seed.",
+                       "Every cell's Poisson blend, same order.",
+                       "One line per cell: scale, position, AugCLIP, LPIPS, the best marked *; with a batch one "
+                       "block per seed.",
+                       "Frames kept every 'keep_frames_every' steps plus the last (the leading run's).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -275,29 +293,37 @@ class CompositionGridSearch:
 
     @checked_node_function
     def search(self, generator, objective, lpips, foreground, scales, positions, cells_per_batch, steps, lr, method,
-               beta, linear_lambda, mode, latent_noise, optimize_y, seed, score_draws, blend_iterations,
-               keep=DEFAULT_KEEP, keep_tolerance=DEFAULT_KEEP_TOLERANCE, preview_every=5, keep_frames_every=0,
-               background=None, background_image=None, unique_id=None):
+               beta, linear_lambda, mode, latent_noise, optimize_y, seed, batch=1, score_draws=4,
+               blend_iterations=5000, keep=DEFAULT_KEEP, keep_tolerance=DEFAULT_KEEP_TOLERANCE, preview_every=5,
+               keep_frames_every=0, background=None, background_image=None, unique_id=None):
         cells = parse_grid(scales, positions)
         background = _background(background, background_image)
         comfy.load_to_device(generator.model, objective.scorer.model, lpips)
         batches = (len(cells) + cells_per_batch - 1) // cells_per_batch
         monitor = NodeMonitor(unique_id, steps * batches, preview_every, keep_frames_every)
-        r = composition_grid_search(generator, foreground, background, objective, lpips, cells, cells_per_batch,
-                                    steps, on_step=monitor,
-                                    **_options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, seed,
-                                               score_draws, blend_iterations, keep, keep_tolerance))
-        b = r.best
-        lines = "\n".join(f"{'*' if i == b else ' '} {c.scale:g} {c.position}: augclip {s:.4f}, lpips {l:.4f}"
-                          for i, (c, s, l) in enumerate(zip(r.cells, r.augclip.tolist(), r.lpips.tolist())))
+        problems = _problems(foreground, background, objective, seed, batch)
+        results = composition_grid_searches(
+            generator, problems, lpips, cells, cells_per_batch, steps, on_step=monitor,
+            **_options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, score_draws, blend_iterations,
+                       keep, keep_tolerance))
+        best = CompositionResult.cat([r.select(slice(r.best, r.best + 1)) for r in results])
+        b = best.best
+        blocks = [_score_lines(r) for r in results]
+        lines = blocks[0] if batch == 1 else "\n".join(f"seed {p.seed}:\n{block}" for p, block in zip(problems, blocks))
         ui = monitor.ui()
         ui["text"] = [lines]
-        one = slice(b, b + 1)
+        every = CompositionResult.cat(results)
         return {"ui": ui, "result": (
-            to_image_batch(r.blended[one]), to_image_batch(r.fused[one]), to_image_batch(r.foreground[one]),
-            to_image_batch(r.background[one]), _mask(r.masks[one]), float(r.cells[b].scale), r.cells[b].position,
-            float(r.augclip[b]), float(r.lpips[b]), to_image_batch(r.fused), to_image_batch(r.blended), lines,
-            monitor.frames())}
+            to_image_batch(best.blended), to_image_batch(best.fused), to_image_batch(best.foreground),
+            to_image_batch(best.background), _mask(best.masks), float(best.cells[b].scale), best.cells[b].position,
+            float(best.augclip[b]), float(best.lpips[b]), to_image_batch(every.fused), to_image_batch(every.blended),
+            lines, monitor.frames())}
+
+
+def _score_lines(r: CompositionResult) -> str:
+    """One line per cell: scale, position, AugCLIP, LPIPS; the best cell marked ``*``."""
+    return "\n".join(f"{'*' if i == r.best else ' '} {c.scale:g} {c.position}: augclip {s:.4f}, lpips {l:.4f}"
+                     for i, (c, s, l) in enumerate(zip(r.cells, r.augclip.tolist(), r.lpips.tolist())))
 
 
 class PoissonBlend:

@@ -106,3 +106,15 @@ def test_the_nodes_take_keep_as_an_advanced_widget():
         inputs = node.INPUT_TYPES()["required"]
         assert list(inputs["keep"][0]) == list(KEEP_MODES) and inputs["keep"][1]["advanced"]
         assert inputs["keep_tolerance"][1]["advanced"] and inputs["keep"][1]["tooltip"]
+
+
+def test_the_optimizer_node_passes_keep_to_the_op(setup):
+    from workflows import run_node
+
+    generator, fg, bg, objective, lpips = setup
+    runs = {keep: optimize_composition(*setup, CELLS[:1], steps=STEPS, keep=keep, **RUN) for keep in ("augclip", "last")}
+    assert runs["augclip"].best_step != runs["last"].best_step, "the test needs two rules that pick different steps"
+    fused = run_node("FuseDreamCompositionOptimizer", generator=generator, objective=objective, lpips=lpips,
+                     foreground=fg, background=bg, scale=CELLS[0].scale, position=CELLS[0].position, steps=STEPS,
+                     keep="last", **RUN)["result"][1]
+    assert torch.allclose(fused[0], runs["last"].fused[0].permute(1, 2, 0), atol=1e-6)
