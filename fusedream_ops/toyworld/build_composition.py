@@ -32,14 +32,14 @@ from .build import load_judge, save_judge
 from .judge import Judge, scene_accuracy, train_judge
 from .train_alexnet import alexnet_file_bytes, separation, train_alexnet
 from .train_clip import CLIP_CONFIG, retrieval_accuracy, train_clip
-from .train_generator import Z_DIM, train_generator, z_to_params
+from .train_generator import Z_DIM, object_weights, train_generator, z_to_params
 
 CLIP_PATH = os.path.join("open_clip", "toyworld_composition_clip.safetensors")
 BIGGAN_PATH = os.path.join("biggan", "toyworld_composition_biggan")
 LPIPS_PATH = os.path.join("lpips", BACKBONE_FILES["alex"][0])
 JUDGE_PATH = os.path.join("toyworld", "composition_judge.safetensors")
 REPORT_PATH = os.path.join("toyworld", "composition_build_report.json")
-FULL_STEPS = {"clip": 2000, "generator": 3000, "judge": 2000, "alexnet": 1500}
+FULL_STEPS = {"clip": 4000, "generator": 4000, "judge": 2000, "alexnet": 1500}
 SMOKE_STEPS = {"clip": 3, "generator": 3, "judge": 3, "alexnet": 3}
 LARGE_RADIUS = 6.4
 """Generator objects at least this large are foregrounds: shrunk by α = 0.5 they keep the world's 3.2 px."""
@@ -50,6 +50,14 @@ NORMAL_RADIUS = 5.0
 def target_images(klass: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """What the composition generator must draw for class ``klass`` and noise ``z``: images in 0..1."""
     return scenes.render(klass, z_to_params(z))
+
+
+def size_balanced_weights(klass: torch.Tensor, z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The first half's object weights with the object weight scaled by (4.1 px / radius)², clamped to 0.25–1:
+    unscaled, a 10-px object weighs ~6× a normal one in the batch and normal objects came out blurry."""
+    _, _, radius = scenes.layout(z_to_params(z))
+    scale = (4.1 / radius).pow(2).clamp(0.25, 1.0)
+    return object_weights(klass, z, target, weight=(20.0 * scale).view(-1, 1, 1, 1))
 
 
 def generator_samples(generator, count: int, seed: int, margin: float = 1.0):
@@ -110,7 +118,8 @@ def stages(out_dir: str, steps: dict, log=print) -> list[tuple[str, str, Callabl
             train_clip(steps=steps["clip"], seed=11, sampler=scenes.captioned_training_scenes, log=log).half(),
             clip_path, CLIP_CONFIG)),
         ("generator", os.path.join(biggan_dir, "model.safetensors"), lambda: save_biggan(
-            train_generator(steps=steps["generator"], seed=12, renderer=target_images, log=log).half(),
+            train_generator(steps=steps["generator"], seed=12, renderer=target_images, weights=size_balanced_weights,
+                            log=log).half(),
             biggan_dir, list(world.CLASS_NAMES))),
         ("judge", judge_path, lambda: save_judge(
             train_judge(steps=steps["judge"], seed=13, sampler=scenes.training_scenes, log=log), judge_path)),
