@@ -128,11 +128,15 @@ def training_scenes(count: int, seed: int) -> world.Scenes:
     return world.Scenes(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
 
 
-def centred_fused_scenes(per_cell: int, seed: int, scales: tuple[float, ...] = (0.65, 0.5)
+def centred_fused_scenes(per_cell: int, seed: int, scales: tuple[float, ...] = (0.65, 0.5), aimed: bool = False
                          ) -> tuple[world.Scenes, list[tuple[float, str]]]:
     """The legibility check: for every (α, position), ``per_cell`` scenes made by ``fuse`` of a foreground whose
     object is centred in its frame (radius such that, shrunk, it has the world's normal 3.2–5 px) onto a
     background with one normal object outside the box when one fits. Returns the scenes and each one's (α, t).
+
+    At α = 0.65 a centred object lands 0.17 px from the cell border at the 8 outer positions (the box centre is
+    at 10.5 px, the border at 10.67). ``aimed`` places the object off-centre in its frame so that, fused, it sits
+    at the centre of cell t: what a foreground optimised for the fused caption can do.
     """
     g = torch.Generator().manual_seed(seed)
     images, labels, cells = [], [], []
@@ -148,7 +152,14 @@ def centred_fused_scenes(per_cell: int, seed: int, scales: tuple[float, ...] = (
                 radius = (3.2 + 1.8 * float(torch.rand(1, generator=g))) / scale
                 u[2] = (min(radius, RADIUS_MIN + RADIUS_SPAN) - RADIUS_MIN) / RADIUS_SPAN
                 span = world.IMAGE_SIZE - 2 * (RADIUS_MIN + RADIUS_SPAN * u[2])
-                u[0] = u[1] = (centre - (RADIUS_MIN + RADIUS_SPAN * u[2])) / span
+                radius = RADIUS_MIN + RADIUS_SPAN * u[2]
+                u[0] = u[1] = (centre - radius) / span
+                if aimed:
+                    cell = POSITIONS.index(position)
+                    for axis, start, length in ((0, box.left, box.width), (1, box.top, box.height)):
+                        target = ((cell % 3 if axis == 0 else cell // 3) + 0.5) * world.IMAGE_SIZE / 3
+                        x = (target - start) * world.IMAGE_SIZE / length
+                        u[axis] = ((x - radius) / span).clamp(0, 1)
                 klass = int(torch.randint(world.NUM_CLASSES, (1,), generator=g))
                 v = torch.rand(7, generator=g)
                 objects = []
