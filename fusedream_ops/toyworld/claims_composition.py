@@ -36,7 +36,7 @@ from ..topk import topk_latents
 from . import world
 
 ONLY_AUGCLIP = 1 - 1e-6
-"""λ of the linear method (eq. 7) that leaves AugCLIP alone: ℓ_Fuse's weight 1e-6, far below Adam's ε-level."""
+"""λ of the linear method (eq. 7) that leaves AugCLIP alone: ℓ_Fuse weighs 1e-6 against AugCLIP's 1 − 1e-6."""
 MODELS_SUBDIR = "composition"
 """The composition world's models under the toy-world fixtures (``composition_world.COMPOSITION_FIXTURES``)."""
 HELD_OUT_SEED = 9090
@@ -135,14 +135,14 @@ def single_image(cw, caption: str, seed: int, budget: CompositionBudget) -> torc
 
 
 def compose(cw, caption: str, seed: int, budget: CompositionBudget, method: str = "bilevel",
-            weight: float = 0.5, cells: list[Cell] | None = None) -> CompositionResult:
+            weight: float = 0.5) -> CompositionResult:
     """Alg. 2 for ``caption``: bases from two top-k inits (candidate seeds ``2·seed``, ``2·seed + 1``), every cell
     optimised with ``method`` (``weight`` = λ of ``linear``), all candidates returned (``result.best`` = kept)."""
     foreground = top_k_basis(cw, caption, 2 * seed, budget)
     background = top_k_basis(cw, caption, 2 * seed + 1, budget)
     return composition_grid_search(
         cw.generator, foreground, background, _objective(cw, caption, budget.copies), cw.perceptual,
-        budget.cells if cells is None else cells, cells_per_batch=budget.cells_per_batch, steps=budget.steps,
+        budget.cells, cells_per_batch=budget.cells_per_batch, steps=budget.steps,
         lr=budget.lr, method=method, weight=weight, seed=seed, copies=budget.copies,
         score_draws=budget.score_draws, blend_iterations=budget.blend_iterations, keep=budget.keep,
         keep_tolerance=budget.keep_tolerance)
@@ -253,13 +253,12 @@ CURVE_METHODS = {
 
 
 def barrier_curves(cw, captions: list[tuple[str, torch.Tensor]], seeds: list[int], budget: CompositionBudget,
-                   results: dict | None = None, methods=tuple(CURVE_METHODS)) -> dict[str, dict[str, torch.Tensor]]:
+                   results: dict | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Per method, s_Fuse (the step's AugCLIP draw) and ℓ_Fuse per step ``[steps]``, averaged over every cell of
     every (caption, seed); runs already in ``results`` (from :func:`compare_composition`, same budget) are reused."""
     results = {} if results is None else results
     curves = {}
-    for name in methods:
-        method, weight = CURVE_METHODS[name]
+    for name, (method, weight) in CURVE_METHODS.items():
         histories = []
         for caption, _ in captions:
             for seed in seeds:
@@ -317,9 +316,6 @@ def plot_curves(curves: dict[str, dict[str, torch.Tensor]], path: str, width: in
 
 # ---- which iterate ------------------------------------------------------------------------------------------------
 
-KEEPS = KEEP_MODES
-
-
 @dataclass
 class KeepScores:
     augclip: list[float] = field(default_factory=list)
@@ -333,6 +329,7 @@ class KeepScores:
     """The grid's kept cell (highest AugCLIP), blended, read exactly."""
     kept_colour_and_cell: list[bool] = field(default_factory=list)
     kept_step: list[int] = field(default_factory=list)
+    """Every cell's returned step."""
 
     def summary(self) -> dict[str, float]:
         return {k: round(RowScores.mean(getattr(self, k)), 4) for k in
@@ -340,16 +337,16 @@ class KeepScores:
 
 
 def compare_keep(cw, captions: list[tuple[str, torch.Tensor]], seeds: list[int], budget: CompositionBudget,
-                 results: dict | None = None, keeps=KEEPS) -> dict[str, KeepScores]:
+                 results: dict | None = None) -> dict[str, KeepScores]:
     """The bilevel grid run with each ``keep`` rule (same trajectories: the rule only picks the returned iterate),
     measured on every cell and on the cell Alg. 2 keeps. Runs in ``results`` under ("grid", …) are the ``augclip``
     rule's and are reused when the budget's rule is ``augclip``."""
     results = {} if results is None else results
-    scores = {k: KeepScores() for k in keeps}
+    scores = {k: KeepScores() for k in KEEP_MODES}
     for caption, labels in captions:
         evaluator = _objective(cw, caption, budget.eval_copies)
         for seed in seeds:
-            for keep in keeps:
+            for keep in KEEP_MODES:
                 key = ("grid" if keep == budget.keep else f"keep_{keep}", caption, seed)
                 if key not in results:
                     results[key] = compose(cw, caption, seed, replace(budget, keep=keep))
