@@ -26,7 +26,7 @@ DEFAULT_KEEP = "augclip"
 DEFAULT_KEEP_TOLERANCE = 0.005
 """The ``eq5`` margin in AugCLIP units: 2× the standard deviation of one AugCLIP draw of 50 views at a fixed image,
 measured 0.0024 on the tiny fixture models (the toy world's trained CLIP: 0.023; the margin should scale with the
-model's noise and 1/√copies; see docs/composition.md, "Which iterate")."""
+model's noise and 1/√copies; ``benchmarks/augclip_draw_noise.py``, docs/composition.md "Which iterate")."""
 
 
 def require_keep(keep: str, tolerance: float) -> None:
