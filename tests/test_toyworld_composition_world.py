@@ -10,7 +10,7 @@ import torch
 
 from fusedream_pack.fusedream_ops.biggan import load_biggan
 from fusedream_pack.fusedream_ops.clip_scorer import load_clip
-from fusedream_pack.fusedream_ops.compose import POSITIONS, paste_box
+from fusedream_pack.fusedream_ops.compose import paste_box
 from fusedream_pack.fusedream_ops.perceptual import BACKBONE_FILES, find_backbone, load_lpips
 from fusedream_pack.fusedream_ops.toyworld import build_composition, composition_scenes, world
 from fusedream_pack.fusedream_ops.toyworld.build import load_judge
@@ -27,8 +27,8 @@ SMOKE_FILES = (build_composition.CLIP_PATH, build_composition.CLIP_PATH.replace(
 FUSED_MIN = 0.81
 AIMED_MIN = 0.85
 CENTRED_MIN = 0.87
-LARGE_MIN = 0.85
-NORMAL_MIN = 0.5
+LARGE_MIN = 0.93
+NORMAL_MIN = 0.72
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -97,10 +97,11 @@ def test_smoke_build_writes_every_model_and_each_loads_through_the_pack_loaders(
     assert set(report["seconds"]) >= {"clip", "generator", "judge", "alexnet", "evaluation"}
 
 
-def test_training_is_deterministic(smoke_build, tmp_path):
+def test_training_is_deterministic_and_each_model_seeds_itself(smoke_build, tmp_path):
+    """The stages rerun in reverse order write the same bytes: none depends on the random state another left."""
     out, _ = smoke_build
     steps = dict(build_composition.SMOKE_STEPS)
-    for name, _, run in build_composition.stages(str(tmp_path), steps, log=lambda s: None):
+    for name, _, run in reversed(build_composition.stages(str(tmp_path), steps, log=lambda s: None)):
         run()
     for name in SMOKE_FILES:
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
@@ -132,7 +133,7 @@ def test_judge_reads_random_fused_scenes(composition):
 
 def test_judge_reads_scenes_fused_at_the_papers_scales(composition):
     """``fuse`` of two rendered world images at α = 0.5 and 0.65 at the 9 positions, foreground object aimed at
-    its cell's centre: build report 0.94 / 1.0 on 540 each; 54 here per scale (σ ≈ 0.03)."""
+    its cell's centre: build report 0.94 (α 0.5) and 1.0 (α 0.65) of 540 each; 54 here per scale (σ ≈ 0.03)."""
     fused, cells = composition_scenes.centred_fused_scenes(6, 77, aimed=True)
     for scale in (0.5, 0.65):
         pick = torch.tensor([s == scale for s, _ in cells])
@@ -141,7 +142,7 @@ def test_judge_reads_scenes_fused_at_the_papers_scales(composition):
 
 def test_judge_reads_a_centred_foreground_fused_at_half_size(composition):
     """A foreground object centred in its frame, fused at α = 0.5 (box centre 2.7 px inside its cell): build
-    report 0.92; 180 scenes here (σ ≈ 0.02); a judge trained without fused scenes reads 0.83. (At α = 0.65 such an
+    report 0.933 of 540; 180 scenes here (σ ≈ 0.02); a judge trained without fused scenes reads 0.83. (At α = 0.65 such an
     object lands on the cell border and is read at random: not asserted.)"""
     fused, _ = composition_scenes.centred_fused_scenes(20, 78, scales=(0.5,))
     assert _rate(composition.judge, fused) >= CENTRED_MIN
@@ -149,15 +150,17 @@ def test_judge_reads_a_centred_foreground_fused_at_half_size(composition):
 
 def test_lpips_puts_the_same_scene_nearer_than_a_different_scene(composition):
     """Same objects re-rendered on another background vs other objects on the same background: the trained trunk
-    ranks SAME_NEARER of the triplets right at 5× the distance (build report); a random AlexNet 80 % at 1.7×."""
+    ranks 98 % of 256 triplets right at 4.7× the mean distance (build report; 0.977 of 128 here); a random
+    AlexNet 80 % at 1.7×."""
     numbers = separation(composition.perceptual, count=128, seed=5)
     assert numbers["same_nearer"] >= 0.93
     assert numbers["different_scene"] >= 3 * numbers["same_scene"]
 
 
 def test_generator_draws_large_and_normal_objects_the_judge_reads(composition):
-    """Generator samples whose centre is ≥ 1 px from a cell border: build report GENERATOR_RATES; ~150 of each
-    size here (σ ≈ 0.04)."""
+    """Generator samples whose centre is ≥ 1 px from a cell border: build report large 0.993, normal 0.851 (of 2000
+    samples); here 171 large and 99 normal (σ ≈ 0.01 and 0.036). The first build's generator, trained without the
+    size-balanced weights, drew normal objects the judge read 0.67 of the time."""
     images, labels, radius, clear, _ = build_composition.generator_samples(composition.generator, 512, 99)
     read = (composition.judge.read(images) == labels).all(-1)
     assert read[clear & (radius >= build_composition.LARGE_RADIUS)].float().mean() >= LARGE_MIN
