@@ -79,8 +79,8 @@ def test_composition_keeps_two_objects_where_single_image_generation_drops_one(r
 
 def test_the_lpips_term_lowers_l_fuse_far_below_augclip_alone(runs):
     """Eq. 5: the bi-level step lowers ℓ_Fuse compared with the same runs on AugCLIP alone (measured here: 0.073 vs
-    0.235). The seam at the paste border is NOT asserted: it is not lower (0.153 vs 0.130 on the fused image; see
-    docs/toyworld_composition.md). Sabotage: the LPIPS gradient dropped from ``set_combined_grad_`` → fails."""
+    0.235). The seam at the paste border is not asserted: lower at the benchmark's budget (0.212 vs 0.250 on the
+    fused image) but not at this one (0.153 vs 0.130; see docs/toyworld_composition.md). Sabotage: the LPIPS gradient dropped from ``set_combined_grad_`` → fails."""
     rows, _ = runs
     assert rows["grid"]["lpips"] < 0.5 * rows["augclip_only"]["lpips"]
 
@@ -113,8 +113,9 @@ def _values(node):
 
 
 def test_the_toy_world_composition_template_is_valid_and_runs_on_the_fixtures(comp_world, tiny_models):
-    """The template's blended output shows at least one of its caption's objects where the caption puts it (the
-    judge reads both in 12 % of Poisson-blended results, 38 % of fused ones: docs/toyworld_composition.md)."""
+    """The template's fused output shows both objects of its caption where the caption puts them (right colours),
+    and its Poisson-blended output at least one (the blend shifts colours; the rates over held-out captions are in
+    docs/toyworld_composition.md)."""
     from fusedream_pack.nodes import NODE_CLASS_MAPPINGS, comfy
 
     workflow = load(TEMPLATE)
@@ -137,13 +138,14 @@ def test_the_toy_world_composition_template_is_valid_and_runs_on_the_fixtures(co
         bases = [one("FuseDreamTopK", i, generator=generator, objective=objective,
                      candidates=one("FuseDreamLatentSampler", i, generator=generator)[0])[0] for i in (0, 1)]
         (lpips,) = one("FuseDreamLPIPSLoader")
-        blended = one("FuseDreamCompositionGridSearch", generator=generator, objective=objective, lpips=lpips,
-                      foreground=bases[0], background=bases[1])[0]
+        blended, fused = one("FuseDreamCompositionGridSearch", generator=generator, objective=objective,
+                             lpips=lpips, foreground=bases[0], background=bases[1])[:2]
     finally:
         comfy.set_fallback_model_root(tiny_models)
     prompt = widgets[by_type["FuseDreamAugCLIPObjective"][0]]["prompt"]
     assert blended.shape == (1, comp_world.image_size, comp_world.image_size, 3)
     labels = _caption_labels(prompt)
+    assert cc.read_objects(comp_world.judge, fused.permute(0, 3, 1, 2), labels)["colour_and_cell"].all()
     assert cc.read_objects(comp_world.judge, blended.permute(0, 3, 1, 2), labels)["found"].item() >= 0.5
 
 

@@ -49,7 +49,7 @@ CAPTIONS = {
     "OVI – Kandinsky 2.2": "a red circle on the left",
     "TextEmb – Kandinsky 2.2": "a red circle on the left",
     "Toy world – OVI": "a red circle on the left",
-    "Toy world – composition": "a blue square at the top and a yellow cross at the bottom",
+    "Toy world – composition": "a red circle on the left and a blue square on the right",
 }
 
 
