@@ -2,6 +2,7 @@
 
     python benchmarks/toyworld_claims.py                       # committed fixtures, ~minutes on a CPU
     python benchmarks/toyworld_claims.py --models /tmp/toy --captions 16 --seeds 3 --steps 100
+    python benchmarks/toyworld_claims.py --only composition    # only the composition rows, curves and iterate rules
 
 Each row says whether our implementation reproduces the claim, with the numbers; a claim that does not
 reproduce is printed as such. Rebuild the fixtures with ``python -m fusedream_ops.toyworld.build <dir>``.
@@ -18,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from fusedream_ops.toyworld import claims_ovi, measure  # noqa: E402
+from fusedream_ops.toyworld import claims_composition, claims_ovi, measure  # noqa: E402
 from fusedream_ops.toyworld.build import REPORT_PATH  # noqa: E402
 
 
@@ -95,11 +96,36 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=measure.Budget.steps, help="Adam steps per run")
     parser.add_argument("--candidates", type=int, default=measure.Budget.candidates, help="M for top-k")
     parser.add_argument("--pixel-steps", type=int, default=60, help="generator-free synthesis steps")
+    parser.add_argument("--only", choices=("all", "composition"), default="all",
+                        help="composition: only the composition rows (toyworld/claims_composition.py)")
+    parser.add_argument("--composition-models", default=None,
+                        help="composition world (default: <models>/composition, built by comp-world's command)")
+    parser.add_argument("--composition-captions", type=int, default=8, help="held-out two-object captions")
+    parser.add_argument("--composition-seeds", type=int, default=2, help="seeds per two-object caption")
+    parser.add_argument("--composition-steps", type=int, default=claims_composition.CompositionBudget.steps,
+                        help="Adam steps per cell (and of the single-image row)")
+    parser.add_argument("--composition-positions", default="all",
+                        help="grid positions of Alg. 2 ('all' = the paper's 9, or a comma-separated subset)")
+    parser.add_argument("--composition-plot", default=None,
+                        help="write the dynamic-barrier curves as a PNG, e.g. docs/toyworld_composition_curves.png")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads: the numbers change with it (float sums in another order)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
+    composition_models = args.composition_models or os.path.join(args.models, claims_composition.MODELS_SUBDIR)
+    positions = claims_composition.POSITIONS if args.composition_positions == "all" else tuple(
+        p.strip() for p in args.composition_positions.split(","))
+    composition_budget = claims_composition.CompositionBudget(steps=args.composition_steps, positions=positions)
+    if args.only == "composition":
+        table, extra = claims_composition.with_composition_rows(
+            [], composition_models, args.composition_captions, args.composition_seeds, composition_budget,
+            plot=args.composition_plot)
+        print(f"torch threads {torch.get_num_threads()}, {composition_budget}")
+        print_table(table)
+        print("\n".join(extra))
+        print(f"total {time.time() - start:.0f} s")
+        return 0
     tw = measure.load_toyworld(args.models)
     report_path = os.path.join(args.models, REPORT_PATH)
     if os.path.isfile(report_path):
@@ -125,7 +151,12 @@ def main(argv=None) -> int:
                  clipag_row(pixels),
                  "not run: OVI optimises a Kandinsky 2.2 prior's image embedding and decodes it with the "
                  "Kandinsky decoder; the toy world has no such prior/decoder pair trained on it")
-    print_table(claims_ovi.with_ovi_rows(table, args.models, args.captions, args.seeds))  # toyworld/claims_ovi.py
+    table = claims_ovi.with_ovi_rows(table, args.models, args.captions, args.seeds)  # toyworld/claims_ovi.py
+    table, extra = claims_composition.with_composition_rows(  # toyworld/claims_composition.py
+        table, composition_models, args.composition_captions, args.composition_seeds, composition_budget,
+            plot=args.composition_plot)
+    print_table(table)
+    print("\n".join(extra))
     print(f"total {time.time() - start:.0f} s")
     return 0
 

@@ -40,14 +40,18 @@ class Judge(nn.Module):
 
 
 def train_judge(steps: int = 2000, batch: int = 128, seed: int = 3, lr: float = 2e-3,
-                log: Optional[Callable[[str], None]] = None) -> Judge:
+                log: Optional[Callable[[str], None]] = None,
+                sampler: Optional[Callable[[int, int], world.Scenes]] = None) -> Judge:
+    """Cross-entropy per cell on fresh scenes every step: ``sampler(count, seed)`` (default: world scenes, 30 %
+    with two objects)."""
     torch.manual_seed(seed)
     judge = Judge()
     opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     start = time.time()
     for step in range(steps):
-        scenes = world.sample_scenes(batch, seed * 1_000_003 + step, two_object_fraction=0.3)
+        scenes = (world.sample_scenes(batch, seed * 1_000_003 + step, two_object_fraction=0.3) if sampler is None
+                  else sampler(batch, seed * 1_000_003 + step))
         loss = F.cross_entropy(judge(scenes.images).flatten(0, 1), scenes.labels.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()

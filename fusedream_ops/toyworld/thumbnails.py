@@ -8,6 +8,8 @@ its caption underneath:
 - FuseDream – single image: top-k of 256 toy-BigGAN latents, then AugCLIP basis optimisation;
 - FuseDream – composition: two FuseDream bases, then the composition optimiser (dynamic barrier, LPIPS on a random
   AlexNet trunk: the toy world has no LPIPS weights) and Poisson blending, one cell;
+- Toy world – composition: the template's own settings on the composition world (``toyworld/composition``): two
+  top-k inits of 256 latents, the 18-cell grid with LPIPS on the world-trained AlexNet, Poisson blending;
 - CLIPAG – generator-free: pixel synthesis guided by the CLIPAG-fine-tuned (robust) toy CLIP;
 - OVI / TextEmb – Kandinsky 2.2: with toy Kandinsky 2.2 folders (a prior/encoders folder holding
   ``image_encoder`` and a decoder folder holding ``unet``, under ``<fixtures>/kandinsky22`` or ``--kandinsky``) the
@@ -39,7 +41,7 @@ CARD = 384
 PIXELS = 9
 """Nearest-neighbour upscale of a 32-px output: 288 px, leaving room for a caption readable on the card."""
 TEMPLATES = ("FuseDream – single image", "FuseDream – composition", "CLIPAG – generator-free",
-             "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2", "Toy world – OVI")
+             "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2", "Toy world – OVI", "Toy world – composition")
 CAPTIONS = {
     "FuseDream – single image": "a red circle on the left",
     "FuseDream – composition": "a blue square at the top and a yellow cross at the bottom",
@@ -47,6 +49,7 @@ CAPTIONS = {
     "OVI – Kandinsky 2.2": "a red circle on the left",
     "TextEmb – Kandinsky 2.2": "a red circle on the left",
     "Toy world – OVI": "a red circle on the left",
+    "Toy world – composition": "a red circle on the left and a blue square on the right",
 }
 
 
@@ -124,6 +127,16 @@ def composition_image(tw, caption: str, seed: int = 0, steps: int = 40) -> torch
     return result.blended[result.best:result.best + 1]
 
 
+def composition_world_image(caption: str, seed: int = 0) -> torch.Tensor:
+    """The toy-world composition template's result: Alg. 2 on the composition world with the template's values."""
+    from .claims_composition import CompositionBudget, compose
+    from .composition_world import load_composition_world
+
+    budget = CompositionBudget(candidates=256, steps=40, lr=0.05, copies=16, blend_iterations=500)
+    result = compose(load_composition_world(), caption, seed, budget)
+    return result.blended[result.best:result.best + 1]
+
+
 def clipag_image(tw, caption: str, seed: int = 0, steps: int = 150) -> torch.Tensor:
     """CLIPAG's generator-free synthesis guided by the robust toy CLIP, from the best per-class Gaussian sample."""
     from ..init_images import SmallImageGaussians, best_gaussian_samples
@@ -174,6 +187,8 @@ def make(name: str, tw, kandinsky: tuple[str, str] | None):
         return card(fusedream_image(tw, caption), caption, "toy-world output, 32 px")
     if name == "FuseDream – composition":
         return card(composition_image(tw, caption), caption, "toy-world output, 32 px")
+    if name == "Toy world – composition":
+        return card(composition_world_image(caption), caption, "toy-world output, 32 px")
     if name == "CLIPAG – generator-free":
         return card(clipag_image(tw, caption), caption, "toy-world output, 32 px")
     method = "ovi" if "OVI" in name else "textemb"

@@ -163,8 +163,12 @@ def contrastive_loss(image_features, text_features, logit_scale, match):
 
 
 def train_clip(steps: int = 2000, batch: int = 128, seed: int = 1, lr: float = 2e-3,
-               two_object_fraction: float = 0.3, log: Optional[Callable[[str], None]] = None):
-    """Train :func:`build_clip` on fresh world scenes every step; returns the model in eval mode."""
+               two_object_fraction: float = 0.3, log: Optional[Callable[[str], None]] = None,
+               sampler: Optional[Callable[[int, int], world.Scenes]] = None):
+    """Train :func:`build_clip` on fresh world scenes every step; returns the model in eval mode.
+
+    ``sampler(count, seed)`` draws the scenes (default: :func:`world.sample_scenes` with ``two_object_fraction``).
+    """
     torch.manual_seed(seed)
     model = build_clip()
     tokens = CaptionTokens(CLIP_CONFIG["text_cfg"]["context_length"])
@@ -182,7 +186,8 @@ def train_clip(steps: int = 2000, batch: int = 128, seed: int = 1, lr: float = 2
     model.train()
     start = time.time()
     for step in range(steps):
-        scenes = world.sample_scenes(batch, seed * 1_000_003 + step, two_object_fraction)
+        scenes = (world.sample_scenes(batch, seed * 1_000_003 + step, two_object_fraction) if sampler is None
+                  else sampler(batch, seed * 1_000_003 + step))
         captions, positioned = caption_batch(scenes.labels, g)
         negatives = shape_swapped(scenes.labels, g)
         captions = captions + [world.caption_for(l) for l in negatives]
@@ -207,10 +212,11 @@ def train_clip(steps: int = 2000, batch: int = 128, seed: int = 1, lr: float = 2
     return model.eval()
 
 
-def retrieval_accuracy(model, count: int = 2000, seed: int = 777, two_object_fraction: float = 0.3) -> float:
+def retrieval_accuracy(model, count: int = 2000, seed: int = 777, two_object_fraction: float = 0.3,
+                       sampler: Optional[Callable[[int, int], world.Scenes]] = None) -> float:
     """Fraction of fresh scenes whose own positioned caption scores highest among all the batch's captions."""
     tokens = CaptionTokens(CLIP_CONFIG["text_cfg"]["context_length"])
-    scenes = world.sample_scenes(count, seed, two_object_fraction)
+    scenes = world.sample_scenes(count, seed, two_object_fraction) if sampler is None else sampler(count, seed)
     captions = sorted({world.caption_for(l) for l in scenes.labels})
     index = {c: i for i, c in enumerate(captions)}
     with torch.no_grad():

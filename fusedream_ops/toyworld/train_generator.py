@@ -110,8 +110,11 @@ def sample_training_z(count: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_generator(steps: int = 3000, batch: int = 32, seed: int = 2, lr: float = 2e-3,
-                    log: Optional[Callable[[str], None]] = None):
-    """Regress the renderer with an object-weighted L1 + L2 pixel loss in the generator's [-1, 1] output space."""
+                    log: Optional[Callable[[str], None]] = None,
+                    renderer: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = target_images,
+                    weights: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = object_weights):
+    """Regress the renderer ``renderer(klass, z)`` (images in 0..1) with a pixel-weighted (``weights(klass, z,
+    target)``) L1 + L2 loss in the generator's [-1, 1] output space."""
     torch.manual_seed(seed)
     model = build_generator()
     plain_weights(model)
@@ -123,13 +126,13 @@ def train_generator(steps: int = 3000, batch: int = 32, seed: int = 2, lr: float
     for step in range(steps):
         klass = torch.randint(world.NUM_CLASSES, (batch,), generator=g)
         z = sample_training_z(batch, g)
-        target01 = target_images(klass, z)
-        weights = object_weights(klass, z, target01)
+        target01 = renderer(klass, z)
+        pixel_weights = weights(klass, z, target01)
         target = target01 * 2 - 1
         onehot = torch.nn.functional.one_hot(klass, world.NUM_CLASSES).float()
         out = model(z, onehot, 1.0)
         error = out - target
-        loss = ((error.abs() + error ** 2) * weights).mean() / weights.mean()
+        loss = ((error.abs() + error ** 2) * pixel_weights).mean() / pixel_weights.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -99,15 +99,27 @@ def paint(canvas: torch.Tensor, klass: torch.Tensor, cx: torch.Tensor, cy: torch
     return canvas * (1 - alpha) + colour * alpha
 
 
-def render_params(klass: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def object_layout(u: torch.Tensor, radius_min: float = 3.2, radius_span: float = 1.8,
+                  inside: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centre (cx, cy) and radius in pixels of the object :func:`render_params` draws from ``u [B,≥3]``.
+
+    The radius is ``radius_min + radius_span · u₂``. The centre ranges over 3..29 px, or with ``inside`` over
+    ``radius..32 − radius`` so that large objects stay in the frame.
+    """
+    radius = radius_min + radius_span * u[:, 2]
+    if inside:
+        return radius + (IMAGE_SIZE - 2 * radius) * u[:, 0], radius + (IMAGE_SIZE - 2 * radius) * u[:, 1], radius
+    return 3.0 + 26.0 * u[:, 0], 3.0 + 26.0 * u[:, 1], radius
+
+
+def render_params(klass: torch.Tensor, u: torch.Tensor, radius_min: float = 3.2, radius_span: float = 1.8,
+                  inside: bool = False) -> torch.Tensor:
     """One object per image from uniform parameters ``u [B,6]`` in 0..1 (the generator's target renderer).
 
     ``u`` = (x, y, size, background level, stripe amplitude, stripe angle); the centre ranges over the
-    whole image (3..29 px), so cells are not snapped to: the generator's latent space is continuous.
+    whole image (:func:`object_layout`), so cells are not snapped to: the generator's latent space is continuous.
     """
-    cx = 3.0 + 26.0 * u[:, 0]
-    cy = 3.0 + 26.0 * u[:, 1]
-    radius = 3.2 + 1.8 * u[:, 2]
+    cx, cy, radius = object_layout(u, radius_min, radius_span, inside)
     canvas = background(0.08 + 0.32 * u[:, 3], 0.08 * u[:, 4], math.pi * u[:, 5])
     return paint(canvas, klass, cx, cy, radius)
 
@@ -119,11 +131,13 @@ def cell_of(cx: torch.Tensor, cy: torch.Tensor, size: int = IMAGE_SIZE) -> torch
     return row * 3 + col
 
 
-def sample_scenes(count: int, seed: int, two_object_fraction: float = 0.0, size: int = IMAGE_SIZE) -> Scenes:
+def sample_scenes(count: int, seed: int, two_object_fraction: float = 0.0, size: int = IMAGE_SIZE,
+                  radius_min: float = 3.2, radius_span: float = 1.8) -> Scenes:
     """``count`` random scenes from ``seed`` (same seed, same scenes).
 
-    Objects are centred in their cell with up to ±2.5 px jitter (±8 % of the image); a fraction of the scenes
-    hold two objects in opposite cells (at grid distance 2, so they never overlap).
+    Objects are centred in their cell with up to ±2.5 px jitter (±8 % of the image), radius
+    ``radius_min + radius_span · u`` at 32 px; a fraction of the scenes hold two objects in opposite cells
+    (at grid distance 2, so they never overlap).
     """
     g = torch.Generator().manual_seed(seed)
     u = torch.rand(count, 16, generator=g)
@@ -139,7 +153,7 @@ def sample_scenes(count: int, seed: int, two_object_fraction: float = 0.0, size:
         cell = cells[:, j]
         cx = ((cell % 3).float() + 0.5) * cell_px + (u[:, 9 + 2 * j] - 0.5) * (5.0 * size / 32)
         cy = ((cell // 3).float() + 0.5) * cell_px + (u[:, 10 + 2 * j] - 0.5) * (5.0 * size / 32)
-        radius = (3.2 + 1.8 * u[:, 13 + j]) * (size / 32)
+        radius = (radius_min + radius_span * u[:, 13 + j]) * (size / 32)
         drawn = paint(canvas, classes[:, j], cx, cy, radius)
         present = two if j == 1 else torch.ones_like(two)
         canvas = torch.where(present.view(-1, 1, 1, 1), drawn, canvas)
