@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from .errors import require
 
 KEEP_MODES = ("augclip", "last", "eq5")
-DEFAULT_KEEP = "augclip"
+DEFAULT_KEEP = "last"
 """The rule the optimizer and the nodes use unless told otherwise."""
 DEFAULT_KEEP_TOLERANCE = 0.005
 """The ``eq5`` margin in AugCLIP units: 2× the standard deviation of one AugCLIP draw of 50 views at a fixed image,
