@@ -127,13 +127,20 @@ def composition_image(tw, caption: str, seed: int = 0, steps: int = 40) -> torch
     return result.blended[result.best:result.best + 1]
 
 
-def composition_world_image(caption: str, seed: int = 0) -> torch.Tensor:
-    """The toy-world composition template's result: Alg. 2 on the composition world with the template's values."""
-    from .claims_composition import CompositionBudget, compose
+def composition_world_image(caption: str) -> torch.Tensor:
+    """The toy-world composition template's result through the ops, with its values: candidate seeds 0 and 1, top-5
+    of 256 by plain CLIP (top-k seed 0), the 18-cell grid in one batch, 40 steps at lr 0.05, grid seed 1, 16 views,
+    ``keep`` last, 500 blend iterations, every model in fp32."""
+    from ..composition import composition_grid_search, paper_grid
     from .composition_world import load_composition_world
 
-    budget = CompositionBudget(candidates=256, steps=40, lr=0.05, copies=16, blend_iterations=500)
-    result = compose(load_composition_world(), caption, seed, budget)
+    cw = load_composition_world()
+    objective = AugClipObjective(cw.scorer, [(caption, 1.0)], AugmentPolicy(), copies=16)
+    bases = [topk_latents(cw.generator, sample_latents(cw.generator, 256, s), objective, 5, chunk=64, seed=0)[0]
+             for s in (0, 1)]
+    result = composition_grid_search(cw.generator, bases[0], bases[1], objective, cw.perceptual, paper_grid(),
+                                     cells_per_batch=18, steps=40, lr=0.05, seed=1, copies=16, score_draws=4,
+                                     blend_iterations=500, keep="last")
     return result.blended[result.best:result.best + 1]
 
 
