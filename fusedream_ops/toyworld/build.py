@@ -110,6 +110,20 @@ def generator_accuracy(generator, judge: Judge, count: int = 2000, seed: int = 4
     return scene_accuracy(judge, images[keep], labels[keep]), fidelity
 
 
+def run_stages(stages, log=print) -> dict[str, float]:
+    """Run each ``(name, path, run)`` stage whose file ``path`` does not exist yet; the seconds each one took.
+    A written model is kept, so a build can be resumed and one model retrained by deleting its file."""
+    seconds = {}
+    for name, path, run in stages:
+        if os.path.isfile(path):
+            log(f"{name}: keeping {path} (delete it to retrain)")
+            continue
+        start = time.time()
+        run()
+        seconds[name] = round(time.time() - start, 1)
+    return seconds
+
+
 def build(out_dir: str, smoke: bool = False, log=print) -> dict:
     """Train the tiny CLIP, generator and judge, write them under ``out_dir`` and return the build report."""
     steps = SMOKE_STEPS if smoke else FULL_STEPS
@@ -131,13 +145,7 @@ def build(out_dir: str, smoke: bool = False, log=print) -> dict:
              lambda: build_robust_clip(clip_path, os.path.join(out_dir, ROBUST_CLIP_PATH), steps["robust_clip"],
                                        log=log)),
         ]
-        for name, path, run in stages:
-            if os.path.isfile(path):
-                log(f"{name}: keeping {path} (delete it to retrain)")
-                continue
-            start = time.time()
-            run()
-            report["seconds"][name] = round(time.time() - start, 1)
+        report["seconds"].update(run_stages(stages, log))
 
         # Sanity numbers, measured on what was written (float16 round trip included).
         start = time.time()

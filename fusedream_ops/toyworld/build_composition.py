@@ -28,7 +28,7 @@ from ..clip_scorer import load_clip, save_clip
 from ..perceptual import BACKBONE_FILES, load_lpips
 from . import composition_scenes as scenes
 from . import world
-from .build import load_judge, save_judge
+from .build import load_judge, run_stages, save_judge
 from .judge import Judge, scene_accuracy, train_judge
 from .train_alexnet import alexnet_file_bytes, separation, train_alexnet
 from .train_clip import CLIP_CONFIG, retrieval_accuracy, train_clip
@@ -139,13 +139,7 @@ def build(out_dir: str, smoke: bool = False, log=print) -> dict:
     try:
         clip_path, judge_path, lpips_path, biggan_dir = (os.path.join(out_dir, p) for p in
                                                          (CLIP_PATH, JUDGE_PATH, LPIPS_PATH, BIGGAN_PATH))
-        for name, path, run in stages(out_dir, steps, log):
-            if os.path.isfile(path):
-                log(f"{name}: keeping {path} (delete it to retrain)")
-                continue
-            start = time.time()
-            run()
-            report["seconds"][name] = round(time.time() - start, 1)
+        report["seconds"].update(run_stages(stages(out_dir, steps, log), log))
 
         # Sanity numbers, measured on what was written (float16 round trip included), through the pack's loaders.
         start = time.time()
