@@ -29,21 +29,15 @@ from fusedream_ops.objective import AugClipObjective  # noqa: E402
 
 def models(tiny: bool):
     import open_clip
-    from pytorch_pretrained_biggan import BigGAN
 
     if tiny:
         from fusedream_ops.fixtures.biggan_clip import tiny_biggan, tiny_clip
 
         gan, clip, arch = tiny_biggan(), tiny_clip(), "ViT-B-32"
     else:
-        from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN256
+        from fusedream_ops.fixtures.biggan_clip import real_size_biggan
 
-        from fusedream_ops.fixtures.biggan_clip import settle_spectral_norm
-
-        gan = BigGAN(BigGAN256)
-        gan.generator.bn.weight.data.fill_(1.0)
-        gan.generator.bn.bias.data.zero_()
-        settle_spectral_norm(gan, iterations=5)
+        gan = real_size_biggan(settle_iterations=5)
         clip, arch = open_clip.create_model("ViT-B-32", pretrained=None), "ViT-B-32"
     fold_spectral_norm(gan)
     return BigGANGenerator(gan), ClipScorer(clip, open_clip.get_tokenizer(arch), arch, OPENAI_MEAN, OPENAI_STD)

@@ -83,22 +83,14 @@ def grid_rows(real: bool, steps: int):
     from fusedream_ops.biggan import BigGANGenerator, fold_spectral_norm
     from fusedream_ops.clip_scorer import ClipScorer
     from fusedream_ops.composition import composition_grid_search, parse_grid
-    from fusedream_ops.fixtures.biggan_clip import settle_spectral_norm, tiny_biggan, tiny_clip
+    from fusedream_ops.fixtures.biggan_clip import real_size_biggan, tiny_biggan, tiny_clip
     from fusedream_ops.latents import sample_latents
     from fusedream_ops.objective import AugClipObjective
     from fusedream_ops.perceptual import load_lpips
     import open_clip
 
     if real:
-        from pytorch_pretrained_biggan import BigGAN
-        from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN256
-
-        torch.manual_seed(0)
-        gan = BigGAN(BigGAN256)
-        with torch.no_grad():  # the library leaves the final batch norm's affine parameters uninitialised
-            gan.generator.bn.weight.fill_(1.0)
-            gan.generator.bn.bias.zero_()
-        settle_spectral_norm(gan, iterations=5)
+        gan = real_size_biggan(settle_iterations=5)
         fold_spectral_norm(gan)
         clip = open_clip.create_model("ViT-B-32", pretrained=None)
     else:

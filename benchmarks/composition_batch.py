@@ -30,18 +30,10 @@ def models(real: bool):
     from fusedream_ops.fixtures.biggan_clip import tiny_biggan, tiny_clip
 
     if real:
-        from pytorch_pretrained_biggan import BigGAN
-        from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN256
-
         from fusedream_ops.biggan import fold_spectral_norm
-        from fusedream_ops.fixtures.biggan_clip import settle_spectral_norm
+        from fusedream_ops.fixtures.biggan_clip import real_size_biggan
 
-        torch.manual_seed(0)  # as benchmarks/composition.py --real
-        gan = BigGAN(BigGAN256)
-        with torch.no_grad():  # the library leaves the final batch norm's affine parameters uninitialised
-            gan.generator.bn.weight.fill_(1.0)
-            gan.generator.bn.bias.zero_()
-        settle_spectral_norm(gan, iterations=5)
+        gan = real_size_biggan(settle_iterations=5)  # as benchmarks/composition.py --real
         fold_spectral_norm(gan)
         clip = open_clip.create_model("ViT-B-32", pretrained=None)
     else:

@@ -29,16 +29,9 @@ from fusedream_ops.precision import cast_frozen  # noqa: E402
 
 
 def build() -> torch.nn.Module:
-    from pytorch_pretrained_biggan import BigGAN
-    from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN256
+    from fusedream_ops.fixtures.biggan_clip import real_size_biggan
 
-    from fusedream_ops.fixtures.biggan_clip import settle_spectral_norm
-
-    gan = BigGAN(BigGAN256)
-    with torch.no_grad():
-        gan.generator.bn.weight.fill_(1.0)
-        gan.generator.bn.bias.zero_()
-    settle_spectral_norm(gan, iterations=2)
+    gan = real_size_biggan(settle_iterations=2)
     fold_spectral_norm(gan)
     return gan
 

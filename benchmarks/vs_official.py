@@ -41,10 +41,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fusedream_ops.biggan import BigGANGenerator, fold_spectral_norm  # noqa: E402
 from fusedream_ops.clip_scorer import OPENAI_MEAN, OPENAI_STD, ClipScorer  # noqa: E402
-from fusedream_ops.latents import BigGANLatent, sample_latents  # noqa: E402
+from fusedream_ops.latents import sample_latents  # noqa: E402
 from fusedream_ops.objective import AugClipObjective  # noqa: E402
 from fusedream_ops.optimize import optimize_basis  # noqa: E402
-from fusedream_ops.precision import cast_frozen, precision_name, resolve_dtype  # noqa: E402
+from fusedream_ops.precision import cast_frozen, precision_name  # noqa: E402
 from fusedream_ops.topk import topk_latents  # noqa: E402
 
 PROMPT = "a photo of a blue dog"
@@ -157,16 +157,10 @@ class Official:
 class Pack:
     def __init__(self, device: torch.device, precision: str):
         import open_clip
-        from pytorch_pretrained_biggan import BigGAN
-        from pytorch_pretrained_biggan.convert_tf_to_pytorch import BigGAN256
 
-        from fusedream_ops.fixtures.biggan_clip import settle_spectral_norm
+        from fusedream_ops.fixtures.biggan_clip import real_size_biggan
 
-        gan = BigGAN(BigGAN256)
-        with torch.no_grad():
-            gan.generator.bn.weight.fill_(1.0)
-            gan.generator.bn.bias.zero_()
-        settle_spectral_norm(gan, iterations=2)
+        gan = real_size_biggan(settle_iterations=2)
         fold_spectral_norm(gan)
         clip = open_clip.create_model(CLIP_ARCH, pretrained=None)
         self.generator = BigGANGenerator(gan)
