@@ -167,14 +167,20 @@ def build(out_dir: str, smoke: bool = False, log=print) -> dict:
     return report
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusedream_ops.toyworld.build", description=__doc__.split("\n")[0])
-    parser.add_argument("out_dir", help="folder to write the models tree into (e.g. tests/fixtures/toyworld)")
+def build_command(argv, module: str, doc: str, build_fn, out_help: str) -> int:
+    """The command line every toy-world build shares: ``python -m <module> OUT_DIR [--smoke]``, report printed."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    parser.add_argument("out_dir", help=out_help)
     parser.add_argument("--smoke", action="store_true", help="a few training steps of each model (for CI)")
     args = parser.parse_args(argv)
-    report = build(args.out_dir, smoke=args.smoke, log=lambda s: print(s, flush=True))
+    report = build_fn(args.out_dir, smoke=args.smoke, log=lambda s: print(s, flush=True))
     print(json.dumps(report, indent=2))
     return 0
+
+
+def main(argv=None) -> int:
+    return build_command(argv, "fusedream_ops.toyworld.build", __doc__, build,
+                         "folder to write the models tree into (e.g. tests/fixtures/toyworld)")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ build continues): build into an empty folder to rebuild from scratch.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ from ..clip_scorer import load_clip, save_clip
 from ..perceptual import BACKBONE_FILES, load_lpips
 from . import composition_scenes as scenes
 from . import world
-from .build import load_judge, run_stages, save_judge
+from .build import build_command, load_judge, run_stages, save_judge
 from .judge import Judge, scene_accuracy, train_judge
 from .train_alexnet import alexnet_file_bytes, separation, train_alexnet
 from .train_clip import CLIP_CONFIG, retrieval_accuracy, train_clip
@@ -182,14 +181,8 @@ def _write_bytes(path: str, data: bytes) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusedream_ops.toyworld.build_composition",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("out_dir", help="folder to write the models tree into (tests/fixtures/toyworld/composition)")
-    parser.add_argument("--smoke", action="store_true", help="a few training steps of each model (for CI)")
-    args = parser.parse_args(argv)
-    report = build(args.out_dir, smoke=args.smoke, log=lambda s: print(s, flush=True))
-    print(json.dumps(report, indent=2))
-    return 0
+    return build_command(argv, "fusedream_ops.toyworld.build_composition", __doc__, build,
+                         "folder to write the models tree into (tests/fixtures/toyworld/composition)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ the first half's files. Writes ``kandinsky22/toyworld-prior/`` (transformers enc
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ import torch
 from ..checkpoints import atomic_write_text
 from ..errors import require
 from . import kandinsky_world as kw
-from .build import CLIP_PATH
+from .build import CLIP_PATH, build_command
 
 FULL_STEPS = {"movq": 300, "decoder_unet": 1000}
 SMOKE_STEPS = {"movq": 2, "decoder_unet": 2}
@@ -84,14 +83,8 @@ def evaluate(out_dir: str, count: int = 64) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusedream_ops.toyworld.build_ii",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("out_dir", help="the toy-world models tree (holding the first half's open_clip/ CLIP)")
-    parser.add_argument("--smoke", action="store_true", help="a few training steps of each model (for CI)")
-    args = parser.parse_args(argv)
-    report = build(args.out_dir, smoke=args.smoke, log=lambda s: print(s, flush=True))
-    print(json.dumps(report, indent=2))
-    return 0
+    return build_command(argv, "fusedream_ops.toyworld.build_ii", __doc__, build,
+                         "the toy-world models tree (holding the first half's open_clip/ CLIP)")
 
 
 if __name__ == "__main__":
