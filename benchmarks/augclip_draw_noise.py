@@ -7,7 +7,7 @@ For each model set, prompt and cell it prints the median (and range) over prompt
 - the standard deviation of 64 AugCLIP draws (each of ``copies`` views) of one fixed fused image, and
 - the step-to-step standard deviation of a 60-step composition run's AugCLIP history over steps 30–60, divided by
   √2 (what the keep rule actually sees: draw noise plus the drift of the iterate).
-``DEFAULT_KEEP_TOLERANCE`` (fusedream_ops/iterate_choice.py) is about twice the first number.
+``DEFAULT_KEEP_TOLERANCE`` (fusedream_ops/composition/iterate_choice.py) is about twice the first number.
 """
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from fusedream_ops.augment import AugmentPolicy  # noqa: E402
-from fusedream_ops.biggan import load_biggan  # noqa: E402
-from fusedream_ops.clip_scorer import load_clip  # noqa: E402
-from fusedream_ops.composition import Cell, fuse_cells, optimize_composition  # noqa: E402
+from fusedream_ops.fusedream.augment import AugmentPolicy  # noqa: E402
+from fusedream_ops.models.biggan import load_biggan  # noqa: E402
+from fusedream_ops.models.clip import load_clip  # noqa: E402
+from fusedream_ops.composition.bilevel import Cell, fuse_cells, optimize_composition  # noqa: E402
 from fusedream_ops.fixtures import write_all  # noqa: E402
-from fusedream_ops.latents import sample_latents  # noqa: E402
-from fusedream_ops.objective import AugClipObjective  # noqa: E402
-from fusedream_ops.perceptual import load_lpips  # noqa: E402
+from fusedream_ops.fusedream.latents import sample_latents  # noqa: E402
+from fusedream_ops.fusedream.objective import AugClipObjective  # noqa: E402
+from fusedream_ops.models.lpips import load_lpips  # noqa: E402
 
 CELLS = (Cell(0.65, "center"), Cell(0.5, "top-left"))
 

@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fusedream_ops.augment import AugmentPolicy, diff_augment  # noqa: E402
-from fusedream_ops.biggan import BigGANGenerator, fold_spectral_norm  # noqa: E402
-from fusedream_ops.clip_scorer import ClipScorer, OPENAI_MEAN, OPENAI_STD  # noqa: E402
-from fusedream_ops.objective import AugClipObjective  # noqa: E402
+from fusedream_ops.fusedream.augment import AugmentPolicy, diff_augment  # noqa: E402
+from fusedream_ops.models.biggan import BigGANGenerator, fold_spectral_norm  # noqa: E402
+from fusedream_ops.models.clip import ClipScorer, OPENAI_MEAN, OPENAI_STD  # noqa: E402
+from fusedream_ops.fusedream.objective import AugClipObjective  # noqa: E402
 
 
 def models(tiny: bool):

@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fusedream_ops.latents import sample_latents  # noqa: E402
-from fusedream_ops.objective import AugClipObjective  # noqa: E402
-from fusedream_ops.optimize import Problem, optimize_bases  # noqa: E402
-from fusedream_ops.precision import cast_frozen  # noqa: E402
+from fusedream_ops.fusedream.latents import sample_latents  # noqa: E402
+from fusedream_ops.fusedream.objective import AugClipObjective  # noqa: E402
+from fusedream_ops.fusedream.optimize import Problem, optimize_bases  # noqa: E402
+from fusedream_ops.core.precision import cast_frozen  # noqa: E402
 
 STEPS_PER_IMAGE = 1000
 

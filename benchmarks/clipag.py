@@ -22,12 +22,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fusedream_ops.augment import AugmentPolicy, diff_augment  # noqa: E402
-from fusedream_ops.clip_scorer import OPENAI_MEAN, OPENAI_STD, ClipScorer  # noqa: E402
-from fusedream_ops.clipag_finetune import (FinetuneSettings, ImageTower, attack_batch,  # noqa: E402
+from fusedream_ops.fusedream.augment import AugmentPolicy, diff_augment  # noqa: E402
+from fusedream_ops.models.clip import OPENAI_MEAN, OPENAI_STD, ClipScorer  # noqa: E402
+from fusedream_ops.clipag.finetune import (FinetuneSettings, ImageTower, attack_batch,  # noqa: E402
                                            contrastive_loss, freeze_all_but_image_encoder)
-from fusedream_ops.objective import AugClipObjective  # noqa: E402
-from fusedream_ops.pixel_synthesis import PixelSynthesisSettings, random_crops  # noqa: E402
+from fusedream_ops.fusedream.objective import AugClipObjective  # noqa: E402
+from fusedream_ops.clipag.synthesis import PixelSynthesisSettings, random_crops  # noqa: E402
 
 
 def scorer(tiny: bool) -> ClipScorer:

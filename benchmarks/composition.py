@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fusedream_ops.compose import foreground_layer, paste_mask  # noqa: E402
-from fusedream_ops.poisson import guidance_laplacian, neighbour_sum, poisson_blend  # noqa: E402
+from fusedream_ops.composition.geometry import foreground_layer, paste_mask  # noqa: E402
+from fusedream_ops.composition.poisson import guidance_laplacian, neighbour_sum, poisson_blend  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -80,13 +80,13 @@ def poisson_rows(repeats: int):
 
 
 def grid_rows(real: bool, steps: int):
-    from fusedream_ops.biggan import BigGANGenerator, fold_spectral_norm
-    from fusedream_ops.clip_scorer import ClipScorer
-    from fusedream_ops.composition import composition_grid_search, parse_grid
+    from fusedream_ops.models.biggan import BigGANGenerator, fold_spectral_norm
+    from fusedream_ops.models.clip import ClipScorer
+    from fusedream_ops.composition.bilevel import composition_grid_search, parse_grid
     from fusedream_ops.fixtures.biggan_clip import real_size_biggan, tiny_biggan, tiny_clip
-    from fusedream_ops.latents import sample_latents
-    from fusedream_ops.objective import AugClipObjective
-    from fusedream_ops.perceptual import load_lpips
+    from fusedream_ops.fusedream.latents import sample_latents
+    from fusedream_ops.fusedream.objective import AugClipObjective
+    from fusedream_ops.models.lpips import load_lpips
     import open_clip
 
     if real:

@@ -25,12 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def models(real: bool):
     import open_clip
 
-    from fusedream_ops.biggan import BigGANGenerator
-    from fusedream_ops.clip_scorer import ClipScorer
+    from fusedream_ops.models.biggan import BigGANGenerator
+    from fusedream_ops.models.clip import ClipScorer
     from fusedream_ops.fixtures.biggan_clip import tiny_biggan, tiny_clip
 
     if real:
-        from fusedream_ops.biggan import fold_spectral_norm
+        from fusedream_ops.models.biggan import fold_spectral_norm
         from fusedream_ops.fixtures.biggan_clip import real_size_biggan
 
         gan = real_size_biggan(settle_iterations=5)  # as benchmarks/composition.py --real
@@ -52,10 +52,10 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from fusedream_ops.composition import Cell, CompositionProblem, optimize_compositions
-    from fusedream_ops.latents import sample_latents
-    from fusedream_ops.objective import AugClipObjective
-    from fusedream_ops.perceptual import load_lpips
+    from fusedream_ops.composition.bilevel import Cell, CompositionProblem, optimize_compositions
+    from fusedream_ops.fusedream.latents import sample_latents
+    from fusedream_ops.fusedream.objective import AugClipObjective
+    from fusedream_ops.models.lpips import load_lpips
 
     generator, scorer = models(args.real)
     objective = AugClipObjective(scorer, [("an elephant on top of a roof", 1.0)], copies=args.copies)

@@ -22,7 +22,7 @@ def measure(kind: str, classes: int, images: int, size: int) -> None:
     sys.path.insert(0, ROOT)
     import torch
 
-    from fusedream_ops.init_images import SmallImageGaussians, square_resize
+    from fusedream_ops.clipag.init_images import SmallImageGaussians, square_resize
 
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)

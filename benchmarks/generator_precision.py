@@ -5,7 +5,7 @@
 Times the optimisation step's generator work (forward + backward of one image to its latents) and top-k's
 (no-grad forward of ``--chunk`` candidates) with fp32 weights and with bf16 weights, interleaved, and prints
 medians and the bf16 / fp32 ratios. The pack's generator computes its batch norms (fused with their ReLU) in fp32
-and its convolutions in the weights' dtype (see ``fusedream_ops/fast_layers.py``); ``library`` is the same model
+and its convolutions in the weights' dtype (see ``fusedream_ops/models/fast_layers.py``); ``library`` is the same model
 through pytorch-pretrained-biggan's own modules (only the 3-channel output convolution swapped in), everything in
 the weights' dtype.
 """
@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fusedream_ops.biggan import BigGANGenerator, fold_spectral_norm  # noqa: E402
-from fusedream_ops.fast_layers import use_rgb_only_output  # noqa: E402
-from fusedream_ops.latents import sample_latents  # noqa: E402
-from fusedream_ops.precision import cast_frozen  # noqa: E402
+from fusedream_ops.models.biggan import BigGANGenerator, fold_spectral_norm  # noqa: E402
+from fusedream_ops.models.fast_layers import use_rgb_only_output  # noqa: E402
+from fusedream_ops.fusedream.latents import sample_latents  # noqa: E402
+from fusedream_ops.core.precision import cast_frozen  # noqa: E402
 
 
 def build() -> torch.nn.Module:

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fusedream_ops import ovi  # noqa: E402
+from fusedream_ops.ovi import optimize as ovi  # noqa: E402
 
 
 def bigg_tower(layers: int, device, dtype):

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vs_official import Pack, matmul_rate  # noqa: E402
 
-from fusedream_ops.basis import LatentBasis  # noqa: E402
+from fusedream_ops.fusedream.basis import LatentBasis  # noqa: E402
 
 USEFUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward",
           "aten::_scaled_dot_product_flash_attention_for_cpu",

@@ -10,7 +10,7 @@ Three things the checkout does not contain are stood in for, offline: OpenAI's `
 ViT-B-32-quickgelu, the same architecture, behind OpenAI's calling convention and, on CUDA, fp16 weights as
 ``clip.load`` gives), the weights (random; speed does not depend on them) and ``h5py`` (imported by its dataset code,
 unused here). The pack runs BigGAN-deep-256 + the same CLIP architecture through ``optimize_basis`` and
-``topk_latents``: once with fp32 models, once with ``auto`` precision (see ``fusedream_ops/precision.py``).
+``topk_latents``: once with fp32 models, once with ``auto`` precision (see ``fusedream_ops/core/precision.py``).
 
 Every timed loop runs in this process, interleaved side by side over ``--repeats`` rounds; the table gives medians,
 FLOPs per step from ``torch.utils.flop_counter.FlopCounterMode`` (one step = a 1-step run minus what the run does
@@ -39,13 +39,13 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fusedream_ops.biggan import BigGANGenerator, fold_spectral_norm  # noqa: E402
-from fusedream_ops.clip_scorer import OPENAI_MEAN, OPENAI_STD, ClipScorer  # noqa: E402
-from fusedream_ops.latents import sample_latents  # noqa: E402
-from fusedream_ops.objective import AugClipObjective  # noqa: E402
-from fusedream_ops.optimize import optimize_basis  # noqa: E402
-from fusedream_ops.precision import cast_frozen, precision_name  # noqa: E402
-from fusedream_ops.topk import topk_latents  # noqa: E402
+from fusedream_ops.models.biggan import BigGANGenerator, fold_spectral_norm  # noqa: E402
+from fusedream_ops.models.clip import OPENAI_MEAN, OPENAI_STD, ClipScorer  # noqa: E402
+from fusedream_ops.fusedream.latents import sample_latents  # noqa: E402
+from fusedream_ops.fusedream.objective import AugClipObjective  # noqa: E402
+from fusedream_ops.fusedream.optimize import optimize_basis  # noqa: E402
+from fusedream_ops.core.precision import cast_frozen, precision_name  # noqa: E402
+from fusedream_ops.fusedream.topk import topk_latents  # noqa: E402
 
 PROMPT = "a photo of a blue dog"
 CLIP_ARCH = "ViT-B-32-quickgelu"

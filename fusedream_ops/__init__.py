@@ -2,9 +2,9 @@
 
 A script uses it like this::
 
-    from fusedream_ops.biggan import load_biggan
-    from fusedream_ops.clip_scorer import load_clip
-    from fusedream_ops.pipeline import FuseDreamSettings, generate
+    from fusedream_ops.models.biggan import load_biggan
+    from fusedream_ops.models.clip import load_clip
+    from fusedream_ops.fusedream.pipeline import FuseDreamSettings, generate
 
     result = generate(load_biggan("models/biggan/biggan-deep-256"),
                       load_clip("auto", "models/open_clip/ViT-B-32.safetensors"),

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from ..fusedream_ops.augment import AugmentPolicy
-from ..fusedream_ops.autograd import grad_enabled, no_grad_normal_tensors, ordinary
-from ..fusedream_ops.errors import require
-from ..fusedream_ops.images import from_image_batch, to_image_batch
-from ..fusedream_ops.init_images import (SMALL_SIZE, SmallImageGaussians, best_gaussian_samples, best_matches,
+from ..fusedream_ops.fusedream.augment import AugmentPolicy
+from ..fusedream_ops.core.autograd import grad_enabled, no_grad_normal_tensors, ordinary
+from ..fusedream_ops.core.errors import require
+from ..fusedream_ops.core.images import from_image_batch, to_image_batch
+from ..fusedream_ops.clipag.init_images import (SMALL_SIZE, SmallImageGaussians, best_gaussian_samples, best_matches,
                                          flat_images, load_reference_groups, noise_images, parse_color, square_resize)
-from ..fusedream_ops.objective import AugClipObjective, parse_prompts
-from ..fusedream_ops.pixel_synthesis import PixelSynthesisSettings, synthesize_pixels
+from ..fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
+from ..fusedream_ops.clipag.synthesis import PixelSynthesisSettings, synthesize_pixels
 from ..fusedream_ops.validation.node_inputs import checked_node_function
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy

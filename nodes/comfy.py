@@ -12,8 +12,8 @@ import sys
 
 import torch
 
-from ..fusedream_ops.autograd import no_grad_normal_tensors
-from ..fusedream_ops.precision import precision_name, resolve_dtype
+from ..fusedream_ops.core.autograd import no_grad_normal_tensors
+from ..fusedream_ops.core.precision import precision_name, resolve_dtype
 
 log = logging.getLogger("FuseDream")
 
@@ -58,7 +58,7 @@ def model_dtype(role: str) -> torch.dtype | None:
     ``text_encoder`` (CLIP scorers, Kandinsky encoders) honours ``--fp16/--bf16/--fp32-text-enc``, ``vae``
     (generators, decoders, LPIPS) ``--fp16/--bf16/--fp32-vae``; otherwise what ComfyUI's ``should_use_bf16`` /
     ``should_use_fp16`` allow (both honour ``--force-fp32``/``--force-fp16`` and say no on a CPU), bf16 first for
-    text encoders and fp16 first for convolution networks (see ``fusedream_ops/precision.py``), else fp32.
+    text encoders and fp16 first for convolution networks (see ``fusedream_ops/core/precision.py``), else fp32.
     """
     mm = _comfy("comfy.model_management")
     if mm is None:
@@ -191,8 +191,8 @@ def resolve_model_entry(name: str, entry: str) -> str:
     The entry must lie inside one of the registered folders after normalisation and symlink resolution (absolute
     paths, ``..`` and links leading elsewhere are refused), even when a node function is called directly.
     """
-    from ..fusedream_ops.checkpoints import WHERE_TO_GET
-    from ..fusedream_ops.errors import FuseDreamError
+    from ..fusedream_ops.core.checkpoints import WHERE_TO_GET
+    from ..fusedream_ops.core.errors import FuseDreamError
     from ..fusedream_ops.safety.paths import resolve_model_name
 
     bases = model_folder_paths(name)

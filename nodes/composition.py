@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import torch
 
-from ..fusedream_ops.autograd import no_grad_normal_tensors
-from ..fusedream_ops.basis import BASIS_MODES
-from ..fusedream_ops.compose import POSITIONS, crop, foreground_layer, fuse, paste_mask
-from ..fusedream_ops.composition import (Cell, CompositionProblem, CompositionResult, composition_grid_searches,
+from ..fusedream_ops.core.autograd import no_grad_normal_tensors
+from ..fusedream_ops.fusedream.basis import BASIS_MODES
+from ..fusedream_ops.composition.geometry import POSITIONS, crop, foreground_layer, fuse, paste_mask
+from ..fusedream_ops.composition.bilevel import (Cell, CompositionProblem, CompositionResult, composition_grid_searches,
                                          optimize_compositions, parse_grid)
-from ..fusedream_ops.dynamic_barrier import METHODS
-from ..fusedream_ops.errors import require
-from ..fusedream_ops.iterate_choice import DEFAULT_KEEP, DEFAULT_KEEP_TOLERANCE, KEEP_MODES
-from ..fusedream_ops.images import from_image_batch, to_image_batch
-from ..fusedream_ops.perceptual import NETS, find_backbone, load_lpips
-from ..fusedream_ops.poisson import poisson_blend
+from ..fusedream_ops.composition.dynamic_barrier import METHODS
+from ..fusedream_ops.core.errors import require
+from ..fusedream_ops.composition.iterate_choice import DEFAULT_KEEP, DEFAULT_KEEP_TOLERANCE, KEEP_MODES
+from ..fusedream_ops.core.images import from_image_batch, to_image_batch
+from ..fusedream_ops.models.lpips import NETS, find_backbone, load_lpips
+from ..fusedream_ops.composition.poisson import poisson_blend
 from ..fusedream_ops.validation.images import (LPIPS_MIN_SIZE, require_batches_match, require_image,
                                                require_same_size)
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function

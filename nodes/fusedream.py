@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import torch
 
-from ..fusedream_ops.augment import AugmentPolicy
-from ..fusedream_ops.autograd import no_grad_normal_tensors
-from ..fusedream_ops.basis import BASIS_MODES
-from ..fusedream_ops.biggan import load_biggan
-from ..fusedream_ops.clip_scorer import AUTO, load_clip
-from ..fusedream_ops.errors import require
-from ..fusedream_ops.imagenet import parse_class_list
-from ..fusedream_ops.images import to_image_batch, from_image_batch
-from ..fusedream_ops.latents import Z_MODES, BigGANLatent, sample_latents
-from ..fusedream_ops.objective import AugClipObjective, parse_prompts
-from ..fusedream_ops.optimize import Problem, optimize_bases
-from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS
-from ..fusedream_ops.topk import chunk_for_memory, free_memory, topk_latents
+from ..fusedream_ops.fusedream.augment import AugmentPolicy
+from ..fusedream_ops.core.autograd import no_grad_normal_tensors
+from ..fusedream_ops.fusedream.basis import BASIS_MODES
+from ..fusedream_ops.models.biggan import load_biggan
+from ..fusedream_ops.models.clip import AUTO, load_clip
+from ..fusedream_ops.core.errors import require
+from ..fusedream_ops.models.imagenet_classes import parse_class_list
+from ..fusedream_ops.core.images import to_image_batch, from_image_batch
+from ..fusedream_ops.fusedream.latents import Z_MODES, BigGANLatent, sample_latents
+from ..fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
+from ..fusedream_ops.fusedream.optimize import Problem, optimize_bases
+from ..fusedream_ops.core.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS
+from ..fusedream_ops.fusedream.topk import chunk_for_memory, free_memory, topk_latents
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy

@@ -11,20 +11,20 @@ import os
 
 import torch
 
-from ..fusedream_ops.autograd import no_grad_normal_tensors
-from ..fusedream_ops.errors import require
-from ..fusedream_ops.images import from_image_batch, to_image_batch
-from ..fusedream_ops.kandinsky import (as_image_embeds, load_decoder, load_encoders,
+from ..fusedream_ops.core.autograd import no_grad_normal_tensors
+from ..fusedream_ops.core.errors import require
+from ..fusedream_ops.core.images import from_image_batch, to_image_batch
+from ..fusedream_ops.models.kandinsky import (as_image_embeds, load_decoder, load_encoders,
                                        load_encoders_from_files, load_trained_prior, require_embed_dim)
-from ..fusedream_ops.kandinsky_decode import decode_image_embeds
-from ..fusedream_ops.kandinsky_prior import run_trained_prior, text_as_image_embeds
-from ..fusedream_ops.ovi import TOKEN_ENTRIES, MAX_TOKENS, optimize_ovi
-from ..fusedream_ops.reference_stats import (build_reference_stats, embed_image_files, image_files,
+from ..fusedream_ops.ovi.decode import decode_image_embeds
+from ..fusedream_ops.ovi.baselines import run_trained_prior, text_as_image_embeds
+from ..fusedream_ops.ovi.optimize import TOKEN_ENTRIES, MAX_TOKENS, optimize_ovi
+from ..fusedream_ops.ovi.reference_stats import (build_reference_stats, embed_image_files, image_files,
                                              load_reference_stats, save_reference_stats)
 from ..fusedream_ops.validation.finite import require_finite
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import truncation_warnings
-from ..fusedream_ops.precision import DTYPES
+from ..fusedream_ops.core.precision import DTYPES
 from . import comfy
 from .fusedream import PRECISION
 from .monitor import MONITOR_INPUTS, NodeMonitor

@@ -36,8 +36,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..fusedream_ops.errors import FuseDreamError
-from ..fusedream_ops.progress import Step
+from ..fusedream_ops.core.errors import FuseDreamError
+from ..fusedream_ops.core.progress import Step
 from . import comfy
 
 EVENT = "fusedream.progress"

@@ -44,13 +44,13 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_generator(tiny_models):
-    from fusedream_pack.fusedream_ops.biggan import load_biggan
+    from fusedream_pack.fusedream_ops.models.biggan import load_biggan
 
     return load_biggan(os.path.join(tiny_models, "biggan", "biggan-deep-256"))
 
 
 @pytest.fixture(scope="session")
 def tiny_scorer(tiny_models):
-    from fusedream_pack.fusedream_ops.clip_scorer import load_clip
+    from fusedream_pack.fusedream_ops.models.clip import load_clip
 
     return load_clip("auto", os.path.join(tiny_models, "open_clip", "ViT-B-32.safetensors"))

@@ -27,13 +27,13 @@ def decoder_folder() -> str:
 
 @functools.lru_cache(maxsize=None)
 def encoders():
-    from fusedream_pack.fusedream_ops.kandinsky import load_encoders
+    from fusedream_pack.fusedream_ops.models.kandinsky import load_encoders
 
     return load_encoders(prior_folder())
 
 
 @functools.lru_cache(maxsize=None)
 def decoder():
-    from fusedream_pack.fusedream_ops.kandinsky import load_decoder
+    from fusedream_pack.fusedream_ops.models.kandinsky import load_decoder
 
     return load_decoder(decoder_folder())

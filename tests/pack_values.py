@@ -6,8 +6,8 @@ import types
 import torch
 
 from fusedream_pack.fusedream_ops.fixtures import biggan_clip, kandinsky
-from fusedream_pack.fusedream_ops.init_images import SmallImageGaussians
-from fusedream_pack.fusedream_ops.reference_stats import build_reference_stats
+from fusedream_pack.fusedream_ops.clipag.init_images import SmallImageGaussians
+from fusedream_pack.fusedream_ops.ovi.reference_stats import build_reference_stats
 
 from workflows import run_node
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.augment import AugmentPolicy, diff_augment
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.objective import AugClipObjective, parse_prompts
+from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy, diff_augment
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
 
 ONLY = dict(color=False, translation=False, resize=False, cutout=False)
 

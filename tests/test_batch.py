@@ -8,7 +8,7 @@ from PIL import Image
 from fusedream_pack.fusedream_ops.batch import MethodSpec, PromptItem, plan_jobs, read_manifest, read_prompts, run_batch
 from fusedream_pack.fusedream_ops.batch.jobs import derive_seed, file_key
 from fusedream_pack.fusedream_ops.batch.methods import check_spec
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 
 
 def _biggan_clip(models):

@@ -56,7 +56,7 @@ def _env():
 
 @pytest.fixture(scope="module")
 def world_files(tmp_path_factory):
-    from fusedream_pack.fusedream_ops.images import to_pil
+    from fusedream_pack.fusedream_ops.core.images import to_pil
 
     root = tmp_path_factory.mktemp("toyworld")
     captions = [c for c, _ in measure.evaluation_captions(CAPTIONS)]
@@ -234,7 +234,7 @@ def test_evaluation_on_ray_workers_gives_the_local_numbers(world_files, embedded
             "--distractors", str(world_files / "all_captions.txt"), "--splits", "4"]
     embedded_runs["fusedream"]
     assert main(args + ["--json", str(world_files / "local.json")]) == 0
-    done = subprocess.run([sys.executable, "-m", "fusedream_ops.evaluate", *args, "--cache-dir",
+    done = subprocess.run([sys.executable, "-m", "fusedream_ops.evaluation", *args, "--cache-dir",
                            str(world_files / "cache-ray2"), "--ray", ray_address, "--workers", "2",
                            "--json", str(world_files / "ray.json")],
                           cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.augment import AugmentPolicy
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.latents import sample_latents
-from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.optimize import Problem, optimize_bases, optimize_basis
+from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+from fusedream_pack.fusedream_ops.fusedream.optimize import Problem, optimize_bases, optimize_basis
 
 STEPS = 4
 TOLERANCE = 1e-5

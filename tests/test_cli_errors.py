@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.__main__ import RANGES, main
+from fusedream_pack.fusedream_ops.fusedream.cli import RANGES, main
 from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
 
 

@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops import clipag_finetune as ft
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.clipag import finetune as ft
+from fusedream_pack.fusedream_ops.models.clip import load_clip
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, tiny_clip
 from fusedream_pack.fusedream_ops.fixtures.clipag import save_training_checkpoint, write_shape_pairs
 
@@ -193,7 +193,7 @@ def test_torchrun_with_two_processes_trains_with_ddp(data, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pack}
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "fusedream_ops.clipag_finetune", "--data", str(root / "pairs"), "--checkpoint", checkpoint,
+         "-m", "fusedream_ops.clipag.finetune", "--data", str(root / "pairs"), "--checkpoint", checkpoint,
          "--out", str(tmp_path), "--steps", "1", "--batch-size", "2", "--accumulation", "2", "--val-fraction", "0",
          "--workers", "0", "--no-progress"], cwd=pack, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip, matching_architectures
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.models.clip import load_clip, matching_architectures
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import clipag as clipag_fixture
 from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, tiny_clip
 from fusedream_pack.fusedream_ops.fixtures.clipag import save_training_checkpoint

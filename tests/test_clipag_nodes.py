@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
 
 from workflows import load, run_node, widget_inputs, workflow_problems

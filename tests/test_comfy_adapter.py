@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.nodes import comfy
 
 

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.compose import (PAPER_SCALES, POSITIONS, crop, foreground_layer, fuse, paste_box,
+from fusedream_pack.fusedream_ops.composition.geometry import (PAPER_SCALES, POSITIONS, crop, foreground_layer, fuse, paste_box,
                                                   paste_mask, resize)
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 
 CELLS = [(s, p) for s in PAPER_SCALES for p in POSITIONS]
 
@@ -86,7 +86,7 @@ def test_resize_antialiases_when_only_the_height_shrinks():
     """Shrinking one side is shrinking: a height-only shrink (64×32 → 32×32) must be antialiased, not aliased."""
     import torch.nn.functional as F
 
-    from fusedream_pack.fusedream_ops.compose import resize
+    from fusedream_pack.fusedream_ops.composition.geometry import resize
 
     images = torch.rand(2, 3, 64, 32, generator=torch.Generator().manual_seed(0))
     expected = F.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)

@@ -5,14 +5,14 @@ import pathlib
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.augment import AugmentPolicy
-from fusedream_pack.fusedream_ops.composition import (Cell, composition_grid_search, optimize_composition,
+from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy
+from fusedream_pack.fusedream_ops.composition.bilevel import (Cell, composition_grid_search, optimize_composition,
                                                       paper_grid, parse_grid)
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import biggan_clip
-from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.perceptual import BACKBONE_FILES, find_backbone, load_lpips
-from fusedream_pack.fusedream_ops.progress import Step
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+from fusedream_pack.fusedream_ops.models.lpips import BACKBONE_FILES, find_backbone, load_lpips
+from fusedream_pack.fusedream_ops.core.progress import Step
 from fusedream_pack.nodes.composition import (CompositionGridSearch, CompositionOptimizer, FuseCrop, LPIPSDistance,
                                               LPIPSLoader, PoissonBlend)
 from fusedream_pack.nodes.fusedream import AugCLIPObjectiveNode, BigGANLoader, CLIPLoader, LatentSampler, TopKInit

@@ -5,14 +5,14 @@ import os
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.augment import AugmentPolicy
-from fusedream_pack.fusedream_ops.composition import (Cell, CompositionProblem, composition_grid_search,
+from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy
+from fusedream_pack.fusedream_ops.composition.bilevel import (Cell, CompositionProblem, composition_grid_search,
                                                       composition_grid_searches, optimize_composition,
                                                       optimize_compositions)
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.latents import sample_latents
-from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.perceptual import load_lpips
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+from fusedream_pack.fusedream_ops.models.lpips import load_lpips
 
 TOLERANCE = 1e-5
 """Batched and single runs differ only by the rounding of batched kernels: measured ≤ 6.3e-7 on latents, images and

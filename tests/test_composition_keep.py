@@ -5,14 +5,14 @@ import random
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.composition import Cell, optimize_composition
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.composition.bilevel import Cell, optimize_composition
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import biggan_clip
-from fusedream_pack.fusedream_ops.iterate_choice import KEEP_MODES, kept_step
-from fusedream_pack.fusedream_ops.perceptual import load_lpips
-from fusedream_pack.fusedream_ops.latents import sample_latents
-from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.augment import AugmentPolicy
+from fusedream_pack.fusedream_ops.composition.iterate_choice import KEEP_MODES, kept_step
+from fusedream_pack.fusedream_ops.models.lpips import load_lpips
+from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy
 
 # step:       1     2     3     4     5      6
 SCORES = [0.10, 0.30, 0.29, 0.20, 0.295, 0.28]

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.dynamic_barrier import combined_direction, set_combined_grad_
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.composition.dynamic_barrier import combined_direction, set_combined_grad_
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 
 
 def _flat(grads):

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.evaluation import features, metrics, reference
 from fusedream_pack.fusedream_ops.toyworld import measure, world
 
@@ -58,7 +58,7 @@ def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
 
 
 def test_reference_statistics_are_computed_once_and_again_when_the_folder_changes(tmp_path):
-    from fusedream_pack.fusedream_ops.images import to_pil
+    from fusedream_pack.fusedream_ops.core.images import to_pil
 
     folder = tmp_path / "real"
     folder.mkdir()

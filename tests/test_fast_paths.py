@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fusedream_pack.fusedream_ops.biggan import load_biggan
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip
-from fusedream_pack.fusedream_ops.fast_layers import LeadingChannelsConv2d, PatchEmbedding
+from fusedream_pack.fusedream_ops.models.biggan import load_biggan
+from fusedream_pack.fusedream_ops.models.clip import load_clip
+from fusedream_pack.fusedream_ops.models.fast_layers import LeadingChannelsConv2d, PatchEmbedding
 
 TOPK_SCORE_TOLERANCE = 5e-3
 """bf16 scoring on the tiny models moves scores (spread 0.02–0.14 over 60 candidates) by up to 0.0028 (4 prompts;
@@ -49,9 +49,9 @@ def test_loaded_models_use_the_fast_layers_and_keep_their_state_dict_keys(tiny_m
 
 
 def test_topk_scoring_in_bf16_keeps_the_fp32_best_up_to_near_ties_and_leaves_the_models_alone(tiny_models):
-    from fusedream_pack.fusedream_ops.latents import sample_latents
-    from fusedream_pack.fusedream_ops.objective import AugClipObjective
-    from fusedream_pack.fusedream_ops.topk import topk_latents
+    from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+    from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+    from fusedream_pack.fusedream_ops.fusedream.topk import topk_latents
 
     generator = load_biggan(os.path.join(tiny_models, "biggan", "biggan-deep-256"))
     scorer = load_clip("auto", os.path.join(tiny_models, "open_clip", "ViT-B-32.safetensors"))
@@ -69,7 +69,7 @@ def test_topk_scoring_in_bf16_keeps_the_fp32_best_up_to_near_ties_and_leaves_the
 
 
 def test_the_chunk_from_free_memory_is_bounded(tiny_models):
-    from fusedream_pack.fusedream_ops.topk import MAX_CHUNK, chunk_for_memory
+    from fusedream_pack.fusedream_ops.fusedream.topk import MAX_CHUNK, chunk_for_memory
 
     generator = load_biggan(os.path.join(tiny_models, "biggan", "biggan-deep-256"))
     assert chunk_for_memory(generator, 0) == 1
@@ -99,7 +99,7 @@ def _library_batch_norm(conditional: bool, seed: int = 0):
 @pytest.mark.parametrize("conditional", [True, False])
 @pytest.mark.parametrize("truncation", [0.4, 0.43])  # on a stored statistic, and between two
 def test_fused_batch_norm_relu_equals_the_library_batch_norm_then_relu_with_gradients(conditional, truncation):
-    from fusedream_pack.fusedream_ops.fast_layers import BatchNormReLU
+    from fusedream_pack.fusedream_ops.models.fast_layers import BatchNormReLU
 
     bn = _library_batch_norm(conditional)
     fast = BatchNormReLU(bn)
@@ -119,7 +119,7 @@ def test_fused_batch_norm_relu_equals_the_library_batch_norm_then_relu_with_grad
 
 
 def test_fused_batch_norm_keeps_fp32_weights_through_a_cast_and_returns_its_inputs_dtype():
-    from fusedream_pack.fusedream_ops.fast_layers import BatchNormReLU
+    from fusedream_pack.fusedream_ops.models.fast_layers import BatchNormReLU
 
     bn = _library_batch_norm(True)
     fast = BatchNormReLU(bn).to(torch.bfloat16)
@@ -132,9 +132,9 @@ def test_fused_batch_norm_keeps_fp32_weights_through_a_cast_and_returns_its_inpu
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_generator_keeps_batch_norm_weights_fp32_and_convolutions_in_the_weights_dtype(tiny_models, precision):
-    from fusedream_pack.fusedream_ops.fast_layers import BatchNormReLU
-    from fusedream_pack.fusedream_ops.latents import sample_latents
-    from fusedream_pack.fusedream_ops.precision import DTYPES
+    from fusedream_pack.fusedream_ops.models.fast_layers import BatchNormReLU
+    from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+    from fusedream_pack.fusedream_ops.core.precision import DTYPES
 
     generator = load_biggan(os.path.join(tiny_models, "biggan", "biggan-deep-256"), precision)
     batch_norms = [m for m in generator.modules() if isinstance(m, BatchNormReLU)]
@@ -150,9 +150,9 @@ def test_generator_keeps_batch_norm_weights_fp32_and_convolutions_in_the_weights
 def test_pack_generator_equals_the_library_generator_with_latent_gradients(tiny_models):
     from pytorch_pretrained_biggan import BigGAN
 
-    from fusedream_pack.fusedream_ops.biggan import fold_spectral_norm
-    from fusedream_pack.fusedream_ops.checkpoints import read_state_dict
-    from fusedream_pack.fusedream_ops.latents import sample_latents
+    from fusedream_pack.fusedream_ops.models.biggan import fold_spectral_norm
+    from fusedream_pack.fusedream_ops.core.checkpoints import read_state_dict
+    from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
 
     folder = os.path.join(tiny_models, "biggan", "biggan-deep-256")
     generator = load_biggan(folder)
@@ -175,7 +175,7 @@ def test_pack_generator_equals_the_library_generator_with_latent_gradients(tiny_
 
 
 def test_fused_quickgelu_equals_x_sigmoid_and_its_gradient():
-    from fusedream_pack.fusedream_ops.fast_layers import QuickGELU
+    from fusedream_pack.fusedream_ops.models.fast_layers import QuickGELU
 
     x = (torch.randn(4, 7, 33, dtype=torch.float64) * 4).requires_grad_()
     weights = torch.linspace(-1, 1, x.numel(), dtype=torch.float64).view_as(x)
@@ -202,8 +202,8 @@ def test_clip_with_fused_quickgelu_and_attention_equals_open_clip_with_input_gra
 
     import open_clip
 
-    from fusedream_pack.fusedream_ops.clip_scorer import OPENAI_MEAN, OPENAI_STD, ClipScorer
-    from fusedream_pack.fusedream_ops.fast_layers import BatchFirstSelfAttention, QuickGELU
+    from fusedream_pack.fusedream_ops.models.clip import OPENAI_MEAN, OPENAI_STD, ClipScorer
+    from fusedream_pack.fusedream_ops.models.fast_layers import BatchFirstSelfAttention, QuickGELU
 
     model = _quickgelu_clip()
     reference = copy.deepcopy(model).requires_grad_(False)
@@ -227,7 +227,7 @@ def test_clip_with_fused_quickgelu_and_attention_equals_open_clip_with_input_gra
 
 
 def test_batch_first_attention_runs_the_original_for_masks_and_weights():
-    from fusedream_pack.fusedream_ops.fast_layers import BatchFirstSelfAttention
+    from fusedream_pack.fusedream_ops.models.fast_layers import BatchFirstSelfAttention
 
     torch.manual_seed(0)
     attn = nn.MultiheadAttention(16, 2, batch_first=True)

@@ -5,15 +5,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusedream_pack.fusedream_ops.augment import AugmentPolicy
-from fusedream_pack.fusedream_ops.basis import LatentBasis
-from fusedream_pack.fusedream_ops.biggan import load_biggan
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.imagenet import parse_class_list
-from fusedream_pack.fusedream_ops.latents import sample_latents
-from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.optimize import optimize_basis
-from fusedream_pack.fusedream_ops.topk import topk_latents
+from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy
+from fusedream_pack.fusedream_ops.fusedream.basis import LatentBasis
+from fusedream_pack.fusedream_ops.models.biggan import load_biggan
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.models.imagenet_classes import parse_class_list
+from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+from fusedream_pack.fusedream_ops.fusedream.optimize import optimize_basis
+from fusedream_pack.fusedream_ops.fusedream.topk import topk_latents
 
 
 @pytest.fixture(scope="module")

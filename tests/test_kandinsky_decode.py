@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.kandinsky_decode import decode_image_embeds
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.ovi.decode import decode_image_embeds
 
 import kandinsky_models as km
 

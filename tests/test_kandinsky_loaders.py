@@ -5,9 +5,9 @@ import shutil
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import kandinsky as fixtures
-from fusedream_pack.fusedream_ops.kandinsky import as_image_embeds, load_decoder, load_encoders, load_trained_prior
+from fusedream_pack.fusedream_ops.models.kandinsky import as_image_embeds, load_decoder, load_encoders, load_trained_prior
 
 import kandinsky_models as km
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures.kandinsky import DECODER_NAME, EMBED_DIM, PRIOR_NAME
 from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
 from fusedream_pack.nodes.kandinsky import NODE_CLASS_MAPPINGS as KANDINSKY_NODES

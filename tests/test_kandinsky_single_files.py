@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import kandinsky as fixtures
-from fusedream_pack.fusedream_ops.kandinsky import _infer_config, load_encoders_from_files, load_trained_prior
+from fusedream_pack.fusedream_ops.models.kandinsky import _infer_config, load_encoders_from_files, load_trained_prior
 
 import kandinsky_models as km
 

@@ -8,14 +8,14 @@ import torch
 from safetensors.torch import save_file
 
 import kandinsky_models as km
-from fusedream_pack.fusedream_ops.biggan import load_biggan
-from fusedream_pack.fusedream_ops.checkpoints import atomic_write_text, read_state_dict
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip, save_clip
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.models.biggan import load_biggan
+from fusedream_pack.fusedream_ops.core.checkpoints import atomic_write_text, read_state_dict
+from fusedream_pack.fusedream_ops.models.clip import load_clip, save_clip
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import kandinsky as kandinsky_fixtures
 from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, tiny_clip
-from fusedream_pack.fusedream_ops.kandinsky import load_decoder, load_encoders, load_encoders_from_files
-from fusedream_pack.fusedream_ops.reference_stats import FORMAT, load_reference_stats
+from fusedream_pack.fusedream_ops.models.kandinsky import load_decoder, load_encoders, load_encoders_from_files
+from fusedream_pack.fusedream_ops.ovi.reference_stats import FORMAT, load_reference_stats
 from fusedream_pack.nodes import comfy
 
 

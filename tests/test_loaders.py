@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusedream_pack.fusedream_ops.biggan import BigGANGenerator, load_biggan, save_biggan
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip, matching_architectures, save_clip
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.models.biggan import BigGANGenerator, load_biggan, save_biggan
+from fusedream_pack.fusedream_ops.models.clip import load_clip, matching_architectures, save_clip
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, tiny_biggan, tiny_clip
 
 
@@ -139,13 +139,13 @@ def test_clip_weights_are_frozen(tiny_scorer):
 def test_a_pickle_with_python_objects_is_refused_and_converts_once_trusted(tmp_path):
     import argparse
 
-    from fusedream_pack.fusedream_ops.convert import convert
+    from fusedream_pack.fusedream_ops.core.convert import convert
 
     model = tiny_clip(seed=4)
     save_clip(model, str(tmp_path / "run.pt"), TINY_CLIP_CONFIG)
     torch.save({"args": argparse.Namespace(lr=1e-5), "state_dict": {f"module.{k}": v for k, v in
                                                                     model.state_dict().items()}}, tmp_path / "run.pt")
-    with pytest.raises(FuseDreamError, match="python -m fusedream_ops.convert"):
+    with pytest.raises(FuseDreamError, match="python -m fusedream_ops.core.convert"):
         load_clip("auto", str(tmp_path / "run.pt"))
     with pytest.raises(FuseDreamError, match="--trust"):
         convert(str(tmp_path / "run.pt"), str(tmp_path / "run.safetensors"))

@@ -11,17 +11,17 @@ import pytest
 import torch
 from scipy import stats
 
-from fusedream_pack.fusedream_ops.augment import AugmentPolicy, diff_augment
-from fusedream_pack.fusedream_ops.basis import LatentBasis
-from fusedream_pack.fusedream_ops.composition import Cell, composition_grid_search, consistency_loss, fuse_cells, \
+from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy, diff_augment
+from fusedream_pack.fusedream_ops.fusedream.basis import LatentBasis
+from fusedream_pack.fusedream_ops.composition.bilevel import Cell, composition_grid_search, consistency_loss, fuse_cells, \
     optimize_composition
-from fusedream_pack.fusedream_ops.dynamic_barrier import set_combined_grad_
-from fusedream_pack.fusedream_ops.latents import sample_latents
-from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.optimize import optimize_basis
-from fusedream_pack.fusedream_ops.perceptual import load_lpips
+from fusedream_pack.fusedream_ops.composition.dynamic_barrier import set_combined_grad_
+from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+from fusedream_pack.fusedream_ops.fusedream.optimize import optimize_basis
+from fusedream_pack.fusedream_ops.models.lpips import load_lpips
 from fusedream_pack.fusedream_ops.toyworld import measure, world
-from fusedream_pack.fusedream_ops.topk import topk_latents
+from fusedream_pack.fusedream_ops.fusedream.topk import topk_latents
 
 ONLY = dict(color=False, translation=False, resize=False, cutout=False)
 HAVE_TOYWORLD = os.path.isfile(os.path.join(measure.FIXTURES, "toyworld", "judge.safetensors"))
@@ -315,7 +315,7 @@ def test_default_settings_are_the_released_codes_numbers_with_the_papers_basis()
     (methods-and-libraries.md §1.3–1.5); the basis in paper mode (eq. 4), as its docstring says.
     Sabotage: default mode 'official' or copies 10 → fails.
     """
-    from fusedream_pack.fusedream_ops.pipeline import FuseDreamSettings
+    from fusedream_pack.fusedream_ops.fusedream.pipeline import FuseDreamSettings
 
     s = FuseDreamSettings()
     assert (s.candidates, s.k, s.steps, s.lr, s.copies, s.latent_noise, s.augment_init) == \
@@ -328,8 +328,8 @@ def test_a_threshold_quantile_of_zero_is_refused_by_name():
     """q = 0 would threshold every image at its smallest |2x − 1| (a blank grey image); only (0, 1] is valid.
     Mutation survivor: `0.0 < quantile` → `0.0 <= quantile`.
     """
-    from fusedream_pack.fusedream_ops.dynamic_threshold import dynamic_threshold
-    from fusedream_pack.fusedream_ops.errors import FuseDreamError
+    from fusedream_pack.fusedream_ops.clipag.thresholding import dynamic_threshold
+    from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 
     with pytest.raises(FuseDreamError, match=r"\[FuseDream\] threshold quantile must be in \(0, 1\]"):
         dynamic_threshold(torch.rand(1, 3, 4, 4), 0.0)
@@ -351,7 +351,7 @@ def test_topk_reports_one_step_per_chunk_out_of_the_right_total(tiny_generator, 
 
 def test_topk_of_no_candidates_is_refused_naming_the_candidates(tiny_generator, tiny_scorer):
     """Mutation survivors: the error named None or 'XXcandidatesXX' instead of 'candidates'."""
-    from fusedream_pack.fusedream_ops.errors import FuseDreamError
+    from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 
     objective = AugClipObjective(tiny_scorer, [("a red circle", 1.0)], AugmentPolicy(), copies=2)
     none = sample_latents(tiny_generator, 3, seed=0).select(slice(0, 0))

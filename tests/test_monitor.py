@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.progress import Step, report
+from fusedream_pack.fusedream_ops.core.progress import Step, report
 from fusedream_pack.nodes import monitor as monitor_module
 from fusedream_pack.nodes.monitor import (EVENT, MONITOR_INPUTS, UI_KEY, FrameRecorder, NodeMonitor,
                                           SeriesLog)

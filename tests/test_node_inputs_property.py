@@ -13,7 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import kandinsky
 from fusedream_pack.fusedream_ops.validation.finite import first_nonfinite
 from fusedream_pack.nodes import NODE_CLASS_MAPPINGS

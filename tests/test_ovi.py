@@ -3,10 +3,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusedream_pack.fusedream_ops import ovi
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.progress import Step
-from fusedream_pack.fusedream_ops.reference_stats import build_reference_stats
+from fusedream_pack.fusedream_ops.ovi import optimize as ovi
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.progress import Step
+from fusedream_pack.fusedream_ops.ovi.reference_stats import build_reference_stats
 
 import kandinsky_models as km
 
@@ -114,7 +114,7 @@ def test_each_step_reports_the_cosine_without_an_image_and_a_raising_callback_ca
 
 
 def test_a_half_precision_tower_optimizes_too(target):
-    from fusedream_pack.fusedream_ops.kandinsky import load_encoders
+    from fusedream_pack.fusedream_ops.models.kandinsky import load_encoders
 
     half = load_encoders(km.prior_folder(), dtype=torch.float16).image_encoder
     result = ovi.optimize_ovi(half, target, 2, 20, 0.1, seed=0)

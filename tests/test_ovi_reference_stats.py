@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.reference_stats import (build_reference_stats, embed_image_files, image_files,
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.ovi.reference_stats import (build_reference_stats, embed_image_files, image_files,
                                                           ledoit_wolf_shrinkage, load_reference_stats,
                                                           save_reference_stats)
 
@@ -112,7 +112,7 @@ def test_folder_images_are_encoded_in_batches_like_the_same_images_in_memory(tmp
     steps = []
     embeds = embed_image_files(files, enc.encode_images, batch_size=2, on_step=steps.append)
     assert embeds.shape == (3, 32) and [s.step for s in steps] == [1, 2]
-    from fusedream_pack.fusedream_ops.images import from_pil
+    from fusedream_pack.fusedream_ops.core.images import from_pil
 
     with Image.open(files[2]) as img:
         single = enc.encode_images(from_pil(img))

@@ -40,9 +40,9 @@ def wheel(tmp_path_factory):
 
 def test_wheel_holds_the_library_its_data_and_subpackages_and_not_the_comfyui_layer(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("fusedream_ops/__init__.py", "fusedream_ops/data/imagenet_classes.txt",
+    for needed in ("fusedream_ops/__init__.py", "fusedream_ops/models/data/imagenet_classes.txt",
                    "fusedream_ops/batch/__init__.py", "fusedream_ops/batch/__main__.py",
-                   "fusedream_ops/evaluation/__init__.py", "fusedream_ops/evaluate.py",
+                   "fusedream_ops/evaluation/__init__.py", "fusedream_ops/evaluation/__main__.py",
                    "fusedream_ops/fixtures/__init__.py", "fusedream_ops/toyworld/world.py"):
         assert needed in names
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
@@ -81,7 +81,7 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
-    where = subprocess.run([str(py), "-c", "import fusedream_ops, fusedream_ops.imagenet as i; "
+    where = subprocess.run([str(py), "-c", "import fusedream_ops, fusedream_ops.models.imagenet_classes as i; "
                             "print(fusedream_ops.__file__, len(i.IMAGENET_CLASSES))"],
                            cwd=work, env=env, check=True, capture_output=True, text=True).stdout
     assert site in where and where.strip().endswith("1000")

@@ -3,15 +3,15 @@ import pytest
 import torch
 from PIL import Image
 
-from fusedream_pack.fusedream_ops.augment import AugmentPolicy
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip, save_clip
-from fusedream_pack.fusedream_ops.dynamic_threshold import dynamic_threshold, image_quantile
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy
+from fusedream_pack.fusedream_ops.models.clip import load_clip, save_clip
+from fusedream_pack.fusedream_ops.clipag.thresholding import dynamic_threshold, image_quantile
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, tiny_clip
-from fusedream_pack.fusedream_ops.init_images import (SmallImageGaussians, best_gaussian_samples, best_matches,
+from fusedream_pack.fusedream_ops.clipag.init_images import (SmallImageGaussians, best_gaussian_samples, best_matches,
                                                       load_reference_groups, noise_images, parse_color)
-from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.pixel_synthesis import (PixelSynthesisSettings, clip_grad_norm_per_image,
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+from fusedream_pack.fusedream_ops.clipag.synthesis import (PixelSynthesisSettings, clip_grad_norm_per_image,
                                                           random_crops, synthesize_pixels)
 
 FAST = dict(steps=12, views=4, patches=2)

@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusedream_pack.fusedream_ops.compose import foreground_layer, paste_mask
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.poisson import guidance_laplacian, poisson_blend
+from fusedream_pack.fusedream_ops.composition.geometry import foreground_layer, paste_mask
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.composition.poisson import guidance_laplacian, poisson_blend
 
 
 def _images(batch, height, width, seed=0):

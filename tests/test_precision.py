@@ -16,14 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusedream_pack.fusedream_ops.basis import LatentBasis
-from fusedream_pack.fusedream_ops.biggan import load_biggan
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.latents import sample_latents
-from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.perceptual import BACKBONE_FILES, load_lpips
-from fusedream_pack.fusedream_ops.precision import DTYPES, cpu_has_fast_bf16, resolve_dtype
+from fusedream_pack.fusedream_ops.fusedream.basis import LatentBasis
+from fusedream_pack.fusedream_ops.models.biggan import load_biggan
+from fusedream_pack.fusedream_ops.models.clip import load_clip
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+from fusedream_pack.fusedream_ops.models.lpips import BACKBONE_FILES, load_lpips
+from fusedream_pack.fusedream_ops.core.precision import DTYPES, cpu_has_fast_bf16, resolve_dtype
 from fusedream_pack.nodes import comfy
 
 CASES = [  # generator, CLIP, least gradient cosine, largest score difference (≈ 1.5–3× the measured worst)

@@ -12,10 +12,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from fusedream_pack.fusedream_ops.checkpoints import read_state_dict
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip, save_clip
-from fusedream_pack.fusedream_ops.convert import main as convert_main
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.core.checkpoints import read_state_dict
+from fusedream_pack.fusedream_ops.models.clip import load_clip, save_clip
+from fusedream_pack.fusedream_ops.core.convert import main as convert_main
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import kandinsky as kandinsky_fixtures
 from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, tiny_clip
 from fusedream_pack.fusedream_ops.safety.pickle_globals import pickle_globals
@@ -61,7 +61,7 @@ def test_loaders_refuse_a_hostile_pickle_naming_it_dangerous_and_never_suggest_c
     for path in files:
         with pytest.raises(FuseDreamError, match="DANGEROUS.*mkdir.*do not load or convert") as err:
             read_state_dict(path)
-        assert "python -m fusedream_ops.convert" not in str(err.value)
+        assert "python -m fusedream_ops.core.convert" not in str(err.value)
         assert "weights_only=False" not in str(err.value)
     assert not os.path.exists(marker)
 
@@ -81,7 +81,7 @@ def test_a_hostile_pickle_in_a_kandinsky_folder_is_refused_before_diffusers_read
     import shutil
 
     import kandinsky_models as km
-    from fusedream_pack.fusedream_ops.kandinsky import load_decoder
+    from fusedream_pack.fusedream_ops.models.kandinsky import load_decoder
     from safetensors.torch import load_file
 
     files, marker = hostile
@@ -98,7 +98,7 @@ def test_a_hostile_pickle_in_a_kandinsky_folder_is_refused_before_diffusers_read
 
 def test_the_convert_command_refuses_a_hostile_pickle_with_exit_code_2_and_no_traceback(hostile):
     files, marker = hostile
-    run = subprocess.run([sys.executable, "-m", "fusedream_ops.convert", files[1]], cwd=ROOT, capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "fusedream_ops.core.convert", files[1]], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr and "[FuseDream]" in run.stderr
     assert not os.path.exists(marker)
@@ -110,7 +110,7 @@ def test_a_checkpoint_pickling_only_plain_containers_is_told_to_convert_with_tru
     path = str(tmp_path / "run.pt")
     torch.save({"args": argparse.Namespace(lr=1.0), "state_dict": {"w": torch.ones(2)}}, path)
     assert pickle_globals(path).only_containers
-    with pytest.raises(FuseDreamError, match=r"argparse\.Namespace.*python -m fusedream_ops.convert .*--trust"):
+    with pytest.raises(FuseDreamError, match=r"argparse\.Namespace.*python -m fusedream_ops.core.convert .*--trust"):
         read_state_dict(path)
     assert convert_main([path]) == 2
     assert convert_main([path, "--trust"]) == 0
@@ -259,10 +259,10 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import torch
 torch.set_num_threads(1)
-from fusedream_ops.biggan import load_biggan
-from fusedream_ops.clip_scorer import load_clip
-from fusedream_ops.kandinsky import load_decoder, load_encoders_from_files
-from fusedream_ops.errors import FuseDreamError
+from fusedream_ops.models.biggan import load_biggan
+from fusedream_ops.models.clip import load_clip
+from fusedream_ops.models.kandinsky import load_decoder, load_encoders_from_files
+from fusedream_ops.core.errors import FuseDreamError
 
 
 def status(field):

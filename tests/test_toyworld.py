@@ -3,8 +3,8 @@ import json
 
 import torch
 
-from fusedream_pack.fusedream_ops.biggan import load_biggan, save_biggan
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip
+from fusedream_pack.fusedream_ops.models.biggan import load_biggan, save_biggan
+from fusedream_pack.fusedream_ops.models.clip import load_clip
 from fusedream_pack.fusedream_ops.toyworld import build, world
 from fusedream_pack.fusedream_ops.toyworld.train_generator import (build_generator, plain_weights, target_images,
                                                                    to_spectral_norm_checkpoint, z_to_params)
@@ -115,7 +115,7 @@ def test_judge_checkpoint_missing_a_tensor_is_an_error_naming_it(tmp_path):
     import pytest
     from safetensors.torch import save_file
 
-    from fusedream_pack.fusedream_ops.errors import FuseDreamError
+    from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
     from fusedream_pack.fusedream_ops.toyworld.judge import Judge
 
     state = Judge().state_dict()

@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.compose import fuse
-from fusedream_pack.fusedream_ops.composition import Cell
+from fusedream_pack.fusedream_ops.composition.geometry import fuse
+from fusedream_pack.fusedream_ops.composition.bilevel import Cell
 from fusedream_pack.fusedream_ops.toyworld import claims_composition as cc
 from fusedream_pack.fusedream_ops.toyworld import world
 

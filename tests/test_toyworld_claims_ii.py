@@ -1,7 +1,7 @@
 """The toy world's second half: OVI's claims on Kandinsky-format toy models, loaded by the pack's own loaders.
 
 Runs on the committed fixtures (``tests/fixtures/toyworld/kandinsky22``, ``ovi_reference``); rebuild them with
-``python -m fusedream_ops.toyworld.build_ii tests/fixtures/toyworld``. Budget: 4 held-out captions × 1 seed,
+``python -m fusedream_ops.toyworld.build_ovi tests/fixtures/toyworld``. Budget: 4 held-out captions × 1 seed,
 120 OVI steps (the benchmark uses 8 × 2 and 200); margins below are from the benchmark's spread.
 """
 import json
@@ -34,7 +34,7 @@ def scores(ovi_world):
 
 
 def _assert_same_embeddings(encoders, clip_path):
-    from fusedream_pack.fusedream_ops.clip_scorer import load_clip
+    from fusedream_pack.fusedream_ops.models.clip import load_clip
     from fusedream_pack.fusedream_ops.toyworld.train_clip import CaptionTokens, normalize
 
     clip = load_clip("auto", clip_path).model.float()

@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.biggan import load_biggan
-from fusedream_pack.fusedream_ops.clip_scorer import load_clip
-from fusedream_pack.fusedream_ops.compose import paste_box
-from fusedream_pack.fusedream_ops.perceptual import BACKBONE_FILES, find_backbone, load_lpips
+from fusedream_pack.fusedream_ops.models.biggan import load_biggan
+from fusedream_pack.fusedream_ops.models.clip import load_clip
+from fusedream_pack.fusedream_ops.composition.geometry import paste_box
+from fusedream_pack.fusedream_ops.models.lpips import BACKBONE_FILES, find_backbone, load_lpips
 from fusedream_pack.fusedream_ops.toyworld import build_composition, composition_scenes, world
 from fusedream_pack.fusedream_ops.toyworld.build import load_judge
 from fusedream_pack.fusedream_ops.toyworld.composition_world import (COMPOSITION_FIXTURES, load_composition_world,

@@ -12,11 +12,11 @@ import math
 import pytest
 import torch
 
-from fusedream_pack.fusedream_ops.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.init_images import SmallImageGaussians, best_gaussian_samples
-from fusedream_pack.fusedream_ops.poisson import poisson_blend
-from fusedream_pack.fusedream_ops.progress import Step
-from fusedream_pack.fusedream_ops.topk import topk_latents
+from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
+from fusedream_pack.fusedream_ops.clipag.init_images import SmallImageGaussians, best_gaussian_samples
+from fusedream_pack.fusedream_ops.composition.poisson import poisson_blend
+from fusedream_pack.fusedream_ops.core.progress import Step
+from fusedream_pack.fusedream_ops.fusedream.topk import topk_latents
 from fusedream_pack.fusedream_ops.validation.images import LPIPS_MIN_SIZE
 from fusedream_pack.fusedream_ops.validation.numbers import require_number
 from fusedream_pack.fusedream_ops.validation.prompts import SYNTAX, parse_prompts

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from ..errors import FuseDreamError
+from ..core.errors import FuseDreamError
 from .methods import METHODS, MethodSpec
 from .run import run_batch
 

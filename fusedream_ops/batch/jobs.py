@@ -9,7 +9,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from ..errors import require
+from ..core.errors import require
 from .prompts import PromptItem
 
 SEED_BITS = 31

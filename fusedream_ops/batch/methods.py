@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import require
+from ..core.errors import require
 
 FUSEDREAM_FAMILY = ("fusedream", "augclip", "naive")
 KANDINSKY_FAMILY = ("ovi", "textemb")
@@ -46,11 +46,11 @@ class MethodSpec:
 
 def _settings_class(method: str):
     if method in FUSEDREAM_FAMILY:
-        from ..pipeline import FuseDreamSettings
+        from ..fusedream.pipeline import FuseDreamSettings
 
         return FuseDreamSettings
     if method == "clipag-pixels":
-        from ..pixel_synthesis import PixelSynthesisSettings
+        from ..clipag.synthesis import PixelSynthesisSettings
 
         return PixelSynthesisSettings
     return KandinskySettings
@@ -128,10 +128,10 @@ def load_method(spec: MethodSpec, device: str | torch.device = "cpu") -> LoadedM
 
 
 def _fusedream_family(spec: MethodSpec, device: torch.device) -> LoadedMethod:
-    from ..augment import AugmentPolicy
-    from ..biggan import load_biggan
-    from ..clip_scorer import load_clip
-    from ..pipeline import FuseDreamSettings, generate
+    from ..fusedream.augment import AugmentPolicy
+    from ..models.biggan import load_biggan
+    from ..models.clip import load_clip
+    from ..fusedream.pipeline import FuseDreamSettings, generate
 
     generator = load_biggan(spec.models["biggan"])
     scorer = load_clip(spec.models.get("arch", "auto"), spec.models["clip"])
@@ -159,11 +159,11 @@ def _fusedream_family(spec: MethodSpec, device: torch.device) -> LoadedMethod:
 
 
 def _clipag_pixels(spec: MethodSpec, device: torch.device) -> LoadedMethod:
-    from ..augment import AugmentPolicy
-    from ..clip_scorer import load_clip
-    from ..init_images import noise_images
-    from ..objective import AugClipObjective, parse_prompts
-    from ..pixel_synthesis import PixelSynthesisSettings, synthesize_pixels
+    from ..fusedream.augment import AugmentPolicy
+    from ..models.clip import load_clip
+    from ..clipag.init_images import noise_images
+    from ..fusedream.objective import AugClipObjective, parse_prompts
+    from ..clipag.synthesis import PixelSynthesisSettings, synthesize_pixels
 
     scorer = load_clip(spec.models.get("arch", "auto"), spec.models["clip"])
     scorer.model.to(device)
@@ -184,11 +184,11 @@ def _clipag_pixels(spec: MethodSpec, device: torch.device) -> LoadedMethod:
 
 
 def _kandinsky(spec: MethodSpec, device: torch.device) -> LoadedMethod:
-    from ..kandinsky import load_decoder, load_encoders
-    from ..kandinsky_decode import check_size, decode_image_embeds
-    from ..kandinsky_prior import text_as_image_embeds
-    from ..ovi import optimize_ovi
-    from ..precision import device_default_dtype
+    from ..models.kandinsky import load_decoder, load_encoders
+    from ..ovi.decode import check_size, decode_image_embeds
+    from ..ovi.baselines import text_as_image_embeds
+    from ..ovi.optimize import optimize_ovi
+    from ..core.precision import device_default_dtype
 
     s = _fill(KandinskySettings, spec.settings)
     check_size(s.width, s.height)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import deque
 
-from ..errors import FuseDreamError, require
+from ..core.errors import FuseDreamError, require
 from .jobs import Job
 from .worker import ImageWorker, Outcome
 

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..errors import FuseDreamError, require
+from ..core.errors import FuseDreamError, require
 
 
 @dataclass(frozen=True)

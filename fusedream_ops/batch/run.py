@@ -16,7 +16,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from ..errors import require
+from ..core.errors import require
 from .jobs import Job, plan_jobs
 from .methods import MethodSpec, check_spec
 from .pools import EmbeddedPool, RayPool

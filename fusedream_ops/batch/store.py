@@ -15,8 +15,8 @@ import hashlib
 import json
 import os
 
-from ..checkpoints import atomic_write, atomic_write_text
-from ..errors import FuseDreamError
+from ..core.checkpoints import atomic_write, atomic_write_text
+from ..core.errors import FuseDreamError
 from .jobs import Job
 from .worker import Outcome
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL.PngImagePlugin import PngInfo
 
-from ..images import to_pil
+from ..core.images import to_pil
 from .jobs import Job
 from .methods import MethodSpec, load_method
 

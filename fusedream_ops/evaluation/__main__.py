@@ -1,4 +1,4 @@
-"""python -m fusedream_ops.evaluation — the same as python -m fusedream_ops.evaluate."""
+"""python -m fusedream_ops.evaluation RUN [RUN ...]: the evaluation command (also installed as ``fusedream-evaluate``)."""
 import sys
 
 from .cli import main

@@ -1,4 +1,4 @@
-"""python -m fusedream_ops.evaluate RUN [RUN ...] — IS, FID and R-precision of batch runs (FuseDream Table 1).
+"""python -m fusedream_ops.evaluation RUN [RUN ...] — IS, FID and R-precision of batch runs (FuseDream Table 1).
 
 Each RUN is a batch output folder (or its manifest.jsonl); one row per run. Prints a Markdown table and writes
 the numbers as JSON (--json). Nothing is downloaded: the Inception weights and the evaluation CLIP are files.
@@ -9,15 +9,15 @@ import argparse
 import json
 import sys
 
-from ..checkpoints import atomic_write_text
-from ..errors import FuseDreamError
+from ..core.checkpoints import atomic_write_text
+from ..core.errors import FuseDreamError
 from .features import INCEPTION_FILE, NETWORKS
 from .report import EvaluationSettings, evaluate_runs, format_table
 
 
 def _parser() -> argparse.ArgumentParser:
     d = EvaluationSettings()
-    p = argparse.ArgumentParser(prog="python -m fusedream_ops.evaluate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fusedream_ops.evaluation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="batch run folders (or their manifest.jsonl)")
     p.add_argument("--features", choices=NETWORKS, default=d.network,

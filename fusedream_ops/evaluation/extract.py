@@ -12,8 +12,8 @@ import io
 import torch
 from PIL import Image
 
-from ..clip_scorer import load_clip
-from ..images import from_pil
+from ..models.clip import load_clip
+from ..core.images import from_pil
 from .features import load_feature_network
 
 

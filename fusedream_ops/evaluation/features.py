@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from ..errors import FuseDreamError, require
+from ..core.errors import FuseDreamError, require
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -37,7 +37,7 @@ class InceptionNetwork:
         except ImportError:
             raise FuseDreamError("IS/FID with Inception need torchmetrics and torch-fidelity: "
                                  "pip install 'fusedream-nodes[eval]'.") from None
-        from ..checkpoints import read_state_dict
+        from ..core.checkpoints import read_state_dict
 
         read_state_dict(weights)  # a safe (weights_only) read first: torch-fidelity's own loader unpickles
         try:

@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..errors import require
+from ..core.errors import require
 
 
 class Precomputed(nn.Module):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..batch.prompts import read_prompts
 from ..batch.store import RUN, read_manifest
-from ..errors import require
+from ..core.errors import require
 from .extract import FeatureWorker, extract
 from .metrics import frechet_distance, inception_score, r_precision
 from .reference import default_cache_dir, reference_statistics

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..errors import FuseDreamError, require
+from ..core.errors import FuseDreamError, require
 
 
 def within(path: str, root: str) -> bool:

@@ -13,7 +13,7 @@ import pickletools
 import zipfile
 from dataclasses import dataclass
 
-from ..errors import FuseDreamError
+from ..core.errors import FuseDreamError
 
 MAX_PICKLES = 5
 """A legacy torch file is five pickles in a row (magic number, protocol, sys info, data, storage keys), then raw

@@ -19,10 +19,10 @@ import time
 
 import torch
 
-from ..biggan import load_biggan, save_biggan
-from ..checkpoints import atomic_write, atomic_write_text, read_state_dict
-from ..clip_scorer import load_clip, save_clip
-from . import world
+from ..models.biggan import load_biggan, save_biggan
+from ..core.checkpoints import atomic_write, atomic_write_text, read_state_dict
+from ..models.clip import load_clip, save_clip
+from ..toyworld import world
 from .judge import Judge, scene_accuracy, train_judge, world_accuracy
 from .train_clip import CLIP_CONFIG, retrieval_accuracy, train_clip
 from .train_generator import Z_DIM, target_images, train_generator, z_to_params
@@ -48,7 +48,7 @@ def save_judge(judge: Judge, path: str) -> str:
 
 
 def load_judge(path: str) -> Judge:
-    from ..checkpoints import check_state_dict
+    from ..core.checkpoints import check_state_dict
 
     judge = Judge()
     state = read_state_dict(path)
@@ -66,9 +66,9 @@ def build_robust_clip(clip_path: str, out_path: str, steps: int, pairs: int = RO
     """
     import tempfile
 
-    from ..clip_scorer import load_clip as load
-    from ..clipag_finetune import FinetuneSettings, finetune, model_config, read_pairs, split_pairs
-    from ..images import to_pil
+    from ..models.clip import load_clip as load
+    from ..clipag.finetune import FinetuneSettings, finetune, model_config, read_pairs, split_pairs
+    from ..core.images import to_pil
 
     count = 160 if steps <= 1 else pairs
     with tempfile.TemporaryDirectory() as folder:

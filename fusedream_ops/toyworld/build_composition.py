@@ -21,12 +21,12 @@ from typing import Callable
 
 import torch
 
-from ..biggan import load_biggan, save_biggan
-from ..checkpoints import atomic_write, atomic_write_text
-from ..clip_scorer import load_clip, save_clip
-from ..perceptual import BACKBONE_FILES, load_lpips
-from . import composition_scenes as scenes
-from . import world
+from ..models.biggan import load_biggan, save_biggan
+from ..core.checkpoints import atomic_write, atomic_write_text
+from ..models.clip import load_clip, save_clip
+from ..models.lpips import BACKBONE_FILES, load_lpips
+from ..toyworld import composition_scenes as scenes
+from ..toyworld import world
 from .build import build_command, load_judge, run_stages, save_judge
 from .judge import Judge, scene_accuracy, train_judge
 from .train_alexnet import alexnet_file_bytes, separation, train_alexnet

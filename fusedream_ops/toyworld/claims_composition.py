@@ -24,16 +24,16 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..augment import AugmentPolicy
-from ..autograd import no_grad_normal_tensors
-from ..compose import PAPER_SCALES, POSITIONS, paste_box
-from ..composition import Cell, CompositionResult, composition_grid_search
-from ..iterate_choice import DEFAULT_KEEP_TOLERANCE, KEEP_MODES
-from ..latents import sample_latents
-from ..objective import AugClipObjective
-from ..optimize import optimize_basis
-from ..topk import topk_latents
-from . import world
+from ..fusedream.augment import AugmentPolicy
+from ..core.autograd import no_grad_normal_tensors
+from ..composition.geometry import PAPER_SCALES, POSITIONS, paste_box
+from ..composition.bilevel import Cell, CompositionResult, composition_grid_search
+from ..composition.iterate_choice import DEFAULT_KEEP_TOLERANCE, KEEP_MODES
+from ..fusedream.latents import sample_latents
+from ..fusedream.objective import AugClipObjective
+from ..fusedream.optimize import optimize_basis
+from ..fusedream.topk import topk_latents
+from ..toyworld import world
 
 ONLY_AUGCLIP = 1 - 1e-6
 """λ of the linear method (eq. 7) that leaves AugCLIP alone: ℓ_Fuse weighs 1e-6 against AugCLIP's 1 − 1e-6."""
@@ -60,7 +60,7 @@ class CompositionBudget:
     score_draws: int = 4
     blend_iterations: int = 500
     keep: str = "augclip"
-    """Which iterate each cell returns (:mod:`~fusedream_ops.iterate_choice`). The documented rows were measured with
+    """Which iterate each cell returns (:mod:`~fusedream_ops.composition.iterate_choice`). The documented rows were measured with
     ``augclip``, the pack's default until :func:`compare_keep`'s numbers moved it to ``last``; kept here so the
     benchmark reprints those rows."""
     keep_tolerance: float = DEFAULT_KEEP_TOLERANCE

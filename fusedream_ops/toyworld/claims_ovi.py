@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from . import kandinsky_world as kw
-from . import world
+from ..toyworld import kandinsky_world as kw
+from ..toyworld import world
 
 DECODE_STEPS = 8
 JUDGED = "colour_and_cell"
@@ -38,8 +38,8 @@ class OviWorld:
 
 def load_ovi_world(models_dir: str) -> OviWorld:
     """Encoders, decoder, reference statistics and judge, each through the pack's own loader."""
-    from ..kandinsky import load_decoder, load_encoders
-    from ..reference_stats import load_reference_stats
+    from ..models.kandinsky import load_decoder, load_encoders
+    from ..ovi.reference_stats import load_reference_stats
     from .build import JUDGE_PATH, load_judge
 
     return OviWorld(load_encoders(os.path.join(models_dir, kw.PRIOR_DIR)),
@@ -51,7 +51,7 @@ def load_ovi_world(models_dir: str) -> OviWorld:
 def decode(ow: OviWorld, embeds: torch.Tensor, seed: int, steps: int = DECODE_STEPS) -> torch.Tensor:
     """``[B,3,64,64]`` world images for embeddings ``[B,D]`` (no guidance: the decoder was trained without
     dropping the condition)."""
-    from ..kandinsky_decode import decode_image_embeds
+    from ..ovi.decode import decode_image_embeds
 
     negative = ow.encoders.zero_image_embed()
     return decode_image_embeds(ow.decoder, embeds, negative, steps=steps, guidance=1.0, width=kw.DECODE_SIZE,
@@ -174,7 +174,7 @@ def held_out_captions(count: int) -> list[tuple[str, torch.Tensor]]:
 def method_embeds(ow: OviWorld, text_embed: torch.Tensor, labels: torch.Tensor, seed: int,
                   budget: OviBudget) -> dict[str, torch.Tensor]:
     """One ``[1,D]`` image embedding per method for one caption and seed."""
-    from ..ovi import optimize_ovi
+    from ..ovi.optimize import optimize_ovi
 
     out = {}
     for name, options in ovi_methods(budget).items():
@@ -304,7 +304,7 @@ def ovi_table(models_dir: str, captions: int = 8, seeds: int = 2, budget: OviBud
 def with_ovi_rows(table: list[tuple[str, str, str]], models_dir: str, captions: int = 8, seeds: int = 2,
                   budget: OviBudget = OviBudget()) -> list[tuple[str, str, str]]:
     """``table`` with its "not measured" OVI row replaced by the measured rows, when ``models_dir`` holds the OVI
-    fixtures (``python -m fusedream_ops.toyworld.build_ii``)."""
+    fixtures (``python -m fusedream_ops.toyworld.build_ovi``)."""
     if not os.path.isdir(os.path.join(models_dir, kw.DECODER_DIR)):
         return table
     rows, _ = ovi_table(models_dir, captions, seeds, budget)

@@ -1,7 +1,7 @@
 """The composition world's scenes: the first half's 32-px world with objects from normal to large, and fused scenes.
 
 FuseDream-Composition shrinks a generated foreground by α = 0.5–0.65 and pastes it onto a background
-(:func:`~fusedream_ops.compose.fuse`). For the result to be legible at 32 px the generator draws one object of
+(:func:`~fusedream_ops.composition.geometry.fuse`). For the result to be legible at 32 px the generator draws one object of
 radius 3.2–10 px anywhere in the frame (:data:`RADIUS_MIN` + :data:`RADIUS_SPAN`): a large object shrunk by α has
 the world's normal radius (3.2–5 px), and normal objects serve as backgrounds. The judge, the CLIP and the LPIPS
 AlexNet are trained on :func:`training_scenes`: normal world scenes (half with two objects in opposite cells),
@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from ..compose import POSITIONS, fuse, paste_box
-from . import world
+from ..composition.geometry import POSITIONS, fuse, paste_box
+from ..toyworld import world
 
 RADIUS_MIN = 3.2
 RADIUS_SPAN = 6.8

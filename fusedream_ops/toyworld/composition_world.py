@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..biggan import BigGANGenerator, load_biggan
-from ..clip_scorer import ClipScorer, load_clip
-from ..perceptual import PerceptualDistance, load_lpips
-from . import world
+from ..models.biggan import BigGANGenerator, load_biggan
+from ..models.clip import ClipScorer, load_clip
+from ..models.lpips import PerceptualDistance, load_lpips
+from ..toyworld import world
 from .build import load_judge
 from .build_composition import BIGGAN_PATH, CLIP_PATH, JUDGE_PATH, LPIPS_PATH
 from .judge import Judge

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import world
+from ..toyworld import world
 
 
 class Judge(nn.Module):

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import world
+from ..toyworld import world
 
 PRIOR_DIR = os.path.join("kandinsky22", "toyworld-prior")
 DECODER_DIR = os.path.join("kandinsky22", "toyworld-decoder")
@@ -96,7 +96,7 @@ def encoders_from_open_clip(model, config: dict):
 
 def write_prior_folder(model, config: dict, folder: str) -> str:
     """``image_encoder/``, ``text_encoder/``, ``tokenizer/``, ``image_processor/`` (float16 safetensors)."""
-    from ..clip_bpe import write_clip_tokenizer
+    from ..models.clip_tokenizer import write_clip_tokenizer
 
     vision, text = encoders_from_open_clip(model, config)
     vision.half().save_pretrained(os.path.join(folder, "image_encoder"))
@@ -180,7 +180,7 @@ def train_movq(steps: int, batch: int = 32, seed: int = 11, lr: float = 2e-3,
 def train_unet(image_encoder, steps: int, batch: int = 32, seed: int = 12, lr: float = 2e-3,
                log: Optional[Callable[[str], None]] = None):
     """Clean-latent regression from (noisy latent, timestep, image embedding of the scene)."""
-    from ..kandinsky import KandinskyEncoders
+    from ..models.kandinsky import KandinskyEncoders
 
     encode = KandinskyEncoders(image_encoder, None, None, "").encode_images
     torch.manual_seed(seed)
@@ -227,7 +227,7 @@ def reference_images(count: int = REFERENCE_COUNT, seed: int = REFERENCE_SEED) -
 
 def write_reference_stats(encoders, path: str) -> str:
     """Reference statistics of :func:`reference_images` through the pack's own op (Ledoit–Wolf shrinkage)."""
-    from ..reference_stats import build_reference_stats, save_reference_stats
+    from ..ovi.reference_stats import build_reference_stats, save_reference_stats
 
     stats = build_reference_stats(encoders.encode_images(reference_images()))
     return save_reference_stats(stats, path, source=f"toy world scenes, seed {REFERENCE_SEED}")

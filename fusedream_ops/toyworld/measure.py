@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..augment import AugmentPolicy, diff_augment
-from ..autograd import grad_enabled, no_grad_normal_tensors
-from ..basis import LatentBasis
-from ..biggan import BigGANGenerator, load_biggan
-from ..clip_scorer import ClipScorer, load_clip
-from ..errors import FuseDreamError
-from ..latents import sample_latents
-from ..objective import AugClipObjective
-from ..optimize import optimize_basis
-from ..topk import topk_latents
-from . import world
+from ..fusedream.augment import AugmentPolicy, diff_augment
+from ..core.autograd import grad_enabled, no_grad_normal_tensors
+from ..fusedream.basis import LatentBasis
+from ..models.biggan import BigGANGenerator, load_biggan
+from ..models.clip import ClipScorer, load_clip
+from ..core.errors import FuseDreamError
+from ..fusedream.latents import sample_latents
+from ..fusedream.objective import AugClipObjective
+from ..fusedream.optimize import optimize_basis
+from ..fusedream.topk import topk_latents
+from ..toyworld import world
 from .build import BIGGAN_PATH, CLIP_PATH, JUDGE_PATH, ROBUST_CLIP_PATH, load_judge
 from .judge import Judge
 
@@ -233,8 +233,8 @@ def compare_pixel_synthesis(tw: ToyWorld, captions: list[tuple[str, torch.Tensor
     per-class Gaussians of 16×16 reference images (here: single-object world scenes, one class per shape ×
     colour). Every result is judged, and scored by the PLAIN CLIP's AugCLIP so both guides face one evaluator.
     """
-    from ..init_images import SmallImageGaussians, best_gaussian_samples
-    from ..pixel_synthesis import PixelSynthesisSettings, synthesize_pixels
+    from ..clipag.init_images import SmallImageGaussians, best_gaussian_samples
+    from ..clipag.synthesis import PixelSynthesisSettings, synthesize_pixels
 
     reference = world.sample_scenes(16 * 64, 77)
     klass = reference.labels.max(-1).values - 1

@@ -28,12 +28,12 @@ import time
 
 import torch
 
-from ..augment import AugmentPolicy
-from ..latents import sample_latents
-from ..objective import AugClipObjective
-from ..optimize import optimize_basis
-from ..topk import topk_latents
-from . import world
+from ..fusedream.augment import AugmentPolicy
+from ..fusedream.latents import sample_latents
+from ..fusedream.objective import AugClipObjective
+from ..fusedream.optimize import optimize_basis
+from ..fusedream.topk import topk_latents
+from ..toyworld import world
 from .measure import FIXTURES, load_toyworld
 
 CARD = 384
@@ -110,8 +110,8 @@ def fusedream_image(tw, caption: str, seed: int = 0, steps: int = 60) -> torch.T
 
 def composition_image(tw, caption: str, seed: int = 0, steps: int = 40) -> torch.Tensor:
     """FuseDream-Composition for one cell: foreground and background bases from top-k, then eq. 5 and blending."""
-    from ..composition import Cell, optimize_composition
-    from ..perceptual import load_lpips
+    from ..composition.bilevel import Cell, optimize_composition
+    from ..models.lpips import load_lpips
 
     background_text, foreground_text = caption.split(" and ")
     foreground_text = foreground_text.replace(" at the bottom", "")
@@ -131,7 +131,7 @@ def composition_world_image(caption: str) -> torch.Tensor:
     """The toy-world composition template's result through the ops, with its values: candidate seeds 0 and 1, top-5
     of 256 by plain CLIP (top-k seed 0), the 18-cell grid in one batch, 40 steps at lr 0.05, grid seed 1, 16 views,
     ``keep`` last, 500 blend iterations, every model in fp32."""
-    from ..composition import composition_grid_search, paper_grid
+    from ..composition.bilevel import composition_grid_search, paper_grid
     from .composition_world import load_composition_world
 
     cw = load_composition_world()
@@ -146,8 +146,8 @@ def composition_world_image(caption: str) -> torch.Tensor:
 
 def clipag_image(tw, caption: str, seed: int = 0, steps: int = 150) -> torch.Tensor:
     """CLIPAG's generator-free synthesis guided by the robust toy CLIP, from the best per-class Gaussian sample."""
-    from ..init_images import SmallImageGaussians, best_gaussian_samples
-    from ..pixel_synthesis import PixelSynthesisSettings, synthesize_pixels
+    from ..clipag.init_images import SmallImageGaussians, best_gaussian_samples
+    from ..clipag.synthesis import PixelSynthesisSettings, synthesize_pixels
 
     reference = world.sample_scenes(16 * 64, 77)
     klass = reference.labels.max(-1).values - 1
@@ -172,10 +172,10 @@ def kandinsky_folders(root: str) -> tuple[str, str] | None:
 def kandinsky_image(folders: tuple[str, str], caption: str, method: str, seed: int = 0, steps: int = 8,
                     ovi_steps: int = 100) -> torch.Tensor:
     """OVI (pseudo-token optimisation towards the text embedding) or the plain text embedding, then the decoder."""
-    from ..kandinsky import load_decoder, load_encoders
-    from ..kandinsky_decode import decode_image_embeds
-    from ..kandinsky_prior import text_as_image_embeds
-    from ..ovi import optimize_ovi
+    from ..models.kandinsky import load_decoder, load_encoders
+    from ..ovi.decode import decode_image_embeds
+    from ..ovi.baselines import text_as_image_embeds
+    from ..ovi.optimize import optimize_ovi
 
     encoders = load_encoders(folders[0])
     text = encoders.encode_text([caption])

@@ -7,7 +7,7 @@ thrown away: a linear layer on relu2, whose 3×3 map at 32 px lines up with the 
 global feature. Every other channel is exactly zero (weights and bias), so its ReLU output is zero and adds nothing
 to LPIPS, and the file compresses: it is written as torchvision's ``alexnet-owt-7be5be79.pth`` (a ``torch.save``'d
 ``features.*`` state dict, float16; the classifier, which LPIPS never reads, is left out) and loads through the
-pack's :func:`~fusedream_ops.perceptual.load_lpips` exactly as the real file does.
+pack's :func:`~fusedream_ops.models.lpips.load_lpips` exactly as the real file does.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import world
+from ..toyworld import world
 from .composition_scenes import training_scenes
 
 FULL_CHANNELS = (64, 192, 384, 256, 256)

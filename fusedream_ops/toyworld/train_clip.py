@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import world
+from ..toyworld import world
 
 CLIP_CONFIG = {
     "embed_dim": 64,

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from . import world
+from ..toyworld import world
 
 Z_DIM = 16
 USED_Z = 6

@@ -11,7 +11,7 @@ from typing import Iterator, Optional
 
 import torch
 
-from ..errors import FuseDreamError
+from ..core.errors import FuseDreamError
 
 
 def is_finite(value) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import FuseDreamError, require
+from ..core.errors import FuseDreamError, require
 
 LPIPS_MIN_SIZE = {"alex": 31, "vgg": 16}
 """Smallest side LPIPS accepts per backbone: below it the trunk's pooling runs out of pixels (measured: AlexNet's

@@ -12,7 +12,7 @@ import inspect
 
 import torch
 
-from ..errors import FuseDreamError, require
+from ..core.errors import FuseDreamError, require
 from .finite import first_nonfinite, nonfinite_weight
 from .images import require_image, require_mask
 from .numbers import require_number

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ..errors import FuseDreamError
+from ..core.errors import FuseDreamError
 
 
 def _fmt(value) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 
-from ..errors import FuseDreamError, require
+from ..core.errors import FuseDreamError, require
 
 WEIGHT_LIMIT = 100.0
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")

@@ -21,8 +21,8 @@ if _NAME not in sys.modules:
     sys.modules[_NAME] = _module
     _spec.loader.exec_module(_module)
 
-from fusedream_probe_target.fusedream_ops.progress import report  # noqa: E402
-from fusedream_probe_target.fusedream_ops.images import to_image_batch  # noqa: E402
+from fusedream_probe_target.fusedream_ops.core.progress import report  # noqa: E402
+from fusedream_probe_target.fusedream_ops.core.images import to_image_batch  # noqa: E402
 from fusedream_probe_target.nodes.monitor import MONITOR_INPUTS, NodeMonitor  # noqa: E402
 
 

@@ -1,0 +1,1 @@
+"""CLIPAG (Ganz & Elad 2023): generator-free synthesis and adversarial fine-tuning."""

@@ -1,0 +1,1 @@
+"""Shared plumbing: checkpoints, precision, progress, image layout, errors, autograd helpers."""

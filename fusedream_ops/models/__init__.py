@@ -1,0 +1,1 @@
+"""The frozen models the methods drive, each with one strict loading path."""

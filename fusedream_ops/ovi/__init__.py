@@ -1,0 +1,1 @@
+"""OVI (Dell'Erba & Bagdanov): an optimisation-based prior for Kandinsky 2.2."""
