@@ -44,7 +44,7 @@ from fusedream_ops.models.clip import OPENAI_MEAN, OPENAI_STD, ClipScorer  # noq
 from fusedream_ops.fusedream.latents import sample_latents  # noqa: E402
 from fusedream_ops.fusedream.objective import AugClipObjective  # noqa: E402
 from fusedream_ops.fusedream.optimize import optimize_basis  # noqa: E402
-from fusedream_ops.core.precision import cast_frozen, precision_name  # noqa: E402
+from fusedream_ops.core.precision import cast_frozen, precision_name, resolve_dtype  # noqa: E402
 from fusedream_ops.fusedream.topk import topk_latents  # noqa: E402
 
 PROMPT = "a photo of a blue dog"
@@ -195,7 +195,10 @@ class Pack:
     def topk(self, candidates: int, chunk: int, precision: str | None) -> float:
         latents = sample_latents(self.generator, candidates, seed=1)
         start = time.perf_counter()
-        topk_latents(self.generator, latents, self.objective, K, chunk, precision=precision)
+        dtypes = {} if precision is None else {
+            "generator_dtype": resolve_dtype(precision, self.generator.device, "vae"),
+            "scorer_dtype": resolve_dtype(precision, self.generator.device, "text_encoder")}
+        topk_latents(self.generator, latents, self.objective, K, chunk, **dtypes)
         return candidates / (time.perf_counter() - start)
 
 

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from ..fusedream_ops.core.autograd import no_grad_normal_tensors
-from ..fusedream_ops.core.precision import precision_name, resolve_dtype
+from ..fusedream_ops.core.precision import resolve_dtype
 
 log = logging.getLogger("FuseDream")
 
@@ -45,40 +45,27 @@ def torch_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-_DTYPE_FLAGS = {
-    "text_encoder": (("fp16_text_enc", torch.float16), ("bf16_text_enc", torch.bfloat16),
-                     ("fp32_text_enc", torch.float32)),
-    "vae": (("fp16_vae", torch.float16), ("bf16_vae", torch.bfloat16), ("fp32_vae", torch.float32)),
-}
+def host_dtype(role: str) -> torch.dtype | None:
+    """ComfyUI's weight dtype for a frozen model of ``role`` on its compute device; None outside ComfyUI.
 
-
-def model_dtype(role: str) -> torch.dtype | None:
-    """ComfyUI's weight dtype for a frozen model of ``role`` on the compute device; None outside ComfyUI.
-
-    ``text_encoder`` (CLIP scorers, Kandinsky encoders) honours ``--fp16/--bf16/--fp32-text-enc``, ``vae``
-    (generators, decoders, LPIPS) ``--fp16/--bf16/--fp32-vae``; otherwise what ComfyUI's ``should_use_bf16`` /
-    ``should_use_fp16`` allow (both honour ``--force-fp32``/``--force-fp16`` and say no on a CPU), bf16 first for
-    text encoders and fp16 first for convolution networks (see ``fusedream_ops/core/precision.py``), else fp32.
+    Encoders (``text_encoder``, ``kandinsky_encoder``) follow ``model_management.text_encoder_dtype()`` (its
+    ``--fp16/--bf16/--fp32-text-enc`` flags), convolution networks (``vae``) ``vae_dtype()`` with fp16 tried before
+    bf16 (its ``--fp16/--bf16/--fp32-vae`` flags, ``--force-fp32``/``--force-fp16``). A choice the pack cannot compute
+    with (fp8, fp16 on a CPU) is replaced by the device default in :func:`resolve_dtype`.
     """
     mm = _comfy("comfy.model_management")
     if mm is None:
         return None
-    args = getattr(mm, "args", None)
-    for flag, dtype in _DTYPE_FLAGS[role]:
-        if getattr(args, flag, False):
-            return dtype
     device = mm.get_torch_device()
-    preferred = (torch.bfloat16, torch.float16) if role == "text_encoder" else (torch.float16, torch.bfloat16)
-    for dtype in preferred:
-        if (mm.should_use_bf16 if dtype == torch.bfloat16 else mm.should_use_fp16)(device):
-            return dtype
-    return torch.float32
+    if role == "vae":
+        return mm.vae_dtype(device, [torch.float16, torch.bfloat16])
+    return mm.text_encoder_dtype(device)
 
 
-def loader_precision(precision: str, role: str) -> str:
-    """The concrete precision a loader node uses: ``auto`` resolved with ComfyUI's choice for ``role``
-    ('text_encoder' or 'vae', see :func:`model_dtype`) on its compute device, or the device default outside it."""
-    return precision_name(resolve_dtype(precision, torch_device(), role, model_dtype(role)))
+def weight_dtype(precision: str, role: str) -> torch.dtype:
+    """The dtype a node hands the ops for a model of ``role``: the precision widget resolved once, with ComfyUI's
+    choice for ``auto`` (:func:`host_dtype`) on ComfyUI's compute device, or the device default outside it."""
+    return resolve_dtype(precision, torch_device(), role, host_dtype(role))
 
 
 def intermediate_device() -> torch.device:

@@ -175,7 +175,7 @@ class LPIPSLoader:
     @checked_loader_function
     def load(self, net, precision=AUTO_PRECISION):
         return (load_lpips(net, find_backbone(net, comfy.model_folder_paths(LPIPS_FOLDER)),
-                           precision=comfy.loader_precision(precision, "vae")),)
+                           precision=comfy.weight_dtype(precision, "vae")),)
 
 
 class LPIPSDistance:

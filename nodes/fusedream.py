@@ -14,7 +14,7 @@ from ..fusedream_ops.core.images import to_image_batch, from_image_batch
 from ..fusedream_ops.fusedream.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.fusedream.optimize import Problem, optimize_bases
-from ..fusedream_ops.core.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS
+from ..fusedream_ops.core.precision import AUTO as AUTO_PRECISION, PRECISION_TOOLTIP, PRECISIONS
 from ..fusedream_ops.fusedream.topk import chunk_for_memory, free_memory, topk_latents
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
@@ -65,7 +65,7 @@ class BigGANLoader:
     @checked_loader_function
     def load(self, checkpoint, precision=AUTO_PRECISION):
         return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint),
-                            comfy.loader_precision(precision, "vae")),)
+                            comfy.weight_dtype(precision, "vae")),)
 
 
 class CLIPLoader:
@@ -93,7 +93,7 @@ class CLIPLoader:
     @checked_loader_function
     def load(self, architecture, checkpoint, precision=AUTO_PRECISION):
         return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint),
-                          comfy.loader_precision(precision, "text_encoder")),)
+                          comfy.weight_dtype(precision, "text_encoder")),)
 
 
 class LatentSampler:
@@ -197,12 +197,13 @@ class TopKInit:
     def select(self, generator, candidates, objective, k, augment, chunk, seed, precision=AUTO_PRECISION,
                unique_id=None):
         device = comfy.load_to_device(generator.model, objective.scorer.model)
-        precision = comfy.loader_precision(precision, "text_encoder")
-        chunk = chunk or chunk_for_memory(generator, free_memory(device), DTYPES[precision].itemsize)
+        generator_dtype = comfy.weight_dtype(precision, "vae")
+        chunk = chunk or chunk_for_memory(generator, free_memory(device), generator_dtype.itemsize)
         total = (len(candidates) + chunk - 1) // chunk
         monitor = NodeMonitor(unique_id, total, preview_every=max(1, total // 20), label="top-k")
         basis, scores = topk_latents(generator, candidates, objective, k, chunk, augment, seed=seed,
-                                     on_step=monitor, precision=precision)
+                                     on_step=monitor, generator_dtype=generator_dtype,
+                                     scorer_dtype=comfy.weight_dtype(precision, "text_encoder"))
         text = ", ".join(f"{s:.4f}" for s in scores.tolist())
         return {"ui": {"text": [text], **monitor.ui()}, "result": (basis, text)}
 

@@ -24,7 +24,6 @@ from ..fusedream_ops.ovi.reference_stats import (build_reference_stats, embed_im
 from ..fusedream_ops.validation.finite import require_finite
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import truncation_warnings
-from ..fusedream_ops.core.precision import DTYPES
 from . import comfy
 from .fusedream import PRECISION
 from .monitor import MONITOR_INPUTS, NodeMonitor
@@ -48,14 +47,6 @@ HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
 
 def _folders() -> list[str]:
     return comfy.list_model_entries(KANDINSKY_FOLDER, want_dirs=True)
-
-
-def _dtype(precision: str, role: str) -> torch.dtype:
-    """The loader's dtype. Outside ComfyUI, ``auto`` on a CPU stays fp32 for Kandinsky: OVI's optimisation and the
-    reference statistics (Ledoit–Wolf shrinkage of a few embeddings) are validated in fp32 only."""
-    if precision == "auto" and comfy.model_dtype(role) is None and comfy.torch_device().type == "cpu":
-        return torch.float32
-    return DTYPES[comfy.loader_precision(precision, role)]
 
 
 def _out(embeds: torch.Tensor) -> torch.Tensor:
@@ -83,7 +74,7 @@ class EncodersLoader:
     @checked_loader_function
     def load(self, prior_folder, precision):
         return (load_encoders(comfy.resolve_model_entry(KANDINSKY_FOLDER, prior_folder),
-                              _dtype(precision, "text_encoder")),)
+                              comfy.weight_dtype(precision, "kandinsky_encoder")),)
 
 
 SINGLE_FILE_EXTENSIONS = (".safetensors", ".sft", ".bin", ".pt", ".pth")
@@ -118,7 +109,7 @@ class EncodersFromFiles:
     def load(self, image_encoder, text_encoder, precision):
         return (load_encoders_from_files(comfy.resolve_model_entry("clip_vision", image_encoder),
                                          comfy.resolve_model_entry("text_encoders", text_encoder),
-                                         _dtype(precision, "text_encoder")),)
+                                         comfy.weight_dtype(precision, "kandinsky_encoder")),)
 
 
 class DecoderLoader:
@@ -139,7 +130,7 @@ class DecoderLoader:
 
     @checked_loader_function
     def load(self, decoder_folder, precision):
-        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder), _dtype(precision, "vae")),)
+        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder), comfy.weight_dtype(precision, "vae")),)
 
 
 class TextEncode:

@@ -60,7 +60,8 @@ def test_topk_scoring_in_bf16_keeps_the_fp32_best_up_to_near_ties_and_leaves_the
         candidates = sample_latents(generator, 60, seed)
         with torch.no_grad():
             every = objective.cosine(generator.decode(candidates))
-        got, got_scores = topk_latents(generator, candidates, objective, k=5, chunk=0, precision="bf16")
+        got, got_scores = topk_latents(generator, candidates, objective, k=5, chunk=0,
+                                       generator_dtype=torch.bfloat16, scorer_dtype=torch.bfloat16)
         picked = (got.z[:, None] == candidates.z[None]).all(-1).float().argmax(dim=1)
         assert torch.equal(candidates.z[picked], got.z)
         assert (every[picked] >= every.topk(5).values[-1] - TOPK_SCORE_TOLERANCE).all(), prompt

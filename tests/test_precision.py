@@ -112,36 +112,78 @@ def test_auto_uses_the_hosts_choice_when_it_can_compute_with_it():
 
 @pytest.fixture
 def model_management(monkeypatch):
-    """A stand-in of comfy.model_management with its flags and fp16/bf16 decisions."""
+    """A stand-in of comfy.model_management: its device and the two dtype choices the pack asks it for
+    (``text_encoder_dtype`` / ``vae_dtype``, whose flag handling is ComfyUI's own business)."""
     module = types.ModuleType("comfy.model_management")
-    module.args = types.SimpleNamespace()
-    module.decisions = {"bf16": False, "fp16": False}
-    module.get_torch_device = lambda: torch.device("cpu")
-    module.should_use_bf16 = lambda device=None: module.decisions["bf16"]
-    module.should_use_fp16 = lambda device=None: module.decisions["fp16"]
+    module.device = torch.device("cpu")
+    module.choices = {"text_encoder": torch.float16, "vae": torch.float32}  # ComfyUI 0.3.64 on a CPU
+    module.asked = []
+    module.get_torch_device = lambda: module.device
+    module.text_encoder_dtype = lambda device=None: module.choices["text_encoder"]
+
+    def vae_dtype(device=None, allowed_dtypes=()):
+        module.asked.append(tuple(allowed_dtypes))
+        return module.choices["vae"]
+
+    module.vae_dtype = vae_dtype
     monkeypatch.setitem(sys.modules, "comfy.model_management", module)
     return module
 
 
-def test_comfyui_flags_and_decisions_set_the_models_dtype(model_management):
-    assert comfy.model_dtype("text_encoder") == torch.float32
-    model_management.decisions["bf16"] = True
-    assert comfy.model_dtype("vae") == torch.bfloat16
-    model_management.decisions["fp16"] = True
-    assert comfy.model_dtype("vae") == torch.float16, "fp16 first for convolution networks"
-    assert comfy.model_dtype("text_encoder") == torch.bfloat16, "bf16 first for text encoders"
-    model_management.args.fp32_text_enc = True
-    assert comfy.model_dtype("text_encoder") == torch.float32
-    model_management.args.bf16_vae = True
-    assert comfy.model_dtype("vae") == torch.bfloat16
+def test_inside_comfyui_encoders_follow_text_encoder_dtype_and_generators_vae_dtype(model_management):
+    """Checked: with ``should_use_bf16`` asked instead (the old rule) the fp16 text-encoder choice is lost."""
+    model_management.device = torch.device("cuda")  # only its type is read: no GPU is touched
+    model_management.choices = {"text_encoder": torch.float16, "vae": torch.bfloat16}
+    assert comfy.weight_dtype("auto", "text_encoder") == torch.float16, "--force-fp16 / fp16 text encoders"
+    assert comfy.weight_dtype("auto", "kandinsky_encoder") == torch.float16
+    assert comfy.weight_dtype("auto", "vae") == torch.bfloat16
+    assert model_management.asked[-1] == (torch.float16, torch.bfloat16), "fp16 first for convolution networks"
+    assert comfy.weight_dtype("fp32", "text_encoder") == torch.float32, "an explicit choice wins"
+
+
+def test_a_comfyui_choice_the_cpu_cannot_compute_falls_back_to_the_device_default(model_management):
+    clip_default = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    assert comfy.weight_dtype("auto", "text_encoder") == clip_default, "ComfyUI says fp16 on a CPU"
+    assert comfy.weight_dtype("auto", "kandinsky_encoder") == torch.float32, "OVI is validated in fp32 only"
+    assert comfy.weight_dtype("auto", "vae") == torch.float32
+
+
+def test_a_resolved_dtype_crosses_the_seam_unchanged_and_a_bad_one_is_refused():
+    assert resolve_dtype(torch.bfloat16, "cpu", "vae") == torch.bfloat16
+    with pytest.raises(FuseDreamError, match="precision must be one of"):
+        resolve_dtype(torch.float8_e4m3fn, "cpu", "vae")
+
+
+def test_topk_scores_the_generator_in_its_own_role_not_the_text_encoders(tiny_models, tiny_generator, tiny_scorer,
+                                                                          model_management, monkeypatch):
+    """ComfyUI picks bf16 for the text encoder and fp32 for the generator: the node's top-k must score with exactly
+    those copies. Checked: resolving both copies with the text encoder's role makes the scores differ."""
+    from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
+    from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
+    from fusedream_pack.fusedream_ops.fusedream.topk import topk_latents
+    from fusedream_pack.nodes.fusedream import TopKInit
+
+    model_management.choices = {"text_encoder": torch.bfloat16, "vae": torch.float32}
+    monkeypatch.setattr(comfy, "load_to_device", lambda *modules: torch.device("cpu"))  # no ModelPatcher here
+    model_management.throw_exception_if_processing_interrupted = lambda: None
+    objective = AugClipObjective(tiny_scorer, [("a red car", 1.0)], copies=2)
+    candidates = sample_latents(tiny_generator, 6, seed=2)
+    result = TopKInit().select(tiny_generator, candidates, objective, 2, False, 3, 0, "auto")["result"]
+    want = topk_latents(tiny_generator, candidates, objective, 2, 3, generator_dtype=torch.float32,
+                        scorer_dtype=torch.bfloat16)[1]
+    every_bf16 = topk_latents(tiny_generator, candidates, objective, 2, 3, generator_dtype=torch.bfloat16,
+                              scorer_dtype=torch.bfloat16)[1]
+    assert result[1] == ", ".join(f"{s:.4f}" for s in want.tolist())
+    assert not torch.equal(want, every_bf16), "the test could not tell the roles apart"
 
 
 def test_loader_nodes_follow_comfyui_inside_it(tiny_models, model_management):
     from fusedream_pack.nodes.fusedream import CLIPLoader
 
+    model_management.choices["text_encoder"] = torch.float32
     scorer = CLIPLoader().load("auto", "ViT-B-32.safetensors", "auto")[0]
-    assert scorer.dtype == torch.float32, "ComfyUI says fp32 on a CPU"
-    model_management.args.bf16_text_enc = True
+    assert scorer.dtype == torch.float32, "ComfyUI says fp32 (--fp32-text-enc)"
+    model_management.choices["text_encoder"] = torch.bfloat16
     assert CLIPLoader().load("auto", "ViT-B-32.safetensors", "auto")[0].dtype == torch.bfloat16
     assert CLIPLoader().load("auto", "ViT-B-32.safetensors", "fp32")[0].dtype == torch.float32
 

@@ -10,7 +10,6 @@ from ..models.clip import ClipScorer
 from ..core.errors import FuseDreamError, require, require_positive
 from .latents import BigGANLatent
 from .objective import AugClipObjective
-from ..core.precision import resolve_dtype
 from ..core.progress import StepCallback, report
 from ..validation.finite import nonfinite_weight
 
@@ -60,16 +59,18 @@ def _frozen_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return copy.deepcopy(model, {} if patcher is None else {id(patcher): patcher}).to(dtype)
 
 
-def scoring_copies(generator: BigGANGenerator, objective: AugClipObjective,
-                   dtype: torch.dtype) -> tuple[BigGANGenerator, AugClipObjective]:
-    """The generator and objective with their weights in ``dtype`` for no-grad scoring; copies only where the
-    dtype differs (the text features are shared, the originals untouched)."""
-    if generator.dtype != dtype:
-        generator = BigGANGenerator(_frozen_copy(generator.model, dtype), generator.class_names, generator.name)
-    if objective.scorer.dtype != dtype:
+def scoring_copies(generator: BigGANGenerator, objective: AugClipObjective, generator_dtype: torch.dtype | None,
+                   scorer_dtype: torch.dtype | None) -> tuple[BigGANGenerator, AugClipObjective]:
+    """The generator and objective with their weights in ``generator_dtype`` / ``scorer_dtype`` (None: as they are)
+    for no-grad scoring; copies only where the dtype differs (the text features are shared, the originals
+    untouched). Each model keeps its own role: a bf16 CLIP does not put the generator in bf16."""
+    if generator_dtype is not None and generator.dtype != generator_dtype:
+        generator = BigGANGenerator(_frozen_copy(generator.model, generator_dtype), generator.class_names,
+                                    generator.name)
+    if scorer_dtype is not None and objective.scorer.dtype != scorer_dtype:
         scorer = objective.scorer
         objective = copy.copy(objective)
-        objective.scorer = ClipScorer(_frozen_copy(scorer.model, dtype), scorer.tokenizer, scorer.name)
+        objective.scorer = ClipScorer(_frozen_copy(scorer.model, scorer_dtype), scorer.tokenizer, scorer.name)
         objective.scorer.mean, objective.scorer.std = scorer.mean, scorer.std
     return generator, objective
 
@@ -77,14 +78,15 @@ def scoring_copies(generator: BigGANGenerator, objective: AugClipObjective,
 def topk_latents(generator: BigGANGenerator, candidates: BigGANLatent, objective: AugClipObjective, k: int,
                  chunk: int = 10, augment: bool = False, copies: int | None = None, seed: int = 0,
                  on_step: StepCallback | None = None,
-                 precision: str | None = None) -> tuple[BigGANLatent, torch.Tensor]:
+                 generator_dtype: torch.dtype | None = None,
+                 scorer_dtype: torch.dtype | None = None) -> tuple[BigGANLatent, torch.Tensor]:
     """The ``k`` candidates with the highest score, best first, and their scores.
 
     Candidates are generated and scored ``chunk`` at a time in inference mode while a running top-k is kept, so
     memory is bounded by the chunk size whatever M is; ``chunk=0`` sizes it from the free memory
-    (:func:`chunk_for_memory`). The running best stay on the compute device. ``precision`` scores with copies of
-    the models in that precision (``auto``: the device's default for both models' roles, see
-    :mod:`~fusedream_ops.core.precision`); None scores with the models as they are. The official code scores with
+    (:func:`chunk_for_memory`). The running best stay on the compute device. ``generator_dtype`` /
+    ``scorer_dtype`` score with copies of the models in those dtypes (each resolved for its own role, see
+    :func:`~fusedream_ops.core.precision.resolve_dtype`); None scores with a model as it is. The official code scores with
     plain CLIP (``augment=False``); ``augment=True`` scores with AugCLIP as the paper writes.
     """
     m = len(candidates)
@@ -92,9 +94,7 @@ def topk_latents(generator: BigGANGenerator, candidates: BigGANLatent, objective
     require(1 <= k <= m, f"k must be between 1 and the number of candidates ({m}), got {k}.")
     require(chunk >= 0, f"chunk must be at least 0 (0 = from the free memory), got {chunk}.")
     device = generator.device
-    if precision is not None:
-        dtype = resolve_dtype(precision, device, "text_encoder")
-        generator, objective = scoring_copies(generator, objective, dtype)
+    generator, objective = scoring_copies(generator, objective, generator_dtype, scorer_dtype)
     if chunk == 0:
         chunk = chunk_for_memory(generator, free_memory(device), generator.dtype.itemsize)
     rng = torch.Generator().manual_seed(int(seed))
