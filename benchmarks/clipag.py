@@ -24,8 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fusedream_ops.fusedream.augment import AugmentPolicy, diff_augment  # noqa: E402
 from fusedream_ops.models.clip import OPENAI_MEAN, OPENAI_STD, ClipScorer  # noqa: E402
-from fusedream_ops.clipag.finetune import (FinetuneSettings, ImageTower, attack_batch,  # noqa: E402
-                                           contrastive_loss, freeze_all_but_image_encoder)
+from fusedream_ops.clipag.finetune.attack import ImageTower, attack_batch, contrastive_loss  # noqa: E402
+from fusedream_ops.clipag.finetune.loop import freeze_all_but_image_encoder  # noqa: E402
+from fusedream_ops.clipag.finetune.settings import FinetuneSettings  # noqa: E402
 from fusedream_ops.fusedream.objective import AugClipObjective  # noqa: E402
 from fusedream_ops.clipag.synthesis import PixelSynthesisSettings, random_crops  # noqa: E402
 

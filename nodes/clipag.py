@@ -3,23 +3,24 @@ from __future__ import annotations
 
 import torch
 
-from ..fusedream_ops.fusedream.augment import AugmentPolicy
+from ..fusedream_ops.clipag.init_images import (SMALL_SIZE, SmallImageGaussians, best_gaussian_samples, best_matches,
+                                                flat_images, load_reference_groups, noise_images, parse_color,
+                                                square_resize)
+from ..fusedream_ops.clipag.synthesis import PixelSynthesisSettings, synthesize_pixels
 from ..fusedream_ops.core.autograd import grad_enabled, no_grad_normal_tensors, ordinary
 from ..fusedream_ops.core.errors import require
 from ..fusedream_ops.core.images import from_image_batch, to_image_batch
-from ..fusedream_ops.clipag.init_images import (SMALL_SIZE, SmallImageGaussians, best_gaussian_samples, best_matches,
-                                         flat_images, load_reference_groups, noise_images, parse_color, square_resize)
+from ..fusedream_ops.fusedream.augment import AugmentPolicy
 from ..fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
-from ..fusedream_ops.clipag.synthesis import PixelSynthesisSettings, synthesize_pixels
-from ..fusedream_ops.validation.node_inputs import checked_node_function
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
+from .node_inputs import checked_node_function
+from .widgets import HIDDEN, seed_input
 
 INIT_MODES = ("noise", "color", "image", "gaussian")
 DEFAULTS = PixelSynthesisSettings()
-SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                "tooltip": "Random seed (init noise, crops, augmentations); the same seed reproduces the image."})
+SEED = seed_input("init noise, crops, augmentations")
 
 
 def _cancel_and_progress(unique_id, total: int):
@@ -56,7 +57,7 @@ class ReferenceImageGaussian:
             "small_size": ("INT", {"default": SMALL_SIZE, "min": 4, "max": 32,
                                    "tooltip": "Side the images are shrunk to before fitting (authors: 16). The model "
                                               "keeps (3·side²)² floats per class: 2.25 MiB at 16, 36 MiB at 32."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+        }, **HIDDEN}
 
     @checked_node_function
     def fit(self, folder, small_size, unique_id=None):
@@ -126,7 +127,7 @@ class GeneratorFreeSynthesis:
             "init_image": ("IMAGE", {"tooltip": "Starting image(s) for init 'image' (centre-cropped to a square)."}),
             "init_gaussian": ("CLIPAG_IMAGE_GAUSSIAN", {"tooltip": "From Reference Image Gaussian, for init "
                                                                    "'gaussian'."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+        }, **HIDDEN}
 
     @checked_node_function
     def synthesize(self, clip, prompt, init, size, batch_size, steps, lr, seed, color, candidates, views, patches,

@@ -3,31 +3,29 @@ from __future__ import annotations
 
 import torch
 
-from ..fusedream_ops.core.autograd import no_grad_normal_tensors
-from ..fusedream_ops.fusedream.basis import BASIS_MODES
-from ..fusedream_ops.composition.geometry import POSITIONS, crop, foreground_layer, fuse, paste_mask
 from ..fusedream_ops.composition.bilevel import (Cell, CompositionProblem, CompositionResult, composition_grid_searches,
-                                         optimize_compositions, parse_grid)
+                                                 optimize_compositions, parse_grid)
 from ..fusedream_ops.composition.dynamic_barrier import METHODS
-from ..fusedream_ops.core.errors import require
+from ..fusedream_ops.composition.geometry import POSITIONS, crop, foreground_layer, fuse, paste_mask
 from ..fusedream_ops.composition.iterate_choice import DEFAULT_KEEP, DEFAULT_KEEP_TOLERANCE, KEEP_MODES
-from ..fusedream_ops.core.images import from_image_batch, to_image_batch
-from ..fusedream_ops.models.lpips import NETS, find_backbone, load_lpips
 from ..fusedream_ops.composition.poisson import poisson_blend
-from ..fusedream_ops.validation.images import (LPIPS_MIN_SIZE, require_batches_match, require_image,
-                                               require_same_size)
-from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
+from ..fusedream_ops.core.autograd import no_grad_normal_tensors
+from ..fusedream_ops.core.errors import require
+from ..fusedream_ops.core.images import from_image_batch, to_image_batch
+from ..fusedream_ops.core.precision import AUTO as AUTO_PRECISION
+from ..fusedream_ops.fusedream.basis import BASIS_MODES
+from ..fusedream_ops.models.lpips import NETS, find_backbone, load_lpips
+from ..fusedream_ops.validation.images import LPIPS_MIN_SIZE, require_batches_match, require_image, require_same_size
 from . import comfy
-from .fusedream import AUTO_PRECISION, PRECISION
 from .monitor import MONITOR_INPUTS, NodeMonitor
+from .node_inputs import checked_loader_function, checked_node_function
+from .widgets import HIDDEN, PRECISION, seed_input
 
 LPIPS_FOLDER = "lpips"
 comfy.register_model_folder(LPIPS_FOLDER, (".pth",))
 
 CATEGORY = "FuseDream/composition"
-SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                "tooltip": "Random seed (latent noise, augmentations); the same seed reproduces the same result."})
-HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
+SEED = seed_input("latent noise, augmentations")
 SCALE = ("FLOAT", {"default": 0.65, "min": 0.05, "max": 0.95, "step": 0.01,
                    "tooltip": "α: the foreground's size relative to the background (the paper tries 0.65 and 0.5)."})
 POSITION = (list(POSITIONS), {"default": "center", "tooltip": "t: where the scaled foreground is pasted."})

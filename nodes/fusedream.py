@@ -3,23 +3,25 @@ from __future__ import annotations
 
 import torch
 
-from ..fusedream_ops.fusedream.augment import AugmentPolicy
 from ..fusedream_ops.core.autograd import no_grad_normal_tensors
-from ..fusedream_ops.fusedream.basis import BASIS_MODES
-from ..fusedream_ops.models.biggan import load_biggan
-from ..fusedream_ops.models.clip import AUTO, load_clip
 from ..fusedream_ops.core.errors import require
-from ..fusedream_ops.models.imagenet_classes import parse_class_list
-from ..fusedream_ops.core.images import to_image_batch, from_image_batch
+from ..fusedream_ops.core.images import from_image_batch, to_image_batch
+from ..fusedream_ops.core.precision import AUTO as AUTO_PRECISION
+from ..fusedream_ops.core.precision import PRECISIONS
+from ..fusedream_ops.fusedream.augment import AugmentPolicy
+from ..fusedream_ops.fusedream.basis import BASIS_MODES
 from ..fusedream_ops.fusedream.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.fusedream.optimize import Problem, optimize_bases
-from ..fusedream_ops.core.precision import AUTO as AUTO_PRECISION, PRECISION_TOOLTIP, PRECISIONS
 from ..fusedream_ops.fusedream.topk import chunk_for_memory, free_memory, topk_latents
-from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
+from ..fusedream_ops.models.biggan import load_biggan
+from ..fusedream_ops.models.clip import AUTO, load_clip
+from ..fusedream_ops.models.imagenet_classes import parse_class_list
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
+from .node_inputs import checked_loader_function, checked_node_function
+from .widgets import HIDDEN, PRECISION, seed_input
 
 BIGGAN_FOLDER = "biggan"
 CLIP_FOLDER = "open_clip"
@@ -27,10 +29,7 @@ CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 comfy.register_model_folder(BIGGAN_FOLDER, CHECKPOINT_EXTENSIONS)
 comfy.register_model_folder(CLIP_FOLDER, CHECKPOINT_EXTENSIONS)
 
-SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                "tooltip": "Random seed; the same seed reproduces the same result."})
-HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
-PRECISION = (list(PRECISIONS), {"default": AUTO_PRECISION, "tooltip": PRECISION_TOOLTIP})
+SEED = seed_input()
 
 
 def _biggan_entries() -> list[str]:

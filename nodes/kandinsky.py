@@ -1,55 +1,45 @@
-"""Kandinsky 2.2 + OVI nodes: text -> image embedding (OVI, TextEmb or the trained prior) -> Kandinsky 2.2 decoder.
+"""Kandinsky 2.2 nodes: its prior's CLIP encoders, text and image embeddings, and the decoder (embedding -> image).
 
-Model folders (entries are diffusers-layout folders): ``models/kandinsky22/`` for the prior repository
-(image_encoder/, text_encoder/, tokenizer/ [, prior/, scheduler/]) and the decoder repository (unet/, movq/,
-scheduler/); ``models/ovi_reference/`` for reference statistics files (.safetensors).
+The priors that turn a text embedding into an image embedding (OVI, TextEmb, the trained prior) are in
+``nodes/ovi.py``. Model folders (entries are diffusers-layout folders): ``models/kandinsky22/`` for the prior
+repository (image_encoder/, text_encoder/, tokenizer/ [, prior/, scheduler/]) and the decoder repository (unet/,
+movq/, scheduler/).
 """
 from __future__ import annotations
-
-import json
-import os
 
 import torch
 
 from ..fusedream_ops.core.autograd import no_grad_normal_tensors
 from ..fusedream_ops.core.errors import require
 from ..fusedream_ops.core.images import from_image_batch, to_image_batch
-from ..fusedream_ops.models.kandinsky import (as_image_embeds, load_decoder, load_encoders,
-                                       load_encoders_from_files, load_trained_prior, require_embed_dim)
+from ..fusedream_ops.models.kandinsky import (as_image_embeds, load_decoder, load_encoders, load_encoders_from_files,
+                                              require_embed_dim)
 from ..fusedream_ops.ovi.decode import decode_image_embeds
-from ..fusedream_ops.ovi.baselines import run_trained_prior, text_as_image_embeds
-from ..fusedream_ops.ovi.optimize import TOKEN_ENTRIES, MAX_TOKENS, optimize_ovi
-from ..fusedream_ops.ovi.reference_stats import (build_reference_stats, embed_image_files, image_files,
-                                             load_reference_stats, save_reference_stats)
 from ..fusedream_ops.validation.finite import require_finite
-from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import truncation_warnings
 from . import comfy
-from .fusedream import PRECISION
 from .monitor import MONITOR_INPUTS, NodeMonitor
+from .node_inputs import checked_loader_function, checked_node_function
+from .widgets import HIDDEN, PRECISION, seed_input
 
 KANDINSKY_FOLDER = "kandinsky22"
-REFERENCE_FOLDER = "ovi_reference"
 comfy.register_model_folder(KANDINSKY_FOLDER, ())
-comfy.register_model_folder(REFERENCE_FOLDER, (".safetensors",))
 
 CATEGORY = "FuseDream/kandinsky22"
 ENCODERS = "KANDINSKY22_ENCODERS"
 DECODER = "KANDINSKY22_DECODER"
 TEXT = "KANDINSKY22_TEXT_EMBEDS"
 EMBEDS = "KANDINSKY22_IMAGE_EMBEDS"
-STATS = "OVI_REFERENCE_STATS"
 
-SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                "tooltip": "Random seed; the same seed reproduces the same result."})
-HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
+SEED = seed_input()
 
 
 def _folders() -> list[str]:
     return comfy.list_model_entries(KANDINSKY_FOLDER, want_dirs=True)
 
 
-def _out(embeds: torch.Tensor) -> torch.Tensor:
+def node_embeds(embeds: torch.Tensor) -> torch.Tensor:
+    """An embedding as a node returns it: detached fp32 on ComfyUI's intermediate device."""
     return embeds.detach().float().to(comfy.intermediate_device())
 
 
@@ -158,125 +148,6 @@ class TextEncode:
         return (encoders.encode_text([prompt]), encoders.encode_text([negative_prompt]))
 
 
-class OVIPrior:
-    DESCRIPTION = (
-        "OVI (Optimization-based Visual Inversion): a training-free prior. Random pseudo-tokens go through the "
-        "prior's CLIP vision tower and are optimized (AdamW, weight decay 0.01) so the projected image embedding's "
-        "cosine similarity to the text embedding rises; the best iterate comes out, unnormalized like a trained "
-        "prior's. Choices where the paper is silent: tokens enter as patch embeddings (class token prepended, "
-        "position embeddings added, class output pooled; 'bare' = tokens alone) and start at N(0, σ²) with σ the "
-        "RMS of the position embeddings, lr is in units of σ; loss = (1 − cos) + λ_M·sqrt((e−μ)ᵀΣ⁻¹(e−μ)) + "
-        "λ_N·(1 − cos to the nearest reference). λ_M/λ_N need reference statistics. No image exists while "
-        "optimizing, so the chart shows the cosine and 'frames' is a 1×1 placeholder.")
-    CATEGORY = CATEGORY
-    FUNCTION = "optimize"
-    RETURN_TYPES = (EMBEDS, "FLOAT", "STRING", "IMAGE")
-    RETURN_NAMES = ("image_embeds", "cosine", "history", "frames")
-    OUTPUT_TOOLTIPS = ("The optimized image embedding (best iterate).", "Its cosine similarity to the text embedding.",
-                       "The similarity history as JSON: {\"best_step\": n, \"cosine\": [...], ...} one value per step.",
-                       "Placeholder (an embedding has no image): a 1×1 black frame.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "encoders": (ENCODERS, {"tooltip": "The prior's encoders (the image tower is what OVI optimizes through)."}),
-            "text": (TEXT, {"tooltip": "The prompt's text embedding (target of the cosine similarity)."}),
-            "num_tokens": ("INT", {"default": 1, "min": 1, "max": MAX_TOKENS,
-                                   "tooltip": "Pseudo-tokens (paper: 1 to 6). More tokens reach a higher similarity "
-                                              "plateau and look more like TextEmb."}),
-            "steps": ("INT", {"default": 500, "min": 1, "max": 100_000,
-                              "tooltip": "Optimization steps (paper: 500 to 1000)."}),
-            "lr": ("FLOAT", {"default": 0.1, "min": 1e-5, "max": 10.0, "step": 0.001, "round": False,
-                             "tooltip": "AdamW learning rate, in units of the position embeddings' scale."}),
-            "seed": SEED,
-            "lambda_m": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.001, "round": False,
-                                   "tooltip": "Mahalanobis constraint weight (paper 0.009; ≥ 0.05 collapses every "
-                                              "prompt to the reference mean). Needs reference_stats."}),
-            "lambda_n": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01, "round": False,
-                                   "tooltip": "Nearest-neighbour constraint weight (paper 0.5). Needs reference_stats."}),
-            "token_entry": (list(TOKEN_ENTRIES), {"default": "patches",
-                                                 "tooltip": "patches: tokens replace patch embeddings (class token + "
-                                                            "positions added). bare: tokens alone, first one pooled."}),
-            **MONITOR_INPUTS,
-        }, "optional": {
-            "reference_stats": (STATS, {"tooltip": "Real-image statistics for the λ_M / λ_N constraints."}),
-        }, **HIDDEN}
-
-    @checked_node_function
-    def optimize(self, encoders, text, num_tokens, steps, lr, seed, lambda_m, lambda_n, token_entry,
-                 preview_every=5, keep_frames_every=0, reference_stats=None, unique_id=None):
-        require(text.text_embeds.shape[0] == 1, f"text must hold one prompt, got {text.text_embeds.shape[0]}.")
-        comfy.load_to_device(encoders.image_encoder)
-        monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="OVI")
-        result = optimize_ovi(encoders.image_encoder, text.text_embeds[0], num_tokens, steps, lr, seed,
-                              reference_stats, lambda_m, lambda_n, token_entry, on_step=monitor)
-        history = json.dumps({"best_step": result.best_step, **{k: [round(v, 6) for v in series]
-                                                                for k, series in result.history.items()}})
-        return {"ui": monitor.ui(),
-                "result": (_out(result.image_embeds), result.best_cosine, history, monitor.frames())}
-
-
-class TextEmbPrior:
-    DESCRIPTION = ("TextEmb, the paper's baseline prior: the projected text embedding used directly as the image "
-                   "embedding. Scores high on T2I-CompBench++ but looks worse than OVI with constraints.")
-    CATEGORY = CATEGORY
-    FUNCTION = "convert"
-    RETURN_TYPES = (EMBEDS,)
-    RETURN_NAMES = ("image_embeds",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"text": (TEXT, {"tooltip": "A text embedding (e.g. the prompt or the negative prompt)."})}}
-
-    @checked_node_function
-    def convert(self, text):
-        return (_out(text_as_image_embeds(text)),)
-
-
-class TrainedPrior:
-    DESCRIPTION = ("Kandinsky 2.2's trained diffusion prior (diffusers KandinskyV22PriorPipeline) on the prior "
-                   "folder's prior/ and scheduler/ weights, for comparison with OVI on the same seed. The negative "
-                   "output is the prior's embedding of the negative text, or the zero-image embedding without one.")
-    CATEGORY = CATEGORY
-    FUNCTION = "run"
-    RETURN_TYPES = (EMBEDS, EMBEDS)
-    RETURN_NAMES = ("image_embeds", "negative_embeds")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "encoders": (ENCODERS, {"tooltip": "The prior's encoders; the prior weights are read from the same folder "
-                                               "(prior/ and scheduler/)."}),
-            "text": (TEXT, {"tooltip": "The prompt (its text is re-encoded by the pipeline)."}),
-            "steps": ("INT", {"default": 25, "min": 2, "max": 1000,
-                              "tooltip": "Prior denoising steps (diffusers 25; the UnCLIP scheduler needs at least 2)."}),
-            "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
-                                   "tooltip": "Classifier-free guidance scale of the prior (diffusers 4.0)."}),
-            "seed": SEED,
-        }, "optional": {
-            "negative_text": (TEXT, {"tooltip": "Negative prompt for the prior's unconditional branch."}),
-        }, **HIDDEN}
-
-    @checked_node_function
-    def run(self, encoders, text, steps, guidance, seed, negative_text=None, unique_id=None):
-        dtype = next(encoders.image_encoder.parameters()).dtype
-        cached = getattr(self, "_prior", None)
-        if cached is None or cached[0] != (encoders.folder, dtype):
-            self._prior = cached = ((encoders.folder, dtype), load_trained_prior(encoders.folder, dtype))
-        prior = cached[1]
-        comfy.load_to_device(prior.prior, encoders.text_encoder, encoders.image_encoder)
-        bar = comfy.ProgressBar(steps, None if unique_id is None else str(unique_id))
-
-        def on_step(step):
-            comfy.throw_if_interrupted()
-            bar.update(step.step, step.total)
-
-        negative = negative_text.prompts[0] if negative_text is not None else None
-        embeds, negative_embeds = run_trained_prior(encoders, prior, text.prompts, negative, steps, guidance, seed,
-                                                    on_step=on_step)
-        return (_out(embeds), _out(negative_embeds))
-
-
 NEGATIVE_MODES = ("zero image", "zero tensor")
 
 
@@ -302,9 +173,9 @@ class NegativeEmbeds:
     def make(self, encoders, mode):
         require(mode in NEGATIVE_MODES, f"mode must be one of {', '.join(NEGATIVE_MODES)}, got {mode!r}.")
         if mode == "zero tensor":
-            return (_out(torch.zeros(1, encoders.embed_dim)),)
+            return (node_embeds(torch.zeros(1, encoders.embed_dim)),)
         comfy.load_to_device(encoders.image_encoder)
-        return (_out(encoders.zero_image_embed()),)
+        return (node_embeds(encoders.zero_image_embed()),)
 
 
 class ImageEncode:
@@ -327,7 +198,7 @@ class ImageEncode:
         comfy.load_to_device(encoders.image_encoder)
         with no_grad_normal_tensors():
             x = from_image_batch(image.clone())
-        return (_out(encoders.encode_images(x)),)
+        return (node_embeds(encoders.encode_images(x)),)
 
 
 class EmbedsMix:
@@ -366,7 +237,7 @@ class EmbedsMix:
         for i, (p, _) in enumerate(parts, start=1):
             require_embed_dim(p, dim, f"embeds_{i}", "embeds_1")
             require(p.shape[0] in (1, batch), f"embeds_{i} holds {p.shape[0]} embeddings; use 1 or {batch}.")
-        return (_out(sum(w * p for p, w in parts).expand(batch, -1)),)
+        return (node_embeds(sum(w * p for p, w in parts).expand(batch, -1)),)
 
 
 class FromClipVision:
@@ -387,7 +258,7 @@ class FromClipVision:
     def convert(self, clip_vision_output):
         embeds = as_image_embeds(clip_vision_output, "clip_vision_output")
         require_finite("clip_vision_output", embeds)
-        return (_out(embeds),)
+        return (node_embeds(embeds),)
 
 
 class Decoder:
@@ -436,114 +307,25 @@ class Decoder:
                                      images_per_embed, preview_every, on_step=monitor)
         return {"ui": monitor.ui(), "result": (to_image_batch(images), monitor.frames())}
 
-
-class ReferenceStatsBuild:
-    DESCRIPTION = ("Reference statistics for OVI's constraints from real images: the image embeddings' mean, a "
-                   "shrinkage covariance (invertible with few images) and the embeddings themselves for "
-                   "nearest-neighbour search. Images come from a folder and/or an IMAGE batch. With a save_name the "
-                   "result is written to models/ovi_reference/<save_name>.safetensors to reload with 'Load "
-                   "Reference Statistics' instead of recomputing.")
-    CATEGORY = CATEGORY
-    FUNCTION = "build"
-    RETURN_TYPES = (STATS, "INT")
-    RETURN_NAMES = ("reference_stats", "count")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "encoders": (ENCODERS, {"tooltip": "The prior's encoders (use the same ones as the OVI node)."}),
-            "folder": ("STRING", {"default": "", "tooltip": "A folder of images (.png .jpg .jpeg .webp .bmp) in "
-                                                            "ComfyUI's input folder (e.g. 'cats' for input/cats); may "
-                                                            "be empty when images are connected. Other roots: see "
-                                                            "FUSEDREAM_EXTRA_ROOTS."}),
-            "shrinkage": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                    "tooltip": "Weight of the scaled identity in the covariance; 0 = Ledoit–Wolf's "
-                                               "automatic estimate."}),
-            "save_name": ("STRING", {"default": "", "tooltip": "File name (without extension) to save under "
-                                                               "models/ovi_reference; empty = do not save."}),
-        }, "optional": {
-            "images": ("IMAGE", {"tooltip": "Reference images (in addition to the folder's)."}),
-        }, **HIDDEN}
-
-    @checked_node_function
-    def build(self, encoders, folder, shrinkage, save_name, images=None, unique_id=None):
-        folder = folder.strip()
-        require(bool(folder) or images is not None,
-                "give a reference image folder or connect images; both are empty.")
-        source = comfy.resolve_input_folder(folder, "reference image folder") if folder else None
-        comfy.load_to_device(encoders.image_encoder)
-        parts = []
-        if source is not None:
-            files = image_files(source.path)
-            bar = comfy.ProgressBar(1, None if unique_id is None else str(unique_id))
-
-            def on_step(step):
-                comfy.throw_if_interrupted()
-                bar.update(step.step, step.total)
-
-            parts.append(embed_image_files(files, encoders.encode_images, on_step=on_step))
-        if images is not None:
-            with no_grad_normal_tensors():
-                parts.append(encoders.encode_images(from_image_batch(images.clone())).cpu())
-        stats = build_reference_stats(torch.cat(parts), None if shrinkage == 0 else shrinkage)
-        name = save_name.strip()
-        if name:
-            require(os.path.basename(name) == name and not name.startswith("."),
-                    f"save_name must be a plain file name without folders, got {name!r}.")
-            base = comfy.model_folder_paths(REFERENCE_FOLDER)[0]
-            save_reference_stats(stats, os.path.join(base, name + ".safetensors"),
-                                 source=source.shown if source is not None else "")
-        return (stats, len(stats))
-
-
-class ReferenceStatsLoad:
-    DESCRIPTION = "Loads reference statistics saved by 'Build Reference Statistics' from models/ovi_reference."
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (STATS, "INT")
-    RETURN_NAMES = ("reference_stats", "count")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"file": (comfy.list_model_entries(REFERENCE_FOLDER, want_dirs=False,
-                                                              extensions=(".safetensors",)),
-                                      {"tooltip": "A statistics file in models/ovi_reference."})}}
-
-    @checked_loader_function
-    def load(self, file):
-        stats = load_reference_stats(comfy.resolve_model_entry(REFERENCE_FOLDER, file))
-        return (stats, len(stats))
-
-
 NODE_CLASS_MAPPINGS = {
     "FuseDreamKandinsky22EncodersLoader": EncodersLoader,
     "FuseDreamKandinsky22EncodersFromFiles": EncodersFromFiles,
     "FuseDreamKandinsky22DecoderLoader": DecoderLoader,
     "FuseDreamKandinsky22TextEncode": TextEncode,
-    "FuseDreamOVIPrior": OVIPrior,
-    "FuseDreamKandinsky22TextEmbPrior": TextEmbPrior,
-    "FuseDreamKandinsky22TrainedPrior": TrainedPrior,
     "FuseDreamKandinsky22NegativeEmbeds": NegativeEmbeds,
     "FuseDreamKandinsky22ImageEncode": ImageEncode,
     "FuseDreamKandinsky22EmbedsMix": EmbedsMix,
     "FuseDreamKandinsky22FromCLIPVision": FromClipVision,
     "FuseDreamKandinsky22Decoder": Decoder,
-    "FuseDreamOVIReferenceStatsBuild": ReferenceStatsBuild,
-    "FuseDreamOVIReferenceStatsLoad": ReferenceStatsLoad,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FuseDreamKandinsky22EncodersLoader": "Kandinsky 2.2 Prior Encoders Loader (FuseDream)",
     "FuseDreamKandinsky22EncodersFromFiles": "Kandinsky 2.2 Prior Encoders from Single Files (FuseDream)",
     "FuseDreamKandinsky22DecoderLoader": "Kandinsky 2.2 Decoder Loader (FuseDream)",
     "FuseDreamKandinsky22TextEncode": "Kandinsky 2.2 Text Encode (FuseDream)",
-    "FuseDreamOVIPrior": "OVI Prior (FuseDream)",
-    "FuseDreamKandinsky22TextEmbPrior": "TextEmb Prior (FuseDream)",
-    "FuseDreamKandinsky22TrainedPrior": "Kandinsky 2.2 Trained Prior (FuseDream)",
     "FuseDreamKandinsky22NegativeEmbeds": "Kandinsky 2.2 Negative Embeds (FuseDream)",
     "FuseDreamKandinsky22ImageEncode": "Kandinsky 2.2 Image Encode (FuseDream)",
     "FuseDreamKandinsky22EmbedsMix": "Kandinsky 2.2 Embeds Mix (FuseDream)",
     "FuseDreamKandinsky22FromCLIPVision": "Kandinsky 2.2 Embeds from CLIP Vision (FuseDream)",
     "FuseDreamKandinsky22Decoder": "Kandinsky 2.2 Decoder (FuseDream)",
-    "FuseDreamOVIReferenceStatsBuild": "OVI Build Reference Statistics (FuseDream)",
-    "FuseDreamOVIReferenceStatsLoad": "OVI Load Reference Statistics (FuseDream)",
 }

@@ -129,9 +129,9 @@ def load_method(spec: MethodSpec, device: str | torch.device = "cpu") -> LoadedM
 
 def _fusedream_family(spec: MethodSpec, device: torch.device) -> LoadedMethod:
     from ..fusedream.augment import AugmentPolicy
+    from ..fusedream.pipeline import FuseDreamSettings, generate
     from ..models.biggan import load_biggan
     from ..models.clip import load_clip
-    from ..fusedream.pipeline import FuseDreamSettings, generate
 
     generator = load_biggan(spec.models["biggan"])
     scorer = load_clip(spec.models.get("arch", "auto"), spec.models["clip"])
@@ -159,11 +159,11 @@ def _fusedream_family(spec: MethodSpec, device: torch.device) -> LoadedMethod:
 
 
 def _clipag_pixels(spec: MethodSpec, device: torch.device) -> LoadedMethod:
-    from ..fusedream.augment import AugmentPolicy
-    from ..models.clip import load_clip
     from ..clipag.init_images import noise_images
-    from ..fusedream.objective import AugClipObjective, parse_prompts
     from ..clipag.synthesis import PixelSynthesisSettings, synthesize_pixels
+    from ..fusedream.augment import AugmentPolicy
+    from ..fusedream.objective import AugClipObjective, parse_prompts
+    from ..models.clip import load_clip
 
     scorer = load_clip(spec.models.get("arch", "auto"), spec.models["clip"])
     scorer.model.to(device)
@@ -184,11 +184,11 @@ def _clipag_pixels(spec: MethodSpec, device: torch.device) -> LoadedMethod:
 
 
 def _kandinsky(spec: MethodSpec, device: torch.device) -> LoadedMethod:
-    from ..models.kandinsky import load_decoder, load_encoders
-    from ..ovi.decode import check_size, decode_image_embeds
-    from ..ovi.baselines import text_as_image_embeds
-    from ..ovi.optimize import optimize_ovi
     from ..core.precision import device_default_dtype
+    from ..models.kandinsky import load_decoder, load_encoders
+    from ..ovi.baselines import text_as_image_embeds
+    from ..ovi.decode import check_size, decode_image_embeds
+    from ..ovi.optimize import optimize_ovi
 
     s = _fill(KandinskySettings, spec.settings)
     check_size(s.width, s.height)

@@ -20,8 +20,8 @@ from PIL import Image
 from ..core.autograd import no_grad_normal_tensors
 from ..core.errors import FuseDreamError, require
 from ..core.images import from_pil
-from ..fusedream.objective import AugClipObjective
 from ..core.progress import StepCallback, report
+from ..fusedream.objective import AugClipObjective
 from ..validation.numbers import require_number
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..fusedream.augment import diff_augment
 from ..core.autograd import grad_enabled, ordinary
-from .thresholding import dynamic_threshold
 from ..core.errors import require, require_finite, require_positive
-from ..fusedream.objective import AugClipObjective
 from ..core.progress import StepCallback, report
+from ..fusedream.augment import diff_augment
+from ..fusedream.objective import AugClipObjective
+from .thresholding import dynamic_threshold
 
 PATCH_FRACTION = 128 / 224
 

@@ -25,18 +25,18 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.autograd import grad_enabled, no_grad_normal_tensors
-from ..fusedream.basis import LatentBasis
-from ..models.biggan import BigGANGenerator
-from .geometry import PAPER_SCALES, POSITIONS, crop, foreground_layer, fuse, paste_mask, require_position, \
-    require_scale, resize
-from .dynamic_barrier import set_combined_grad_
 from ..core.errors import FuseDreamError, require, require_finite, require_positive
-from .iterate_choice import DEFAULT_KEEP, DEFAULT_KEEP_TOLERANCE, KeptIterates, require_keep
+from ..core.progress import Step, StepCallback, report
+from ..fusedream.basis import LatentBasis
 from ..fusedream.latents import BigGANLatent
 from ..fusedream.objective import AugClipObjective, batched_score
+from ..models.biggan import BigGANGenerator
 from ..models.lpips import PerceptualDistance
+from .dynamic_barrier import set_combined_grad_
+from .geometry import (PAPER_SCALES, POSITIONS, crop, foreground_layer, fuse, paste_mask, require_position,
+                       require_scale, resize)
+from .iterate_choice import DEFAULT_KEEP, DEFAULT_KEEP_TOLERANCE, KeptIterates, require_keep
 from .poisson import poisson_blend
-from ..core.progress import Step, StepCallback, report
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import sys
 
 import torch
 
+from ..safety.pickle_globals import describe, pickle_globals
 from .checkpoints import atomic_write, require_checkpoint_file
 from .errors import FuseDreamError
-from ..safety.pickle_globals import describe, pickle_globals
 
 
 def _check_target(source: str, target: str) -> None:

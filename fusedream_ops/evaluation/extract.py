@@ -12,8 +12,8 @@ import io
 import torch
 from PIL import Image
 
-from ..models.clip import load_clip
 from ..core.images import from_pil
+from ..models.clip import load_clip
 from .features import load_feature_network
 
 

@@ -13,9 +13,9 @@ from typing import Callable
 
 import torch
 
+from ..clipag.init_images import IMAGE_EXTENSIONS
 from ..core.checkpoints import atomic_write
 from ..core.errors import require
-from ..clipag.init_images import IMAGE_EXTENSIONS
 from .metrics import real_state
 
 

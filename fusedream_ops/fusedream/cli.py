@@ -9,15 +9,15 @@ import time
 import torch
 from PIL.PngImagePlugin import PngInfo
 
-from ..models.biggan import load_biggan
 from ..core.checkpoints import atomic_write
-from ..models.clip import AUTO, load_clip
 from ..core.errors import FuseDreamError, require
 from ..core.images import to_pil
-from .pipeline import FuseDreamSettings, generate
 from ..core.progress import Step
+from ..models.biggan import load_biggan
+from ..models.clip import AUTO, load_clip
 from ..validation.numbers import require_number
 from ..validation.prompts import parse_prompts, truncation_warnings
+from .pipeline import FuseDreamSettings, generate
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from .augment import AugmentPolicy, diff_augment
 from ..core.autograd import no_grad_normal_tensors
-from ..models.clip import ClipScorer
 from ..core.errors import FuseDreamError, require
+from ..models.clip import ClipScorer
 from ..validation.prompts import parse_prompts  # noqa: F401  (the prompt syntax lives with the validation)
+from .augment import AugmentPolicy, diff_augment
 
 
 class AugClipObjective:

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 import torch
 
 from ..core.autograd import grad_enabled, no_grad_normal_tensors
-from .basis import LatentBasis
-from ..models.biggan import BigGANGenerator
 from ..core.errors import require, require_finite, require_positive
+from ..core.progress import StepCallback, report
+from ..models.biggan import BigGANGenerator
+from .basis import LatentBasis
 from .latents import BigGANLatent
 from .objective import AugClipObjective, batched_score
-from ..core.progress import StepCallback, report
 
 
 @dataclass

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .augment import AugmentPolicy
+from ..core.progress import StepCallback
 from ..models.biggan import BigGANGenerator
 from ..models.clip import ClipScorer
+from .augment import AugmentPolicy
 from .latents import sample_latents
 from .objective import AugClipObjective, parse_prompts
 from .optimize import OptimizeResult, optimize_basis
-from ..core.progress import StepCallback
 from .topk import topk_latents
 
 

@@ -5,13 +5,13 @@ import copy
 
 import torch
 
+from ..core.errors import FuseDreamError, require, require_positive
+from ..core.progress import StepCallback, report
 from ..models.biggan import BigGANGenerator
 from ..models.clip import ClipScorer
-from ..core.errors import FuseDreamError, require, require_positive
+from ..validation.finite import nonfinite_weight
 from .latents import BigGANLatent
 from .objective import AugClipObjective
-from ..core.progress import StepCallback, report
-from ..validation.finite import nonfinite_weight
 
 
 def require_finite_scores(scores: torch.Tensor, index: torch.Tensor, generator, objective) -> None:

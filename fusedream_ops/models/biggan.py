@@ -15,8 +15,8 @@ from torch import nn
 from ..core.autograd import no_grad_normal_tensors
 from ..core.checkpoints import WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict
 from ..core.errors import FuseDreamError, require
-from .fast_layers import use_fused_batch_norm, use_rgb_only_output
 from ..core.precision import cast_frozen, module_dtype
+from .fast_layers import use_fused_batch_norm, use_rgb_only_output
 
 CONFIG_NAME = "config.json"
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 
 from ..core.autograd import no_grad_normal_tensors
 from ..core.checkpoints import (atomic_write, atomic_write_text, check_state_dict, read_json_object, read_state_dict,
-                          require_checkpoint_file)
+                                require_checkpoint_file)
 from ..core.errors import FuseDreamError, require
-from .fast_layers import use_fast_transformer, use_patch_matmul
 from ..core.precision import cast_frozen
+from .fast_layers import use_fast_transformer, use_patch_matmul
 
 log = logging.getLogger("FuseDream")
 

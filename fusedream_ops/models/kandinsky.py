@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..core.autograd import no_grad_normal_tensors
 from ..core.checkpoints import (WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict,
-                          require_checkpoint_file)
+                                require_checkpoint_file)
 from ..core.errors import FuseDreamError, require
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.safetensors",

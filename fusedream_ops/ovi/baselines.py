@@ -11,8 +11,8 @@ import torch
 
 from ..core.autograd import no_grad_normal_tensors
 from ..core.errors import require
-from ..models.kandinsky import KandinskyEncoders, TextEmbedding, TrainedPrior
 from ..core.progress import StepCallback, report
+from ..models.kandinsky import KandinskyEncoders, TextEmbedding, TrainedPrior
 
 
 def text_as_image_embeds(text: TextEmbedding) -> torch.Tensor:

@@ -18,8 +18,8 @@ import torch
 
 from ..core.autograd import no_grad_normal_tensors
 from ..core.errors import require
-from ..models.kandinsky import KandinskyDecoder, require_embed_dim
 from ..core.progress import StepCallback, report
+from ..models.kandinsky import KandinskyDecoder, require_embed_dim
 
 SIZE_MULTIPLE = 64
 

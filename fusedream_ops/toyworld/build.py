@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from ..models.biggan import load_biggan, save_biggan
 from ..core.checkpoints import atomic_write, atomic_write_text, read_state_dict
+from ..models.biggan import load_biggan, save_biggan
 from ..models.clip import load_clip, save_clip
 from ..toyworld import world
 from .judge import Judge, scene_accuracy, train_judge, world_accuracy
@@ -66,9 +66,11 @@ def build_robust_clip(clip_path: str, out_path: str, steps: int, pairs: int = RO
     """
     import tempfile
 
-    from ..models.clip import load_clip as load
-    from ..clipag.finetune import FinetuneSettings, finetune, model_config, read_pairs, split_pairs
+    from ..clipag.finetune.data import read_pairs, split_pairs
+    from ..clipag.finetune.loop import finetune, model_config
+    from ..clipag.finetune.settings import FinetuneSettings
     from ..core.images import to_pil
+    from ..models.clip import load_clip as load
 
     count = 160 if steps <= 1 else pairs
     with tempfile.TemporaryDirectory() as folder:

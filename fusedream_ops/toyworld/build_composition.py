@@ -21,8 +21,8 @@ from typing import Callable
 
 import torch
 
-from ..models.biggan import load_biggan, save_biggan
 from ..core.checkpoints import atomic_write, atomic_write_text
+from ..models.biggan import load_biggan, save_biggan
 from ..models.clip import load_clip, save_clip
 from ..models.lpips import BACKBONE_FILES, load_lpips
 from ..toyworld import composition_scenes as scenes

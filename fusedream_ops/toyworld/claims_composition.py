@@ -24,11 +24,11 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from ..fusedream.augment import AugmentPolicy
-from ..core.autograd import no_grad_normal_tensors
-from ..composition.geometry import PAPER_SCALES, POSITIONS, paste_box
 from ..composition.bilevel import Cell, CompositionResult, composition_grid_search
+from ..composition.geometry import PAPER_SCALES, POSITIONS, paste_box
 from ..composition.iterate_choice import DEFAULT_KEEP_TOLERANCE, KEEP_MODES
+from ..core.autograd import no_grad_normal_tensors
+from ..fusedream.augment import AugmentPolicy
 from ..fusedream.latents import sample_latents
 from ..fusedream.objective import AugClipObjective
 from ..fusedream.optimize import optimize_basis

@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..fusedream.augment import AugmentPolicy, diff_augment
 from ..core.autograd import grad_enabled, no_grad_normal_tensors
-from ..fusedream.basis import LatentBasis
-from ..models.biggan import BigGANGenerator, load_biggan
-from ..models.clip import ClipScorer, load_clip
 from ..core.errors import FuseDreamError
+from ..fusedream.augment import AugmentPolicy, diff_augment
+from ..fusedream.basis import LatentBasis
 from ..fusedream.latents import sample_latents
 from ..fusedream.objective import AugClipObjective
 from ..fusedream.optimize import optimize_basis
 from ..fusedream.topk import topk_latents
+from ..models.biggan import BigGANGenerator, load_biggan
+from ..models.clip import ClipScorer, load_clip
 from ..toyworld import world
 from .build import BIGGAN_PATH, CLIP_PATH, JUDGE_PATH, ROBUST_CLIP_PATH, load_judge
 from .judge import Judge

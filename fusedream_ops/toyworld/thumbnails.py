@@ -173,8 +173,8 @@ def kandinsky_image(folders: tuple[str, str], caption: str, method: str, seed: i
                     ovi_steps: int = 100) -> torch.Tensor:
     """OVI (pseudo-token optimisation towards the text embedding) or the plain text embedding, then the decoder."""
     from ..models.kandinsky import load_decoder, load_encoders
-    from ..ovi.decode import decode_image_embeds
     from ..ovi.baselines import text_as_image_embeds
+    from ..ovi.decode import decode_image_embeds
     from ..ovi.optimize import optimize_ovi
 
     encoders = load_encoders(folders[0])

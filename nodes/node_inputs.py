@@ -12,11 +12,10 @@ import inspect
 
 import torch
 
-from ..core.errors import FuseDreamError, require
-from .finite import first_nonfinite, nonfinite_weight
-from .images import require_image, require_mask
-from .numbers import require_number
-
+from ..fusedream_ops.core.errors import FuseDreamError, require
+from ..fusedream_ops.validation.finite import first_nonfinite, nonfinite_weight
+from ..fusedream_ops.validation.images import require_image, require_mask
+from ..fusedream_ops.validation.numbers import require_number
 
 WIDGETS = ("INT", "FLOAT", "BOOLEAN", "STRING")
 """Inputs typed on the node: always present when ComfyUI runs it (a connection may be absent, a widget never)."""
