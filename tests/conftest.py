@@ -14,7 +14,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import torch  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)  # ``import testkit`` from any test folder, whatever pytest's import mode
 
 if "fusedream_pack" not in sys.modules:
     _spec = importlib.util.spec_from_file_location(

@@ -6,7 +6,8 @@ import shutil
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testkit import ROOT
+
 SKIP = shutil.ignore_patterns(".venv", ".git", "tiny-models", "models", "__pycache__", ".pytest_cache", "*.png",
                               "node_modules", "mutants")
 
@@ -33,7 +34,7 @@ def test_ci_runs_them_in_a_folder_named_like_the_install_folder():
 def test_tests_pass_in_a_checkout_named_comfyui_fusedream(tmp_path):
     checkout = tmp_path / "ComfyUI" / "custom_nodes" / "ComfyUI-FuseDream"
     shutil.copytree(ROOT, checkout, ignore=SKIP)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/test_compose.py"], cwd=checkout,
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/composition/test_geometry.py"], cwd=checkout,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert re.search(r"\d+ passed", run.stdout)

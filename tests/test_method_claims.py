@@ -11,17 +11,17 @@ import pytest
 import torch
 from scipy import stats
 
+from fusedream_pack.fusedream_ops.composition.bilevel import (Cell, composition_grid_search, consistency_loss,
+                                                              fuse_cells, optimize_composition)
+from fusedream_pack.fusedream_ops.composition.dynamic_barrier import set_combined_grad_
 from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy, diff_augment
 from fusedream_pack.fusedream_ops.fusedream.basis import LatentBasis
-from fusedream_pack.fusedream_ops.composition.bilevel import Cell, composition_grid_search, consistency_loss, fuse_cells, \
-    optimize_composition
-from fusedream_pack.fusedream_ops.composition.dynamic_barrier import set_combined_grad_
 from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
 from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective
 from fusedream_pack.fusedream_ops.fusedream.optimize import optimize_basis
+from fusedream_pack.fusedream_ops.fusedream.topk import topk_latents
 from fusedream_pack.fusedream_ops.models.lpips import load_lpips
 from fusedream_pack.fusedream_ops.toyworld import measure, world
-from fusedream_pack.fusedream_ops.fusedream.topk import topk_latents
 
 ONLY = dict(color=False, translation=False, resize=False, cutout=False)
 HAVE_TOYWORLD = os.path.isfile(os.path.join(measure.FIXTURES, "toyworld", "judge.safetensors"))

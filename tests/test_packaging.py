@@ -10,7 +10,8 @@ import zipfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from testkit import ROOT
+
 COMMANDS = {"fusedream", "fusedream-batch", "fusedream-evaluate", "fusedream-fixtures", "fusedream-convert",
             "fusedream-clipag-finetune", "fusedream-toyworld-build"}
 

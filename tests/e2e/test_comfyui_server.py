@@ -25,7 +25,7 @@ COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON")
 EVENT = "fusedream.progress"
 UI_KEY = "fusedream_series"
 # The "Toy world" templates name the toy-world models (tests/fixtures/toyworld), not the tiny random ones written here;
-# tests/test_toyworld_claims_ii.py runs them on those models.
+# tests/toyworld/test_claims_ovi.py runs them on those models.
 WORKFLOWS = sorted(p for p in glob.glob(os.path.join(PACK_DIR, "example_workflows", "*.json"))
                    if not os.path.basename(p).startswith("Toy world"))
 

@@ -76,7 +76,7 @@ def node_reading(prompt: dict, class_type: str, source_type: str, slot: int) -> 
 
 
 def test_the_toy_world_composition_template_shows_both_objects_in_comfyui(server):
-    """As through the node classes (tests/test_toyworld_claims_composition.py): the fused preview has a red object
+    """As through the node classes (tests/toyworld/test_claims_composition.py): the fused preview has a red object
     on the left and a blue one on the right, the saved blended image at least one of them."""
     from fusedream_pack.fusedream_ops.toyworld import claims_composition as cc
     from fusedream_pack.fusedream_ops.toyworld.composition_world import load_composition_world
@@ -95,7 +95,7 @@ def test_the_toy_world_composition_template_shows_both_objects_in_comfyui(server
 
 def test_the_toy_world_ovi_template_decodes_the_caption_in_comfyui(server):
     """"a red circle on the left": at least half of the OVI images decoded by the toy Kandinsky decoder show a red
-    object on the left (the node-class test's threshold, tests/test_toyworld_claims_ii.py)."""
+    object on the left (the node-class test's threshold, tests/toyworld/test_claims_ovi.py)."""
     from fusedream_pack.fusedream_ops.toyworld import claims_ovi as co
     from fusedream_pack.fusedream_ops.toyworld.build import load_judge
 
