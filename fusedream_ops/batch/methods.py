@@ -184,7 +184,7 @@ def _clipag_pixels(spec: MethodSpec, device: torch.device) -> LoadedMethod:
 
 
 def _kandinsky(spec: MethodSpec, device: torch.device) -> LoadedMethod:
-    from ..core.precision import device_default_dtype
+    from ..core.precision import resolve_dtype
     from ..models.kandinsky import load_decoder, load_encoders
     from ..ovi.baselines import text_as_image_embeds
     from ..ovi.decode import check_size, decode_image_embeds
@@ -192,9 +192,8 @@ def _kandinsky(spec: MethodSpec, device: torch.device) -> LoadedMethod:
 
     s = _fill(KandinskySettings, spec.settings)
     check_size(s.width, s.height)
-    dtype = device_default_dtype(device, "vae")  # fp16 on CUDA (the released weights are fp16), fp32 on a CPU
-    encoders = load_encoders(spec.models["prior"], dtype)
-    decoder = load_decoder(spec.models["decoder"], dtype)
+    encoders = load_encoders(spec.models["prior"], resolve_dtype("auto", device, "kandinsky_encoder"))
+    decoder = load_decoder(spec.models["decoder"], resolve_dtype("auto", device, "vae"))
     for module in (encoders.image_encoder, encoders.text_encoder, decoder.unet, decoder.movq):
         module.to(device)
     negative = encoders.zero_image_embed()
