@@ -130,7 +130,7 @@ NODE = dict(steps=2, lr=0.05, score_draws=1, blend_iterations=30, seed=4)
 
 
 def test_the_optimizer_node_returns_one_image_per_seed_of_its_batch(tiny_generator, tiny_scorer, lpips):
-    from workflows import run_node
+    from testkit.workflows import run_node
 
     p = _latent_problems(tiny_generator, tiny_scorer)[0]
     out = run_node("FuseDreamCompositionOptimizer", generator=tiny_generator, objective=p.objective, lpips=lpips,
@@ -149,7 +149,7 @@ def test_the_optimizer_node_returns_one_image_per_seed_of_its_batch(tiny_generat
 
 
 def test_the_grid_search_node_returns_each_seeds_best_cell_in_seed_order(tiny_generator, tiny_scorer, lpips):
-    from workflows import run_node
+    from testkit.workflows import run_node
 
     p = _latent_problems(tiny_generator, tiny_scorer)[1]
     out = run_node("FuseDreamCompositionGridSearch", generator=tiny_generator, objective=p.objective, lpips=lpips,

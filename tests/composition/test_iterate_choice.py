@@ -109,7 +109,7 @@ def test_the_nodes_take_keep_as_an_advanced_widget():
 
 
 def test_the_optimizer_node_passes_keep_to_the_op(setup):
-    from workflows import run_node
+    from testkit.workflows import run_node
 
     generator, fg, bg, objective, lpips = setup
     runs = {keep: optimize_composition(*setup, CELLS[:1], steps=STEPS, keep=keep, **RUN) for keep in ("augclip", "last")}

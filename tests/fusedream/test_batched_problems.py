@@ -50,7 +50,7 @@ def test_problems_with_different_clip_models_or_truncations_are_refused(tiny_gen
 
 
 def test_the_basis_optimizer_node_returns_one_image_per_seed_of_its_batch(tiny_generator, tiny_scorer):
-    from workflows import run_node
+    from testkit.workflows import run_node
 
     basis = sample_latents(tiny_generator, 3, seed=0)
     objective = _objective(tiny_scorer, "a photo of a dog")

@@ -247,7 +247,7 @@ BASELINE = {"FuseDreamCompositionGridSearch": {"scales": "0.5", "positions": "ce
 @pytest.mark.parametrize("node_id", sorted(set(NODE_CLASS_MAPPINGS) - NO_VALID_CHOICE))
 def test_every_node_runs_on_cheap_valid_inputs_and_returns_finite_outputs(node_id, pool):
     """The valid corner of the property test, always reached: defaults, the cheap end of costly counts."""
-    from workflows import widget_defaults
+    from testkit.workflows import widget_defaults
 
     cls = NODE_CLASS_MAPPINGS[node_id]
     spec = cls.INPUT_TYPES()

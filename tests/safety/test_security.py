@@ -78,7 +78,7 @@ def test_convert_refuses_a_hostile_pickle_without_trust_and_runs_it_only_with_tr
 def test_a_hostile_pickle_in_a_kandinsky_folder_is_refused_before_diffusers_reads_it(hostile, tmp_path):
     import shutil
 
-    import kandinsky_models as km
+    from testkit import kandinsky_models as km
     from safetensors.torch import load_file
 
     from fusedream_pack.fusedream_ops.models.kandinsky import load_decoder
@@ -208,7 +208,7 @@ def test_folder_inputs_outside_the_input_and_models_folders_are_refused_alike(se
 
 
 def test_reference_statistics_built_from_a_folder_keep_only_its_root_relative_name(server):
-    import kandinsky_models as km
+    from testkit import kandinsky_models as km
 
     os.rename(server / "outside" / "cats", server / "input" / "cats")
     with pytest.raises(FuseDreamError, match="not a folder inside the allowed roots"):
@@ -296,7 +296,7 @@ def test_configs_describing_huge_models_fail_before_allocating_them(tmp_path, ti
     tower configs allocate about 660, 390 and 200 MB (diffusers 0.42 itself checks the UNet before allocating)."""
     import shutil
 
-    import kandinsky_models as km
+    from testkit import kandinsky_models as km
 
     biggan = shutil.copytree(os.path.join(tiny_models, "biggan", "biggan-deep-256"), tmp_path / "biggan")
     config = json.loads((biggan / "config.json").read_text())

@@ -109,7 +109,7 @@ def test_the_smoke_build_writes_folders_the_pack_loads(tmp_path):
 
 
 def test_the_toy_world_ovi_template_is_valid_and_runs_on_the_fixtures(ovi_world, tiny_models):
-    from workflows import run_node
+    from testkit.workflows import run_node
 
     from fusedream_pack.nodes import NODE_CLASS_MAPPINGS, comfy
 
@@ -138,7 +138,7 @@ def test_the_toy_world_ovi_template_is_valid_and_runs_on_the_fixtures(ovi_world,
 
 
 def _widget_names(cls):
-    from workflows import widget_inputs
+    from testkit.workflows import widget_inputs
 
     return [name for name, _, _ in widget_inputs(cls)]
 
