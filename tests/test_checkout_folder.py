@@ -8,8 +8,14 @@ import sys
 
 from testkit import ROOT
 
-SKIP = shutil.ignore_patterns(".venv", ".git", "tiny-models", "models", "__pycache__", ".pytest_cache", "*.png",
-                              "node_modules", "mutants")
+_SKIP_ANYWHERE = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", "*.png", "node_modules", "mutants")
+_SKIP_AT_TOP = {"tiny-models", "models"}  # the checkout's own model folders, not the library's fusedream_ops/models
+
+
+def SKIP(folder, names):
+    """What a copy of the checkout leaves out: build outputs anywhere, the user's model folders at its top."""
+    top = {n for n in names if n in _SKIP_AT_TOP} if os.path.samefile(folder, ROOT) else set()
+    return set(_SKIP_ANYWHERE(folder, names)) | top
 
 
 def _readme_commands():

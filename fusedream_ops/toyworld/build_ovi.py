@@ -7,7 +7,7 @@ Needs the first half's tiny CLIP (``python -m fusedream_ops.toyworld.build``) in
 the first half's files. Writes ``kandinsky22/toyworld-prior/`` (transformers encoders + tokenizer),
 ``kandinsky22/toyworld-decoder/`` (diffusers ``unet/``, ``movq/``, ``scheduler/``),
 ``ovi_reference/toyworld.safetensors`` (the pack's reference statistics of real world scenes) and
-``toyworld/build_ii_report.json``. One CPU thread, fixed seeds, float16 weights; a part whose files exist is kept.
+``toyworld/build_ovi_report.json``. One CPU thread, fixed seeds, float16 weights; a part whose files exist is kept.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .build import CLIP_PATH, build_command
 
 FULL_STEPS = {"movq": 300, "decoder_unet": 1000}
 SMOKE_STEPS = {"movq": 2, "decoder_unet": 2}
-REPORT_PATH = os.path.join("toyworld", "build_ii_report.json")
+REPORT_PATH = os.path.join("toyworld", "build_ovi_report.json")
 
 
 def build_ovi_models(out_dir: str, steps: dict, log=print) -> dict:

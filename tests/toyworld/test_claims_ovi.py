@@ -94,17 +94,17 @@ def test_the_decoder_training_is_deterministic():
 
 
 def test_the_smoke_build_writes_folders_the_pack_loads(tmp_path):
-    from fusedream_pack.fusedream_ops.toyworld import build_ii
+    from fusedream_pack.fusedream_ops.toyworld import build_ovi
     from fusedream_pack.fusedream_ops.toyworld.build import CLIP_PATH, JUDGE_PATH
 
     for rel in (CLIP_PATH, os.path.splitext(CLIP_PATH)[0] + ".json", JUDGE_PATH):
         os.makedirs(os.path.dirname(tmp_path / rel), exist_ok=True)
         shutil.copy(os.path.join(FIXTURES, rel), tmp_path / rel)
-    report = build_ii.build(str(tmp_path), smoke=True, log=lambda s: None)
+    report = build_ovi.build(str(tmp_path), smoke=True, log=lambda s: None)
     ow = co.load_ovi_world(str(tmp_path))
     assert ow.decoder.embed_dim == ow.encoders.embed_dim == ow.stats.dim
     _assert_same_embeddings(ow.encoders, str(tmp_path / CLIP_PATH))
-    with open(tmp_path / build_ii.REPORT_PATH) as f:
+    with open(tmp_path / build_ovi.REPORT_PATH) as f:
         assert json.load(f)["judge_accuracy_real_64px_scenes"] == report["judge_accuracy_real_64px_scenes"]
 
 
