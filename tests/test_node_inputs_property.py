@@ -153,7 +153,9 @@ def _draw_value(data, name, declaration, optional, pool, size, valid):
 def _check_result(node_id, cls, out):
     result = out["result"] if isinstance(out, dict) else out
     assert len(result) == len(cls.RETURN_TYPES), node_id
-    for value, kind in zip(result, cls.RETURN_TYPES):
+    is_list = getattr(cls, "OUTPUT_IS_LIST", (False,) * len(cls.RETURN_TYPES))
+    for value, kind in ((v, k) for out_value, k, listed in zip(result, cls.RETURN_TYPES, is_list)
+                        for v in (out_value if listed else [out_value])):
         assert first_nonfinite(value, kind) is None, f"{node_id} returned a non-finite {kind}"
         if kind == "IMAGE":
             assert value.ndim == 4 and value.shape[-1] == 3 and value.shape[0] >= 1, node_id

@@ -51,17 +51,28 @@ def run_node(node_id: str, **inputs) -> dict:
     out = out if isinstance(out, dict) else {"result": out}
     result = out["result"]
     assert len(result) == len(cls.RETURN_TYPES), node_id
-    for value, kind in zip(result, cls.RETURN_TYPES):
-        if kind == "IMAGE":
-            assert value.ndim == 4 and value.shape[-1] == 3 and value.dtype == torch.float32, node_id
-            assert 0 <= value.min() and value.max() <= 1 and value.device.type == "cpu", node_id
-        elif kind == "MASK":
-            assert value.ndim in (2, 3) and 0 <= value.min() and value.max() <= 1, node_id
-        elif kind == "FLOAT":
-            assert isinstance(value, float), node_id
-        elif kind in ("STRING", "INT"):
-            assert isinstance(value, str if kind == "STRING" else int), node_id
+    is_list = getattr(cls, "OUTPUT_IS_LIST", (False,) * len(cls.RETURN_TYPES))
+    for value, kind, listed in zip(result, cls.RETURN_TYPES, is_list):
+        for item in value if listed else [value]:
+            _check_output(node_id, kind, item)
     return out
+
+
+def _check_output(node_id: str, kind: str, value) -> None:
+    """One output value in its stock form (an OUTPUT_IS_LIST output is checked item by item)."""
+    import torch
+
+    if kind == "IMAGE":
+        assert value.ndim == 4 and value.shape[-1] == 3 and value.dtype == torch.float32, node_id
+        assert 0 <= value.min() and value.max() <= 1 and value.device.type == "cpu", node_id
+    elif kind == "MASK":
+        assert value.ndim in (2, 3) and 0 <= value.min() and value.max() <= 1, node_id
+    elif kind == "FLOAT":
+        assert isinstance(value, float), node_id
+    elif kind in ("STRING", "INT"):
+        assert isinstance(value, str if kind == "STRING" else int), node_id
+
+
 
 
 def socket_inputs(cls) -> list[tuple[str, object]]:
