@@ -7,8 +7,13 @@ A node's ``widgets_values`` hold its widget inputs in INPUT_TYPES order (require
 from __future__ import annotations
 
 import json
+import os
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+STOCK_SNAPSHOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e", "object_info_stock.json")
+with open(STOCK_SNAPSHOT, encoding="utf-8") as _f:
+    STOCK_NODES = set(json.load(_f)) | {"SaveAnimatedWEBP", "Note"}
+"""ComfyUI's own nodes a template may use; tests/e2e/test_template_object_info.py checks them against /object_info."""
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 
 
@@ -124,7 +129,7 @@ def workflow_problems(workflow: dict, mappings: dict) -> list[str]:
         cls = mappings.get(node["type"])
         where = f"node {node['id']} ({node['type']})"
         if cls is None:
-            if node["type"] not in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP", "Note"):
+            if node["type"] not in STOCK_NODES:
                 problems.append(f"{where}: unknown node type")
             continue
         problems += [f"{where}: {p}" for p in widget_values_problems(cls, node.get("widgets_values", []))]
