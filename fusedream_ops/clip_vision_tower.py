@@ -7,8 +7,10 @@ weights. :func:`require_same_clip` compares the open_clip file's own image tower
 the projection and class token) and refuses with both names otherwise; the open_clip image tower is then dropped,
 so only ComfyUI's copy (memory-managed by ComfyUI) stays in memory.
 
-Nothing here imports ComfyUI: the image tower arrives as a callable (``pixels -> projected features``) plus its
-state dict, and ``nodes/comfy.py`` supplies ComfyUI's.
+The tower runs as :func:`hf_vit_features`, a functional forward over the state dict, not as ComfyUI's module:
+ComfyUI's CLIP layers add residuals in place (``x += attn(x)``), which autograd refuses, and the optimizers need
+gradients through the tower. Like ComfyUI's own CLIP vision encode it computes in fp32 whatever the weights' dtype.
+Nothing here imports ComfyUI: ``nodes/comfy.py`` supplies the state dict, head count and activation of ComfyUI's model.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ PREFIX = "vision_model."
 @dataclass(frozen=True)
 class TowerShape:
     width: int
+    heads: int
     layers: int
     patch_size: int
     image_size: int
@@ -50,7 +53,7 @@ def _layer_count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
 
 
-def hf_tower_shape(state: Mapping[str, torch.Tensor], activation: str, what: str) -> TowerShape:
+def hf_tower_shape(state: Mapping[str, torch.Tensor], heads: int, activation: str, what: str) -> TowerShape:
     """The shape of a Hugging-Face-layout CLIP ViT with projection (ComfyUI's CLIPVisionModelProjection); a clear
     error for the other image encoders ComfyUI loads as CLIP_VISION (SigLIP, DINOv2) or a ViT without projection."""
     needed = (PREFIX + "embeddings.class_embedding", PREFIX + "embeddings.patch_embedding.weight",
@@ -61,7 +64,7 @@ def hf_tower_shape(state: Mapping[str, torch.Tensor], activation: str, what: str
                          f"as clip_vision_h.safetensors (ViT-H-14) or clip_vision_g.safetensors (ViT-bigG-14).")
     patch = state[PREFIX + "embeddings.patch_embedding.weight"]
     positions = state[PREFIX + "embeddings.position_embedding.weight"].shape[0]
-    return TowerShape(width=patch.shape[0], layers=_layer_count(state, PREFIX + "encoder.layers."),
+    return TowerShape(width=patch.shape[0], heads=heads, layers=_layer_count(state, PREFIX + "encoder.layers."),
                       patch_size=patch.shape[-1], image_size=patch.shape[-1] * round((positions - 1) ** 0.5),
                       embed_dim=state["visual_projection.weight"].shape[0], activation=activation)
 
@@ -73,7 +76,8 @@ def open_clip_tower_shape(model) -> TowerShape:
             "the open_clip model is not a ViT CLIP with a projected image tower (timm and ModifiedResNet image towers "
             "have no CLIP_VISION counterpart).")
     blocks = visual.transformer.resblocks
-    return TowerShape(width=visual.conv1.weight.shape[0], layers=len(blocks), patch_size=visual.conv1.weight.shape[-1],
+    return TowerShape(width=visual.conv1.weight.shape[0], heads=blocks[0].attn.num_heads, layers=len(blocks),
+                      patch_size=visual.conv1.weight.shape[-1],
                       image_size=visual.conv1.weight.shape[-1] * round((visual.positional_embedding.shape[0] - 1) ** 0.5),
                       embed_dim=visual.proj.shape[1], activation=activation_name(blocks[0].mlp.gelu))
 
@@ -118,11 +122,11 @@ def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
-def require_same_clip(vision_state: Mapping[str, torch.Tensor], activation: str, text_scorer: ClipScorer,
-                      vision_name: str, text_name: str) -> TowerShape:
+def require_same_clip(vision_state: Mapping[str, torch.Tensor], heads: int, activation: str,
+                      text_scorer: ClipScorer, vision_name: str, text_name: str) -> TowerShape:
     """Refuse unless the CLIP_VISION ``vision_state`` is the image tower of ``text_scorer``'s CLIP: same shape,
-    activation and (within :data:`SAME_WEIGHTS_TOLERANCE`) projection and class token."""
-    image = hf_tower_shape(vision_state, activation, f"the CLIP_VISION model '{vision_name}'")
+    heads, activation and (within :data:`SAME_WEIGHTS_TOLERANCE`) projection and class token."""
+    image = hf_tower_shape(vision_state, heads, activation, f"the CLIP_VISION model '{vision_name}'")
     text = open_clip_tower_shape(text_scorer.model)
     if image != text:
         differing = ", ".join(f"{k} {v} vs {asdict(text)[k]}" for k, v in asdict(image).items() if asdict(text)[k] != v)
@@ -142,6 +146,46 @@ def require_same_clip(vision_state: Mapping[str, torch.Tensor], activation: str,
                 f"text embeddings would not match. Use the open_clip file of the same model (e.g. laion's "
                 f"open_clip_pytorch_model.bin for clip_vision_h.safetensors).")
     return image
+
+
+ACTIVATIONS = {"gelu": F.gelu, "quick_gelu": lambda a: a * torch.sigmoid(1.702 * a)}
+
+
+def hf_vit_features(state: Mapping[str, torch.Tensor], pixels: torch.Tensor, heads: int,
+                    activation: str) -> torch.Tensor:
+    """Projected features ``[N, D]`` of CLIP-normalised ``pixels`` ``[N,3,S,S]`` by the Hugging-Face-layout CLIP ViT
+    in ``state``, computed in fp32 on the pixels' device (weights cast per call), differentiable in ``pixels``.
+
+    CLIP's ViT: patch embedding + class token + positions, pre-norm, pre-LN blocks (attention, MLP), post-norm on
+    the class token, projection.
+    """
+    require(activation in ACTIVATIONS, f"the CLIP_VISION model's activation is {activation}, not gelu/quick_gelu.")
+
+    def w(key: str) -> torch.Tensor:
+        return state[key].to(pixels.device, torch.float32)
+
+    def norm(x, name):
+        return F.layer_norm(x, x.shape[-1:], w(name + ".weight"), w(name + ".bias"), 1e-5)
+
+    def linear(x, name, bias=True):
+        return F.linear(x, w(name + ".weight"), w(name + ".bias") if bias else None)
+
+    patch = w(PREFIX + "embeddings.patch_embedding.weight")
+    x = F.conv2d(pixels.float(), patch, stride=patch.shape[-1]).flatten(2).transpose(1, 2)
+    token = w(PREFIX + "embeddings.class_embedding").expand(x.shape[0], 1, -1)
+    x = torch.cat([token, x], dim=1) + w(PREFIX + "embeddings.position_embedding.weight")
+    x = norm(x, PREFIX + "pre_layrnorm")
+    n, length, width = x.shape
+    act = ACTIVATIONS[activation]
+    for i in range(_layer_count(state, PREFIX + "encoder.layers.")):
+        layer = f"{PREFIX}encoder.layers.{i}."
+        h = norm(x, layer + "layer_norm1")
+        q, k, v = (linear(h, layer + f"self_attn.{p}_proj").view(n, length, heads, -1).transpose(1, 2)
+                   for p in ("q", "k", "v"))
+        h = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, length, width)
+        x = x + linear(h, layer + "self_attn.out_proj")
+        x = x + linear(act(linear(norm(x, layer + "layer_norm2"), layer + "mlp.fc1")), layer + "mlp.fc2")
+    return linear(norm(x[:, 0], PREFIX + "post_layernorm"), "visual_projection", bias=False)
 
 
 class VisionTowerScorer:

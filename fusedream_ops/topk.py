@@ -63,10 +63,11 @@ def _frozen_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
 def scoring_copies(generator: BigGANGenerator, objective: AugClipObjective,
                    dtype: torch.dtype) -> tuple[BigGANGenerator, AugClipObjective]:
     """The generator and objective with their weights in ``dtype`` for no-grad scoring; copies only where the
-    dtype differs (the text features are shared, the originals untouched)."""
+    dtype differs (the text features are shared, the originals untouched). A scorer whose image tower ComfyUI
+    manages (:class:`~fusedream_ops.clip_vision_tower.VisionTowerScorer`) keeps its precision."""
     if generator.dtype != dtype:
         generator = BigGANGenerator(_frozen_copy(generator.model, dtype), generator.class_names, generator.name)
-    if objective.scorer.dtype != dtype:
+    if type(objective.scorer) is ClipScorer and objective.scorer.dtype != dtype:
         scorer = objective.scorer
         objective = copy.copy(objective)
         objective.scorer = ClipScorer(_frozen_copy(scorer.model, dtype), scorer.tokenizer, scorer.name)

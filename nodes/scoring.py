@@ -1,11 +1,16 @@
-"""Scoring nodes: rank any IMAGE batch (a KSampler's, Load Image's, a video's frames) by an AugCLIP objective."""
+"""Scoring nodes: rank any IMAGE batch (a KSampler's, Load Image's, a video's frames) by an AugCLIP objective, and
+ComfyUI's own CLIP_VISION model as a scorer's image tower."""
 from __future__ import annotations
 
 from ..fusedream_ops.autograd import no_grad_normal_tensors
+from ..fusedream_ops.clip_scorer import load_clip
+from ..fusedream_ops.clip_vision_tower import VisionTowerScorer, require_same_clip
 from ..fusedream_ops.images import from_image_batch, to_image_batch
+from ..fusedream_ops.precision import AUTO as AUTO_PRECISION
 from ..fusedream_ops.ranking import rank_images
-from ..fusedream_ops.validation.node_inputs import checked_node_function
+from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from . import comfy
+from .fusedream import CHECKPOINT_EXTENSIONS, CLIP_FOLDER, PRECISION, _clip_architectures
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Seed of the augmentations (every image sees the same ones); the same seed gives the same "
@@ -76,9 +81,46 @@ class RankImages:
                            [int(i) for i in ranking.order], text)}
 
 
+class CLIPVisionScorer:
+    DESCRIPTION = ("A CLIP scorer from ComfyUI's own CLIP_VISION model (Load CLIP Vision) for the image side and the "
+                   "pack's open_clip file of the same CLIP for the text side: e.g. clip_vision_h.safetensors with "
+                   "laion's ViT-H-14 open_clip_pytorch_model.bin. The two must be one trained CLIP (same architecture "
+                   "and weights), else a clear error names both; SigLIP and DINOv2 CLIP_VISION files cannot score. "
+                   "ComfyUI manages the image tower's memory; the open_clip image tower is dropped after the check.")
+    CATEGORY = "FuseDream/loaders"
+    FUNCTION = "build"
+    RETURN_TYPES = ("FUSEDREAM_CLIP",)
+    RETURN_NAMES = ("clip",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "architecture": (_clip_architectures(), {
+                "default": "auto", "tooltip": "open_clip architecture of the text side's file ('auto' detects it; "
+                                              "choose a -quickgelu one for OpenAI-trained weights)."}),
+            "checkpoint": (comfy.list_model_entries(CLIP_FOLDER, want_dirs=False, extensions=CHECKPOINT_EXTENSIONS),
+                           {"tooltip": "The open_clip file of the same CLIP in models/open_clip (its text tower is "
+                                       "used, its image tower only checked)."}),
+            "precision": PRECISION,
+            "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision: a CLIP ViT (clip_vision_h, "
+                                                       "clip_vision_g, OpenAI ViT-L/14)."}),
+        }}
+
+    @checked_loader_function
+    def build(self, architecture, checkpoint, precision, clip_vision=None):
+        tower = comfy.clip_vision_tower(clip_vision)
+        text = load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint),
+                         comfy.loader_precision(precision, "text_encoder"))
+        require_same_clip(tower.state, tower.heads, tower.activation, text, "connected to clip_vision", checkpoint)
+        return (VisionTowerScorer(text, tower.forward, tower.device, tower.image_size, tower.mean, tower.std,
+                                  f"{text.name} (image tower: CLIP_VISION)", before_images=tower.load),)
+
+
 NODE_CLASS_MAPPINGS = {
     "FuseDreamRankImages": RankImages,
+    "FuseDreamCLIPVisionScorer": CLIPVisionScorer,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "FuseDreamRankImages": "Rank Images by AugCLIP (FuseDream)",
+    "FuseDreamCLIPVisionScorer": "CLIP Scorer from CLIP Vision (FuseDream)",
 }

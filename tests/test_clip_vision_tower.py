@@ -10,8 +10,9 @@ import torch
 from fusedream_pack.fusedream_ops.augment import AugmentPolicy
 from fusedream_pack.fusedream_ops.autograd import grad_enabled
 from fusedream_pack.fusedream_ops.clip_scorer import load_clip
-from fusedream_pack.fusedream_ops.clip_vision_tower import (VisionTowerScorer, activation_name, open_clip_visual_as_hf,
-                                                            ordinary_parameters, require_same_clip)
+from fusedream_pack.fusedream_ops.clip_vision_tower import (VisionTowerScorer, activation_name, hf_vit_features,
+                                                            open_clip_visual_as_hf, ordinary_parameters,
+                                                            require_same_clip)
 from fusedream_pack.fusedream_ops.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures import biggan_clip
 from fusedream_pack.fusedream_ops.objective import AugClipObjective
@@ -46,9 +47,11 @@ def _visual_state(scorer):
 
 
 def _scorer(text_scorer, tower):
+    """The scorer as the node builds it: the functional forward over the tower's current weights."""
     mean, std = text_scorer.mean.flatten().tolist(), text_scorer.std.flatten().tolist()
-    return VisionTowerScorer(text_scorer, lambda px: tower(pixel_values=px).image_embeds, lambda: torch.device("cpu"),
-                             TINY["vision_cfg"]["image_size"], mean, std, "tiny + HF tower")
+    heads = tower.config.num_attention_heads
+    return VisionTowerScorer(text_scorer, lambda px: hf_vit_features(tower.state_dict(), px, heads, "gelu"),
+                             lambda: torch.device("cpu"), TINY["vision_cfg"]["image_size"], mean, std, "tiny + HF")
 
 
 def _images(n=5, size=48):
@@ -70,20 +73,31 @@ def test_the_converted_tower_gives_open_clips_own_image_features_and_the_same_ra
     assert torch.allclose(score_images(ours, images, 2, 1), score_images(theirs, images, 2, 1), atol=1e-5)
 
 
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
+def test_the_functional_forward_equals_transformers_clip_vision_model(act):
+    """The same layout ComfyUI's CLIPVisionModelProjection copies (checked: dropping pre_layrnorm fails it)."""
+    torch.manual_seed(0)
+    tower = hf_tower(hidden_act=act)
+    pixels = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = tower(pixel_values=pixels).image_embeds
+        assert torch.allclose(hf_vit_features(tower.state_dict(), pixels, 2, act), expected, atol=1e-5)
+
+
 def test_matching_towers_pass_and_every_mismatch_names_both_models(text_scorer):
     state = dict(hf_tower(_visual_state(text_scorer)).state_dict())
-    require_same_clip(state, "gelu", text_scorer, "vision.safetensors", "text.safetensors")
+    require_same_clip(state, 2, "gelu", text_scorer, "vision.safetensors", "text.safetensors")
     deeper = dict(hf_tower(num_hidden_layers=3).state_dict())
     with pytest.raises(FuseDreamError, match=r"vision.safetensors.*text.safetensors.*layers 3 vs 2"):
-        require_same_clip(deeper, "gelu", text_scorer, "vision.safetensors", "text.safetensors")
+        require_same_clip(deeper, 2, "gelu", text_scorer, "vision.safetensors", "text.safetensors")
     with pytest.raises(FuseDreamError, match="quickgelu"):
-        require_same_clip(state, "quick_gelu", text_scorer, "vision.safetensors", "text.safetensors")
+        require_same_clip(state, 2, "quick_gelu", text_scorer, "vision.safetensors", "text.safetensors")
     other = dict(hf_tower().state_dict())  # same shapes, another (random) training
     with pytest.raises(FuseDreamError, match="different trainings"):
-        require_same_clip(other, "gelu", text_scorer, "vision.safetensors", "text.safetensors")
+        require_same_clip(other, 2, "gelu", text_scorer, "vision.safetensors", "text.safetensors")
     siglip_like = {k: v for k, v in state.items() if "class_embedding" not in k}
     with pytest.raises(FuseDreamError, match="not an open_clip-compatible CLIP ViT"):
-        require_same_clip(siglip_like, "gelu", text_scorer, "vision.safetensors", "text.safetensors")
+        require_same_clip(siglip_like, 2, "gelu", text_scorer, "vision.safetensors", "text.safetensors")
 
 
 def test_activation_names_tell_quick_gelu_from_gelu():

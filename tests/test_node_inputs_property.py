@@ -47,9 +47,10 @@ STRINGS = {
 FREE_TEXT = ("prompt", "negative_prompt")
 """Strings that also get arbitrary text; the others are drawn from their list (arbitrary text is just invalid)."""
 NO_VALID_CHOICE = {"FuseDreamKandinsky22EncodersFromFiles", "FuseDreamOVIReferenceStatsLoad",
-                   "FuseDreamReferenceImageGaussian"}
-"""No valid example exists here: the fixture tree has no single-file encoders or statistics files, and folders of
-reference images are another test's subject."""
+                   "FuseDreamReferenceImageGaussian", "FuseDreamCLIPVisionScorer"}
+"""No valid example exists here: the fixture tree has no single-file encoders or statistics files, folders of
+reference images are another test's subject, and a CLIP_VISION exists only inside ComfyUI
+(tests/e2e/test_clip_vision_in_comfyui.py)."""
 CHOICES = {"architecture": ["auto", "ViT-B-32", "ViT-B-32-quickgelu"]}
 """Valid draws of these combos: constructing every open_clip architecture (ViT-bigG: 10 GB) is not a unit test."""
 NOT_A_NUMBER = [float("nan"), float("inf"), -float("inf"), "3", None, [1]]
