@@ -76,9 +76,9 @@ def open_clip_tower_shape(model) -> TowerShape:
             "the open_clip model is not a ViT CLIP with a projected image tower (timm and ModifiedResNet image towers "
             "have no CLIP_VISION counterpart).")
     blocks = visual.transformer.resblocks
+    patch = visual.conv1.weight.shape[-1]
     return TowerShape(width=visual.conv1.weight.shape[0], heads=blocks[0].attn.num_heads, layers=len(blocks),
-                      patch_size=visual.conv1.weight.shape[-1],
-                      image_size=visual.conv1.weight.shape[-1] * round((visual.positional_embedding.shape[0] - 1) ** 0.5),
+                      patch_size=patch, image_size=patch * round((visual.positional_embedding.shape[0] - 1) ** 0.5),
                       embed_dim=visual.proj.shape[1], activation=activation_name(blocks[0].mlp.gelu))
 
 
@@ -89,7 +89,8 @@ def open_clip_visual_as_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch
     renames = {"visual.class_embedding": PREFIX + "embeddings.class_embedding",
                "visual.conv1.weight": PREFIX + "embeddings.patch_embedding.weight",
                "visual.positional_embedding": PREFIX + "embeddings.position_embedding.weight",
-               "visual.ln_pre.weight": PREFIX + "pre_layrnorm.weight", "visual.ln_pre.bias": PREFIX + "pre_layrnorm.bias",
+               "visual.ln_pre.weight": PREFIX + "pre_layrnorm.weight",
+               "visual.ln_pre.bias": PREFIX + "pre_layrnorm.bias",
                "visual.ln_post.weight": PREFIX + "post_layernorm.weight",
                "visual.ln_post.bias": PREFIX + "post_layernorm.bias"}
     for key, value in state.items():
@@ -105,8 +106,9 @@ def open_clip_visual_as_hf(state: Mapping[str, torch.Tensor]) -> dict[str, torch
                 for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0)):
                     out[f"{layer}self_attn.{name}.{kind}"] = part.contiguous()
                 continue
-            for old, new in (("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("attn.out_proj.", "self_attn.out_proj."),
-                             ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")):
+            for old, new in (("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."),
+                             ("attn.out_proj.", "self_attn.out_proj."), ("mlp.c_fc.", "mlp.fc1."),
+                             ("mlp.c_proj.", "mlp.fc2.")):
                 if rest.startswith(old):
                     out[layer + new + rest[len(old):]] = value
     return out

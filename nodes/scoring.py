@@ -6,7 +6,6 @@ from ..fusedream_ops.autograd import no_grad_normal_tensors
 from ..fusedream_ops.clip_scorer import load_clip
 from ..fusedream_ops.clip_vision_tower import VisionTowerScorer, require_same_clip
 from ..fusedream_ops.images import from_image_batch, to_image_batch
-from ..fusedream_ops.precision import AUTO as AUTO_PRECISION
 from ..fusedream_ops.ranking import rank_images
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from . import comfy

@@ -5,8 +5,8 @@ import torch
 from fusedream_pack.fusedream_ops.augment import AugmentPolicy
 from fusedream_pack.fusedream_ops.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.objective import AugClipObjective
-from fusedream_pack.fusedream_ops.ranking import (MAX_VIEWS_PER_BATCH, chunk_for_memory, draw_generator, rank, rank_images,
-                                                  score_images)
+from fusedream_pack.fusedream_ops.ranking import (MAX_VIEWS_PER_BATCH, chunk_for_memory, draw_generator, rank,
+                                                  rank_images, score_images)
 
 from workflows import run_node
 

@@ -46,8 +46,8 @@ PIXELS = 9
 """Nearest-neighbour upscale of a 32-px output: 288 px, leaving room for a caption readable on the card."""
 TEMPLATES = ("FuseDream – single image", "FuseDream – composition", "CLIPAG – generator-free",
              "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2", "Toy world – OVI", "Toy world – composition",
-             "Mix – FuseDream upscaled", "Mix – CLIPAG init for SD 1.5 img2img", "Mix – SD 1.5 batch ranked by AugCLIP",
-             "Mix – rank loaded images")
+             "Mix – FuseDream upscaled", "Mix – CLIPAG init for SD 1.5 img2img",
+             "Mix – SD 1.5 batch ranked by AugCLIP", "Mix – rank loaded images")
 CAPTIONS = {
     "FuseDream – single image": "a red circle on the left",
     "FuseDream – composition": "a blue square at the top and a yellow cross at the bottom",

@@ -99,7 +99,8 @@ def main(comfyui: str, work: str) -> dict:
             nodes["FuseDreamCLIPVisionScorer"]().build(clip_vision=cv, architecture="auto",
                                                        checkpoint="tiny.safetensors", precision="fp32")
 
-    return {"missing": missing, "unexpected": unexpected, "tower_dtype": str(next(clip_vision.model.parameters()).dtype),
+    return {"missing": missing, "unexpected": unexpected,
+            "tower_dtype": str(next(clip_vision.model.parameters()).dtype),
             "feature_difference": float((ours - theirs).abs().max()),
             "ranked_comfy": scores["comfy"], "ranked_open_clip": scores["open_clip"],
             "gradient_norm": float(x.grad.norm()), "gradient_finite": bool(torch.isfinite(x.grad).all()),

@@ -31,7 +31,8 @@ WORKFLOWS = sorted(p for p in glob.glob(os.path.join(PACK_DIR, "example_workflow
                    if not os.path.basename(p).startswith("Toy world"))
 NEED_STOCK_WEIGHTS = {"Mix – SD 1.5 batch ranked by AugCLIP.json"}
 """Templates of which nothing runs without stock weights (an SD 1.5 checkpoint): only checked against /object_info.
-Of the others, the nodes that name absent stock weights (an upscale model, SD 1.5) and what follows them are left out."""
+Of the others, the nodes that name absent stock weights (an upscale model, SD 1.5) and what follows them are left
+out."""
 FRAMES = 5
 """Frames of the animated GIF 'frames.gif' in the input folder, which the rank-loaded-images template loads."""
 

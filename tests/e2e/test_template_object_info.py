@@ -12,7 +12,8 @@ from workflow_check import (SNAPSHOT, TEMPLATES, load_snapshot, object_info_prob
                             template_node_types)
 
 # The toy-world templates name the toy-world models, which the tiny fixture tree lacks: their own tests check them.
-PATHS = sorted(p for p in glob.glob(os.path.join(TEMPLATES, "*.json")) if not os.path.basename(p).startswith("Toy world"))
+PATHS = sorted(p for p in glob.glob(os.path.join(TEMPLATES, "*.json"))
+               if not os.path.basename(p).startswith("Toy world"))
 MIX = [p for p in PATHS if os.path.basename(p).startswith("Mix – ")]
 
 

@@ -146,7 +146,8 @@ def without_absent_files(prompt: dict, object_info: dict) -> tuple[dict, list[st
     while grew:
         grew = False
         for nid, node in prompt.items():
-            if nid not in dropped and any(isinstance(v, list) and str(v[0]) in dropped for v in node["inputs"].values()):
+            linked = (str(v[0]) for v in node["inputs"].values() if isinstance(v, list))
+            if nid not in dropped and any(origin in dropped for origin in linked):
                 dropped.add(nid)
                 grew = True
     return {k: v for k, v in prompt.items() if k not in dropped}, sorted(dropped)
