@@ -9,6 +9,8 @@ import importlib
 import logging
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -112,6 +114,53 @@ def load_to_device(*modules: torch.nn.Module) -> torch.device:
             patchers.append(patcher)
         mm.load_models_gpu(patchers, force_full_load=True)
         return mm.get_torch_device()
+
+
+@dataclass
+class ClipVisionTower:
+    """ComfyUI's CLIP_VISION as an image tower: its state dict (Hugging Face layout), heads, MLP activation, input size
+    and normalisation, ``forward(pixels) -> projected features``, its device and ``load()`` (before every batch)."""
+    state: dict
+    heads: int
+    activation: str
+    image_size: int
+    mean: list
+    std: list
+    forward: Callable
+    device: Callable
+    load: Callable
+
+
+def clip_vision_tower(clip_vision) -> ClipVisionTower:
+    """The image tower of a CLIP_VISION from ComfyUI's Load CLIP Vision (``comfy.clip_vision.ClipVisionModel``).
+
+    ``load()`` lets ComfyUI load the model (evicting others if needed) outside inference mode and makes any
+    parameter built in inference mode ordinary, so gradients can flow through the tower to the image; the forward
+    is the pack's functional one over the current weights (ComfyUI's module adds residuals in place).
+    """
+    from ..fusedream_ops.models.clip_vision_tower import activation_name, hf_vit_features, ordinary_parameters
+    from ..fusedream_ops.core.errors import require
+
+    module = getattr(clip_vision, "model", None)
+    require(module is not None and hasattr(clip_vision, "patcher") and hasattr(module, "vision_model"),
+            f"clip_vision must be the CLIP_VISION output of Load CLIP Vision, got {type(clip_vision).__name__}.")
+    layers = getattr(getattr(module.vision_model, "encoder", None), "layers", None)
+    require(bool(layers) and hasattr(layers[0], "self_attn"),
+            "clip_vision is not a CLIP ViT (ComfyUI loaded it as another image encoder, e.g. DINOv2).")
+    heads, activation = layers[0].self_attn.heads, activation_name(layers[0].mlp.activation)
+
+    def load() -> None:
+        mm = _comfy("comfy.model_management")
+        with no_grad_normal_tensors():
+            if mm is not None:
+                mm.load_model_gpu(clip_vision.patcher)
+            ordinary_parameters(module)
+
+    return ClipVisionTower(state=module.state_dict(), heads=heads, activation=activation,
+                           image_size=clip_vision.image_size, mean=list(clip_vision.image_mean),
+                           std=list(clip_vision.image_std),
+                           forward=lambda pixels: hf_vit_features(module.state_dict(), pixels, heads, activation),
+                           device=lambda: torch.device(clip_vision.load_device), load=load)
 
 
 # ---------------------------------------------------------------- model folders

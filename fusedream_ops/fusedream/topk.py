@@ -63,11 +63,12 @@ def scoring_copies(generator: BigGANGenerator, objective: AugClipObjective, gene
                    scorer_dtype: torch.dtype | None) -> tuple[BigGANGenerator, AugClipObjective]:
     """The generator and objective with their weights in ``generator_dtype`` / ``scorer_dtype`` (None: as they are)
     for no-grad scoring; copies only where the dtype differs (the text features are shared, the originals
-    untouched). Each model keeps its own role: a bf16 CLIP does not put the generator in bf16."""
+    untouched). Each model keeps its own role: a bf16 CLIP does not put the generator in bf16. A scorer whose image
+    tower ComfyUI manages (:class:`~fusedream_ops.models.clip_vision_tower.VisionTowerScorer`) keeps its precision."""
     if generator_dtype is not None and generator.dtype != generator_dtype:
         generator = BigGANGenerator(_frozen_copy(generator.model, generator_dtype), generator.class_names,
                                     generator.name)
-    if scorer_dtype is not None and objective.scorer.dtype != scorer_dtype:
+    if scorer_dtype is not None and type(objective.scorer) is ClipScorer and objective.scorer.dtype != scorer_dtype:
         scorer = objective.scorer
         objective = copy.copy(objective)
         objective.scorer = ClipScorer(_frozen_copy(scorer.model, scorer_dtype), scorer.tokenizer, scorer.name)

@@ -11,12 +11,16 @@ its caption underneath:
 - Toy world – composition: the template's own settings on the composition world (``toyworld/composition``): two
   top-k inits of 256 latents, the 18-cell grid with LPIPS on the world-trained AlexNet, Poisson blending;
 - CLIPAG – generator-free: pixel synthesis guided by the CLIPAG-fine-tuned (robust) toy CLIP;
+- Mix – FuseDream upscaled / Mix – CLIPAG init for SD 1.5 img2img: the FuseDream / CLIPAG output before ComfyUI's
+  own nodes take over (upscaling, SD 1.5 img2img: no toy SD model exists);
+- Mix – rank loaded images: the 4 best of 64 toy-BigGAN images ranked by the Rank Images op, with their scores;
+  Mix – SD 1.5 batch ranked by AugCLIP: a card saying that the picture needs the real SD 1.5 weights;
 - OVI / TextEmb – Kandinsky 2.2: with toy Kandinsky 2.2 folders (a prior/encoders folder holding
   ``image_encoder`` and a decoder folder holding ``unet``, under ``<fixtures>/kandinsky22`` or ``--kandinsky``) the
   OVI prior (or the text embedding) and the decoder; without them the card says that no toy Kandinsky model exists
   and shows no picture (nothing that the pack did not make).
 
-    python -m fusedream_ops.toyworld.thumbnails example_workflows            # all five, ~40 s on one CPU core
+    python -m fusedream_ops.toyworld.thumbnails example_workflows            # all of them, ~60 s on one CPU core
     python -m fusedream_ops.toyworld.thumbnails example_workflows --only "CLIPAG – generator-free"
 """
 from __future__ import annotations
@@ -41,7 +45,9 @@ CARD = 384
 PIXELS = 9
 """Nearest-neighbour upscale of a 32-px output: 288 px, leaving room for a caption readable on the card."""
 TEMPLATES = ("FuseDream – single image", "FuseDream – composition", "CLIPAG – generator-free",
-             "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2", "Toy world – OVI", "Toy world – composition")
+             "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2", "Toy world – OVI", "Toy world – composition",
+             "Mix – FuseDream upscaled", "Mix – CLIPAG init for SD 1.5 img2img",
+             "Mix – SD 1.5 batch ranked by AugCLIP", "Mix – rank loaded images")
 CAPTIONS = {
     "FuseDream – single image": "a red circle on the left",
     "FuseDream – composition": "a blue square at the top and a yellow cross at the bottom",
@@ -50,6 +56,10 @@ CAPTIONS = {
     "TextEmb – Kandinsky 2.2": "a red circle on the left",
     "Toy world – OVI": "a red circle on the left",
     "Toy world – composition": "a red circle on the left and a blue square on the right",
+    "Mix – FuseDream upscaled": "a red circle on the left",
+    "Mix – CLIPAG init for SD 1.5 img2img": "a yellow square on the right",
+    "Mix – SD 1.5 batch ranked by AugCLIP": "a photo of a blue dog",
+    "Mix – rank loaded images": "a red circle on the left",
 }
 
 
@@ -158,6 +168,34 @@ def clipag_image(tw, caption: str, seed: int = 0, steps: int = 150) -> torch.Ten
     return synthesize_pixels(objective, init, PixelSynthesisSettings(steps=steps, views=16, patches=8, seed=seed)).image
 
 
+def ranking_card(tw, caption: str, seed: int = 0, count: int = 64):
+    """The 4 best of ``count`` toy-BigGAN images ranked by AugCLIP (:mod:`~fusedream_ops.fusedream.ranking`), 2×2, each
+    labelled with its rank and score, the caption underneath."""
+    from PIL import Image, ImageDraw
+
+    from ..ranking import rank_images
+
+    objective = AugClipObjective(tw.scorer, [(caption, 1.0)], AugmentPolicy(), copies=16)
+    images = tw.generator.decode(sample_latents(tw.generator, count, seed)).detach().clamp(0, 1)
+    ranking = rank_images(objective, images, draws=4, seed=seed)
+    out = Image.new("RGB", (CARD, CARD), (24, 24, 24))
+    draw = ImageDraw.Draw(out)
+    tile = 4 * images.shape[-1]
+    for place, index in enumerate(ranking.top(4).tolist()):
+        pixels = (images[index].permute(1, 2, 0) * 255).round().to(torch.uint8).cpu().numpy()
+        left, top = 40 + (place % 2) * (tile + 48), 4 + (place // 2) * (tile + 6)
+        out.paste(Image.fromarray(pixels).resize((tile, tile), Image.NEAREST), (left, top))
+        draw.text((left - 4, top + 2), f"#{place + 1}", fill=(240, 240, 240), font=_font(15), anchor="ra")
+        draw.text((left + tile + 2, top + tile), f"{float(ranking.scores[index]):.2f}", fill=(200, 200, 200),
+                  font=_font(13), anchor="ld")
+    y = 2 * tile + 16
+    for line in _wrap(draw, f"“{caption}”", _font(22), CARD - 16)[:2]:
+        draw.text((8, y), line, fill=(240, 240, 240), font=_font(22))
+        y += 26
+    draw.text((CARD - 8, CARD - 4), f"best 4 of {count} toy images", fill=(160, 160, 160), font=_font(15), anchor="rb")
+    return out
+
+
 def kandinsky_folders(root: str) -> tuple[str, str] | None:
     """(encoders/prior folder, decoder folder) under ``root``: the first sub-folders holding ``image_encoder`` and
     ``unet``; None when either is missing."""
@@ -198,6 +236,15 @@ def make(name: str, tw, kandinsky: tuple[str, str] | None):
         return card(composition_world_image(caption), caption, "toy-world output, 32 px")
     if name == "CLIPAG – generator-free":
         return card(clipag_image(tw, caption), caption, "toy-world output, 32 px")
+    if name == "Mix – FuseDream upscaled":
+        return card(fusedream_image(tw, caption), caption, "toy-world FuseDream, before upscaling")
+    if name == "Mix – CLIPAG init for SD 1.5 img2img":
+        return card(clipag_image(tw, caption), caption, "toy-world CLIPAG init (SD 1.5 not run)")
+    if name == "Mix – rank loaded images":
+        return ranking_card(tw, caption)
+    if name == "Mix – SD 1.5 batch ranked by AugCLIP":
+        return card(None, caption, "A Stable Diffusion 1.5 batch ranked by AugCLIP. No toy-world SD model: the "
+                                   "picture needs the real SD 1.5 weights.")
     method = "ovi" if "OVI" in name else "textemb"
     if kandinsky is not None:
         image = kandinsky_image(kandinsky, caption, method)

@@ -17,6 +17,7 @@ import tempfile
 import pytest
 
 from comfy_server import CAPS, PACK_DIR, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, ui_to_api, write_fixture_models
+from workflow_check import load_snapshot, object_info_problems, trimmed, without_absent_files
 
 pytestmark = pytest.mark.comfyui
 
@@ -28,6 +29,12 @@ UI_KEY = "fusedream_series"
 # tests/toyworld/test_claims_ovi.py runs them on those models.
 WORKFLOWS = sorted(p for p in glob.glob(os.path.join(PACK_DIR, "example_workflows", "*.json"))
                    if not os.path.basename(p).startswith("Toy world"))
+NEED_STOCK_WEIGHTS = {"Mix – SD 1.5 batch ranked by AugCLIP.json"}
+"""Templates of which nothing runs without stock weights (an SD 1.5 checkpoint): only checked against /object_info.
+Of the others, the nodes that name absent stock weights (an upscale model, SD 1.5) and what follows them are left
+out."""
+FRAMES = 5
+"""Frames of the animated GIF 'frames.gif' in the input folder, which the rank-loaded-images template loads."""
 
 if not (COMFYUI_PATH and COMFYUI_PYTHON):
     pytest.skip("set COMFYUI_PATH and COMFYUI_PYTHON to run the real-ComfyUI tests", allow_module_level=True)
@@ -38,6 +45,7 @@ def server():
     base = tempfile.mkdtemp(prefix="fusedream-e2e-")
     try:
         write_fixture_models(os.path.join(base, "models"))
+        write_frames_gif(os.path.join(base, "input", "frames.gif"))
         srv = ComfyServer(COMFYUI_PATH, COMFYUI_PYTHON, base=base, extra_packs=(PROBE_PACK_DIR,))
         with srv:
             yield srv
@@ -48,6 +56,19 @@ def server():
 @pytest.fixture(scope="module")
 def object_info(server):
     return server.object_info()
+
+
+def write_frames_gif(path):
+    """An animated GIF of FRAMES frames, a coloured square moving across (Load Image returns all frames)."""
+    from PIL import Image, ImageDraw
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    frames = []
+    for i in range(FRAMES):
+        frame = Image.new("RGB", (48, 48), (90, 90, 90))
+        ImageDraw.Draw(frame).rectangle([4 + 8 * i, 14, 20 + 8 * i, 30], fill=(220, 40 * i, 30))
+        frames.append(frame)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
 def probe_prompt(steps, keep_frames_every=0, preview_every=5, step_delay=0.0, save_frames=False):
@@ -137,11 +158,30 @@ def cap_work(prompt, object_info):
     return prompt
 
 
+def test_the_committed_stock_snapshot_matches_this_comfyui(object_info):
+    snapshot = load_snapshot()
+    assert trimmed(object_info, snapshot) == snapshot
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[os.path.basename(p) for p in WORKFLOWS])
+def test_every_template_is_valid_against_this_comfyuis_object_info(object_info, path):
+    with open(path, encoding="utf-8") as f:
+        assert object_info_problems(json.load(f), object_info) == []
+
+
+RUNNABLE = [p for p in WORKFLOWS if os.path.basename(p) not in NEED_STOCK_WEIGHTS]
+
+
+@pytest.mark.parametrize("path", RUNNABLE, ids=[os.path.basename(p) for p in RUNNABLE])
 def test_example_workflow_runs_and_its_optimizers_report(server, object_info, path):
     with open(path) as f:
         workflow = json.load(f)
-    prompt = cap_work(ui_to_api(workflow, object_info), object_info)
+    prompt, dropped = without_absent_files(cap_work(ui_to_api(workflow, object_info), object_info), object_info)
+    kept = {node["class_type"] for node in prompt.values()}
+    if os.path.basename(path).startswith("Mix – "):
+        assert kept & {"SaveImage", "PreviewImage"}, "nothing of the template runs without stock weights"
+    else:
+        assert not dropped, "the pack's own templates need no stock weights"
     result = server.run(prompt, timeout=900)
     errors = result.of_type("execution_error")
     assert result.status == "success", json.dumps(errors or result.history.get("status"), indent=1)[:4000]
@@ -151,6 +191,30 @@ def test_example_workflow_runs_and_its_optimizers_report(server, object_info, pa
         if node["class_type"] in monitored_classes(object_info) and nid not in cached:
             assert nid in nodes_with_events, f"{node['class_type']} (node {nid}) sent no {EVENT} event"
             assert result.outputs.get(nid, {}).get(UI_KEY), f"{node['class_type']} (node {nid}) has no ui series"
+
+
+def test_the_weight_free_mixing_templates_run_with_their_stock_nodes(server, object_info):
+    """Upscale Image By doubles FuseDream's image; Rank Images ranks every frame of a loaded animated GIF."""
+    runs = {}
+    for name in ("Mix – FuseDream upscaled", "Mix – rank loaded images"):
+        with open(os.path.join(PACK_DIR, "example_workflows", f"{name}.json"), encoding="utf-8") as f:
+            prompt, _ = without_absent_files(cap_work(ui_to_api(json.load(f), object_info), object_info), object_info)
+        runs[name] = (prompt, server.run(prompt, timeout=900))
+    from PIL import Image
+
+    prompt, result = runs["Mix – FuseDream upscaled"]
+    assert result.status == "success", result.history
+    scale = next(nid for nid, node in prompt.items() if node["class_type"] == "ImageScaleBy")
+    save = next(nid for nid, node in prompt.items() if node["inputs"].get("images") == [scale, 0])
+    (saved,) = result.outputs[save]["images"]
+    upscaled = Image.open(io.BytesIO(server.view(saved["filename"], saved["subfolder"], saved["type"])))
+    assert upscaled.size == (64, 64)  # the tiny BigGAN's 32 px image, ×2
+    prompt, result = runs["Mix – rank loaded images"]
+    assert result.status == "success", result.history
+    rank = next(nid for nid, node in prompt.items() if node["class_type"] == "FuseDreamRankImages")
+    (text,) = result.outputs[rank]["text"]
+    lines = text.splitlines()
+    assert len(lines) == FRAMES and sorted(int(line.split("#")[1].split()[0]) for line in lines) == list(range(FRAMES))
 
 
 def test_chart_draws_live_and_comes_back_in_headless_chromium(server, tmp_path):

@@ -46,9 +46,10 @@ STRINGS = {
 FREE_TEXT = ("prompt", "negative_prompt")
 """Strings that also get arbitrary text; the others are drawn from their list (arbitrary text is just invalid)."""
 NO_VALID_CHOICE = {"FuseDreamKandinsky22EncodersFromFiles", "FuseDreamOVIReferenceStatsLoad",
-                   "FuseDreamReferenceImageGaussian"}
-"""No valid example exists here: the fixture tree has no single-file encoders or statistics files, and folders of
-reference images are another test's subject."""
+                   "FuseDreamReferenceImageGaussian", "FuseDreamCLIPVisionScorer"}
+"""No valid example exists here: the fixture tree has no single-file encoders or statistics files, folders of
+reference images are another test's subject, and a CLIP_VISION exists only inside ComfyUI
+(tests/e2e/test_clip_vision_in_comfyui.py)."""
 CHOICES = {"architecture": ["auto", "ViT-B-32", "ViT-B-32-quickgelu"]}
 """Valid draws of these combos: constructing every open_clip architecture (ViT-bigG: 10 GB) is not a unit test."""
 NOT_A_NUMBER = [float("nan"), float("inf"), -float("inf"), "3", None, [1]]
@@ -152,7 +153,9 @@ def _draw_value(data, name, declaration, optional, pool, size, valid):
 def _check_result(node_id, cls, out):
     result = out["result"] if isinstance(out, dict) else out
     assert len(result) == len(cls.RETURN_TYPES), node_id
-    for value, kind in zip(result, cls.RETURN_TYPES):
+    is_list = getattr(cls, "OUTPUT_IS_LIST", (False,) * len(cls.RETURN_TYPES))
+    for value, kind in ((v, k) for out_value, k, listed in zip(result, cls.RETURN_TYPES, is_list)
+                        for v in (out_value if listed else [out_value])):
         assert first_nonfinite(value, kind) is None, f"{node_id} returned a non-finite {kind}"
         if kind == "IMAGE":
             assert value.ndim == 4 and value.shape[-1] == 3 and value.shape[0] >= 1, node_id

@@ -7,8 +7,15 @@ A node's ``widgets_values`` hold its widget inputs in INPUT_TYPES order (require
 from __future__ import annotations
 
 import json
+import os
+
+from testkit import ROOT
 
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+STOCK_SNAPSHOT = os.path.join(ROOT, "tests", "e2e", "object_info_stock.json")
+with open(STOCK_SNAPSHOT, encoding="utf-8") as _f:
+    STOCK_NODES = set(json.load(_f)) | {"SaveAnimatedWEBP", "Note"}
+"""ComfyUI's own nodes a template may use; tests/e2e/test_template_object_info.py checks them against /object_info."""
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 
 
@@ -51,17 +58,28 @@ def run_node(node_id: str, **inputs) -> dict:
     out = out if isinstance(out, dict) else {"result": out}
     result = out["result"]
     assert len(result) == len(cls.RETURN_TYPES), node_id
-    for value, kind in zip(result, cls.RETURN_TYPES):
-        if kind == "IMAGE":
-            assert value.ndim == 4 and value.shape[-1] == 3 and value.dtype == torch.float32, node_id
-            assert 0 <= value.min() and value.max() <= 1 and value.device.type == "cpu", node_id
-        elif kind == "MASK":
-            assert value.ndim in (2, 3) and 0 <= value.min() and value.max() <= 1, node_id
-        elif kind == "FLOAT":
-            assert isinstance(value, float), node_id
-        elif kind in ("STRING", "INT"):
-            assert isinstance(value, str if kind == "STRING" else int), node_id
+    is_list = getattr(cls, "OUTPUT_IS_LIST", (False,) * len(cls.RETURN_TYPES))
+    for value, kind, listed in zip(result, cls.RETURN_TYPES, is_list):
+        for item in value if listed else [value]:
+            _check_output(node_id, kind, item)
     return out
+
+
+def _check_output(node_id: str, kind: str, value) -> None:
+    """One output value in its stock form (an OUTPUT_IS_LIST output is checked item by item)."""
+    import torch
+
+    if kind == "IMAGE":
+        assert value.ndim == 4 and value.shape[-1] == 3 and value.dtype == torch.float32, node_id
+        assert 0 <= value.min() and value.max() <= 1 and value.device.type == "cpu", node_id
+    elif kind == "MASK":
+        assert value.ndim in (2, 3) and 0 <= value.min() and value.max() <= 1, node_id
+    elif kind == "FLOAT":
+        assert isinstance(value, float), node_id
+    elif kind in ("STRING", "INT"):
+        assert isinstance(value, str if kind == "STRING" else int), node_id
+
+
 
 
 def socket_inputs(cls) -> list[tuple[str, object]]:
@@ -113,7 +131,7 @@ def workflow_problems(workflow: dict, mappings: dict) -> list[str]:
         cls = mappings.get(node["type"])
         where = f"node {node['id']} ({node['type']})"
         if cls is None:
-            if node["type"] not in ("SaveImage", "PreviewImage", "SaveAnimatedWEBP", "Note"):
+            if node["type"] not in STOCK_NODES:
                 problems.append(f"{where}: unknown node type")
             continue
         problems += [f"{where}: {p}" for p in widget_values_problems(cls, node.get("widgets_values", []))]
