@@ -203,6 +203,18 @@ def resolve_model_entry(name: str, entry: str) -> str:
     return path
 
 
+def model_roots(name: str) -> list[str]:
+    """Where the files of a ``models/<name>`` entry may lie (links inside an entry included): the registered
+    ``models/<name>`` folders and the roots of ``$FUSEDREAM_EXTRA_ROOTS``. Loaders take it as ``roots``."""
+    return model_folder_paths(name) + extra_roots()
+
+
+def folder_roots(folder) -> list[str]:
+    """Where the files read below an allowed folder input may lie: its root and the roots of
+    ``$FUSEDREAM_EXTRA_ROOTS``."""
+    return [folder.root] + extra_roots()
+
+
 def _input_directory() -> str:
     fp = _comfy("folder_paths")
     return fp.get_input_directory() if fp is not None else os.path.abspath("input")

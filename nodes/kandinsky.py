@@ -83,7 +83,7 @@ class EncodersLoader:
     @checked_loader_function
     def load(self, prior_folder, precision):
         return (load_encoders(comfy.resolve_model_entry(KANDINSKY_FOLDER, prior_folder),
-                              _dtype(precision, "text_encoder")),)
+                              _dtype(precision, "text_encoder"), comfy.model_roots(KANDINSKY_FOLDER)),)
 
 
 SINGLE_FILE_EXTENSIONS = (".safetensors", ".sft", ".bin", ".pt", ".pth")
@@ -118,7 +118,8 @@ class EncodersFromFiles:
     def load(self, image_encoder, text_encoder, precision):
         return (load_encoders_from_files(comfy.resolve_model_entry("clip_vision", image_encoder),
                                          comfy.resolve_model_entry("text_encoders", text_encoder),
-                                         _dtype(precision, "text_encoder")),)
+                                         _dtype(precision, "text_encoder"),
+                                         comfy.model_roots("clip_vision") + comfy.model_roots("text_encoders")),)
 
 
 class DecoderLoader:
@@ -139,7 +140,8 @@ class DecoderLoader:
 
     @checked_loader_function
     def load(self, decoder_folder, precision):
-        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder), _dtype(precision, "vae")),)
+        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder), _dtype(precision, "vae"),
+                             comfy.model_roots(KANDINSKY_FOLDER)),)
 
 
 class TextEncode:
@@ -271,7 +273,8 @@ class TrainedPrior:
         dtype = next(encoders.image_encoder.parameters()).dtype
         cached = getattr(self, "_prior", None)
         if cached is None or cached[0] != (encoders.folder, dtype):
-            self._prior = cached = ((encoders.folder, dtype), load_trained_prior(encoders.folder, dtype))
+            self._prior = cached = ((encoders.folder, dtype), load_trained_prior(encoders.folder, dtype,
+                                                                                 comfy.model_roots(KANDINSKY_FOLDER)))
         prior = cached[1]
         comfy.load_to_device(prior.prior, encoders.text_encoder, encoders.image_encoder)
         bar = comfy.ProgressBar(steps, None if unique_id is None else str(unique_id))
@@ -483,14 +486,15 @@ class ReferenceStatsBuild:
         comfy.load_to_device(encoders.image_encoder)
         parts = []
         if source is not None:
-            files = image_files(source.path)
+            files = image_files(source.path, comfy.folder_roots(source))
             bar = comfy.ProgressBar(1, None if unique_id is None else str(unique_id))
 
             def on_step(step):
                 comfy.throw_if_interrupted()
                 bar.update(step.step, step.total)
 
-            parts.append(embed_image_files(files, encoders.encode_images, on_step=on_step))
+            parts.append(embed_image_files(files, encoders.encode_images, on_step=on_step,
+                                           shrink_to=2 * encoders.image_size))
         if images is not None:
             with no_grad_normal_tensors():
                 parts.append(encoders.encode_images(from_image_batch(images.clone())).cpu())
@@ -520,7 +524,8 @@ class ReferenceStatsLoad:
 
     @checked_loader_function
     def load(self, file):
-        stats = load_reference_stats(comfy.resolve_model_entry(REFERENCE_FOLDER, file))
+        stats = load_reference_stats(comfy.resolve_model_entry(REFERENCE_FOLDER, file),
+                                     comfy.model_roots(REFERENCE_FOLDER))
         return (stats, len(stats))
 
 

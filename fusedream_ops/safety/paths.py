@@ -64,6 +64,9 @@ class AllowedFolder:
     """The resolved folder to read."""
     shown: str
     """``<root label>/<path relative to the root>``: what messages and saved files keep, never an absolute path."""
+    root: str
+    """The resolved root it lies in: every file read below it must resolve inside it too
+    (:mod:`~fusedream_ops.safety.contained`)."""
 
 
 def resolve_folder(value: str, roots: list[Root], what: str) -> AllowedFolder:
@@ -77,8 +80,9 @@ def resolve_folder(value: str, roots: list[Root], what: str) -> AllowedFolder:
         if root is None:
             continue  # outside every root: never looked at
         if os.path.isdir(real):
-            rel = os.path.relpath(real, os.path.realpath(root.path))
-            return AllowedFolder(real, root.label if rel == "." else f"{root.label}/{rel}")
+            root_path = os.path.realpath(root.path)
+            rel = os.path.relpath(real, root_path)
+            return AllowedFolder(real, root.label if rel == "." else f"{root.label}/{rel}", root_path)
     shown = ", ".join(dict.fromkeys(r.label for r in roots))  # labels only: the server's layout stays private
     raise FuseDreamError(f"{what} '{value}' is not a folder inside the allowed roots ({shown}). Put the images in "
                          f"ComfyUI's input folder (e.g. input/my_images) and give 'my_images'; the server's owner can "
