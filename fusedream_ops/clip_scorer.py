@@ -24,6 +24,7 @@ from .precision import cast_frozen
 from .safety.config_sizes import SizeCheck, require_sizes_match
 from .safety.contained import contained_file, entry_roots
 from .safety.meta_budget import build_budget, shapes_of
+from .validation.prompts import require_prompt
 
 log = logging.getLogger("FuseDream")
 
@@ -63,7 +64,10 @@ class ClipScorer:
         return next(self.model.parameters()).dtype
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """L2-normalised text features ``[T, D]`` (ordinary tensors, usable with autograd later)."""
+        """L2-normalised text features ``[T, D]`` (ordinary tensors, usable with autograd later); each text bounded
+        by :func:`~fusedream_ops.validation.prompts.require_prompt` before the tokenizer sees it."""
+        for i, text in enumerate(texts, start=1):
+            require_prompt(text, f"prompt {i}")
         with no_grad_normal_tensors():
             tokens = self.tokenizer(texts).to(self.device)
             return F.normalize(self.model.encode_text(tokens).float(), dim=-1)

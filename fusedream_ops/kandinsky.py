@@ -27,6 +27,7 @@ from .safety.config_sizes import SizeCheck, require_sizes_match
 from .safety.contained import contained_file, entry_roots, require_tree_contained
 from .safety.meta_budget import build_budget, shapes_of
 from .safety.scheduler_config import require_scheduler_config
+from .validation.prompts import require_prompt
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.safetensors",
                 "diffusion_pytorch_model.bin", "model.fp16.safetensors", "diffusion_pytorch_model.fp16.safetensors",
@@ -253,8 +254,10 @@ class KandinskyEncoders:
         return int(self.image_encoder.config.image_size)
 
     def encode_text(self, prompts: list[str]) -> TextEmbedding:
-        """Tokenize (padded to 77) and encode exactly as KandinskyV22PriorPipeline._encode_prompt does."""
-        require(all(isinstance(p, str) for p in prompts), "prompt must be text.")
+        """Tokenize (padded to 77) and encode exactly as KandinskyV22PriorPipeline._encode_prompt does; each prompt
+        bounded by :func:`~fusedream_ops.validation.prompts.require_prompt` before the tokenizer sees it."""
+        for i, prompt in enumerate(prompts, start=1):
+            require_prompt(prompt, f"prompt {i}")
         device = next(self.text_encoder.parameters()).device
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")

@@ -23,6 +23,7 @@ from ..fusedream_ops.reference_stats import (build_reference_stats, embed_image_
                                              load_reference_stats, save_reference_stats)
 from ..fusedream_ops.validation.finite import require_finite
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
+from ..fusedream_ops.validation.names import require_file_name
 from ..fusedream_ops.validation.prompts import truncation_warnings
 from ..fusedream_ops.precision import DTYPES
 from . import comfy
@@ -482,6 +483,7 @@ class ReferenceStatsBuild:
         folder = folder.strip()
         require(bool(folder) or images is not None,
                 "give a reference image folder or connect images; both are empty.")
+        name = require_file_name(save_name, "save_name") if save_name.strip() else ""  # before any work
         source = comfy.resolve_input_folder(folder, "reference image folder") if folder else None
         comfy.load_to_device(encoders.image_encoder)
         parts = []
@@ -499,10 +501,7 @@ class ReferenceStatsBuild:
             with no_grad_normal_tensors():
                 parts.append(encoders.encode_images(from_image_batch(images.clone())).cpu())
         stats = build_reference_stats(torch.cat(parts), None if shrinkage == 0 else shrinkage)
-        name = save_name.strip()
         if name:
-            require(os.path.basename(name) == name and not name.startswith("."),
-                    f"save_name must be a plain file name without folders, got {name!r}.")
             base = comfy.model_folder_paths(REFERENCE_FOLDER)[0]
             save_reference_stats(stats, os.path.join(base, name + ".safetensors"),
                                  source=source.shown if source is not None else "")

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import FuseDreamError, require
+from ..validation.names import first_control_character, quoted
 
 
 def within(path: str, root: str) -> bool:
@@ -22,8 +23,8 @@ def within(path: str, root: str) -> bool:
 
 def _plain_relative(name: str, what: str) -> str:
     """``name`` normalised, refused when absolute or climbing out with ``..``."""
-    require(isinstance(name, str) and name.strip() != "" and "\x00" not in name,
-            f"{what} must be a file or folder name, got {name!r}.")
+    require(isinstance(name, str) and name.strip() != "" and first_control_character(name) is None,
+            f"{what} must be a file or folder name without control characters, got {quoted(str(name))}.")
     norm = os.path.normpath(name.strip())
     climbs = norm == ".." or norm.startswith(".." + os.sep) or (os.altsep and norm.startswith(".." + os.altsep))
     if os.path.isabs(name.strip()) or os.path.splitdrive(norm)[0] or climbs or norm == ".":
@@ -72,7 +73,8 @@ class AllowedFolder:
 def resolve_folder(value: str, roots: list[Root], what: str) -> AllowedFolder:
     """The folder ``value`` names: relative to a root (first match), or absolute inside one of ``roots``."""
     value = value.strip() if isinstance(value, str) else ""
-    require(value != "" and "\x00" not in value, f"{what} must name a folder, got {value!r}.")
+    require(value != "" and first_control_character(value) is None,
+            f"{what} must name a folder without control characters, got {quoted(value)}.")
     candidates = [value] if os.path.isabs(value) else [os.path.join(r.path, value) for r in roots]
     for candidate in candidates:
         real = os.path.realpath(candidate)

@@ -15,6 +15,7 @@ import torch
 from ..errors import FuseDreamError, require
 from .finite import first_nonfinite, nonfinite_weight
 from .images import require_image, require_mask
+from .names import require_text
 from .numbers import require_number
 
 
@@ -39,7 +40,7 @@ def check_value(name: str, kind, options: dict, value) -> None:
     elif kind == "BOOLEAN":
         require(isinstance(value, bool), f"{name} must be true or false, got {value!r}.")
     elif kind == "STRING":
-        require(isinstance(value, str), f"{name} must be text, got {type(value).__name__}.")
+        require_text(value, name, multiline=bool(options.get("multiline", False)))
     elif kind == "IMAGE":
         require_image(value, name)
     elif kind == "MASK":
