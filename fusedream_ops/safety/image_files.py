@@ -8,6 +8,8 @@ unreadable files become the same kind of error.
 """
 from __future__ import annotations
 
+import warnings
+
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import FuseDreamError
@@ -24,7 +26,9 @@ def read_image(path: str, what: str = "image", *, shrink_to: int | None = None,
     shorter side between ``shrink_to`` and twice that (or its own size when smaller).
     """
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # PIL warns between 89 and 179 megapixels; the bound below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
     except Image.DecompressionBombError as exc:
         raise FuseDreamError(f"{what} '{path}' declares too many pixels ({exc}); images are read up to "
                              f"{max_pixels / 1e6:g} megapixels: shrink it first.") from None

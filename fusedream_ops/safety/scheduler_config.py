@@ -6,8 +6,6 @@ config with a wide margin), and every failure names the file and the field.
 """
 from __future__ import annotations
 
-import numbers
-
 from ..errors import require
 from ..validation.numbers import require_number
 
@@ -26,24 +24,23 @@ TEXT_FIELDS = ("beta_schedule", "prediction_type", "variance_type", "timestep_sp
 
 
 def require_scheduler_config(config: dict, source: str) -> dict:
-    """``config`` unchanged when its sizes and numbers are sane, else a :class:`FuseDreamError` naming ``source``
-    (the file) and the field."""
-    timesteps = config.get("num_train_timesteps", 1000)
-    require_number(f"{source}: num_train_timesteps", timesteps, 1, MAX_TRAIN_TIMESTEPS, integer=True)
+    """A copy of ``config`` (whole-number fields as integers: diffusers does integer arithmetic on them) when its sizes
+    and numbers are sane, else a :class:`FuseDreamError` naming ``source`` (the file) and the field."""
+    config = dict(config)
+    timesteps = config["num_train_timesteps"] = require_number(
+        f"{source}: num_train_timesteps", config.get("num_train_timesteps", 1000), 1, MAX_TRAIN_TIMESTEPS, integer=True)
     for field, (low, high, integer) in NUMBER_FIELDS.items():
-        value = config.get(field)
-        if value is None:
-            continue
-        require_number(f"{source}: {field}", value, low, high, integer=integer)
+        if config.get(field) is not None:
+            config[field] = require_number(f"{source}: {field}", config[field], low, high, integer=integer)
     for field in TEXT_FIELDS:
         value = config.get(field)
         require(value is None or (isinstance(value, str) and len(value) <= 64),
                 f"{source}: {field} must be a short name, got {str(value)[:40]!r}.")
     betas = config.get("trained_betas")
     if betas is not None:
-        require(isinstance(betas, list) and len(betas) <= timesteps
-                and all(isinstance(b, numbers.Real) and not isinstance(b, bool) for b in betas),
-                f"{source}: trained_betas must be a list of at most num_train_timesteps ({timesteps}) numbers.")
+        require(isinstance(betas, list) and len(betas) == timesteps,
+                f"{source}: trained_betas must list one number per training timestep (num_train_timesteps = "
+                f"{timesteps}), got {len(betas) if isinstance(betas, list) else type(betas).__name__}.")
         for i, beta in enumerate(betas):
             require_number(f"{source}: trained_betas[{i}]", beta, 0.0, 1.0)
     return config
