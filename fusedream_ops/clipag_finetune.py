@@ -29,13 +29,13 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from .checkpoints import atomic_write, check_state_dict
 from .clip_scorer import AUTO, ClipScorer, load_clip, read_sidecar, save_clip
 from .errors import FuseDreamError, require
 from .init_images import IMAGE_EXTENSIONS, square_resize
 from .images import from_pil
+from .safety.image_files import read_image
 
 
 RESUME_FILE = "resume.pt"
@@ -143,12 +143,7 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         path, caption = self.pairs[index]
-        try:
-            with Image.open(path) as img:
-                image = square_resize(from_pil(img), self.size)[0]
-        except OSError as exc:
-            raise FuseDreamError(f"image '{path}' could not be read: {exc}.") from None
-        return image, caption
+        return square_resize(from_pil(read_image(path, shrink_to=self.size)), self.size)[0], caption
 
 
 class ResumableBatches(torch.utils.data.Sampler):

@@ -8,6 +8,7 @@ docstring says what was reverted and what happened.
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import zlib
@@ -141,9 +142,8 @@ class ModulesBuilt:
 
 
 def test_a_clip_sidecar_claiming_100000_layers_is_refused_by_field_before_anything_is_built(tmp_path):
-    """Reverted: the require_sizes_match call in load_clip. The sidecar was then built on the meta device and the
-    test stopped by the budget instead (thousands of modules, no field named); with the budget reverted too it ran
-    for minutes."""
+    """Reverted: the require_sizes_match call in load_clip. The sidecar then went to the meta build, which the budget
+    stopped after 456 modules with a message naming a module rather than the field (and the count check failed)."""
     path = str(tmp_path / "c.safetensors")
     save_clip(tiny_clip(), path, {**TINY_CLIP_CONFIG, "vision_cfg": {**TINY_CLIP_CONFIG["vision_cfg"],
                                                                      "layers": 100_000}})
@@ -187,12 +187,13 @@ def test_a_kandinsky_tower_config_claiming_100000_layers_names_the_field(tmp_pat
 
 
 def test_a_biggan_config_with_a_huge_block_count_is_a_named_error_not_a_raw_value_error(tmp_path, tiny_models):
-    """Reverted: the MAX_UPSAMPLINGS guard in _resolution_hint. Formatting 4·2^5000 then raised Python's own
-    ValueError (Exceeds the limit for integer string conversion), which is not a FuseDreamError."""
+    """Reverted: the MAX_UPSAMPLINGS guard in _resolution_hint. Formatting 4·2^20000 then raised Python's own
+    ValueError (Exceeds the limit for integer string conversion), which is not a FuseDreamError; with 10,000 blocks
+    the message carried a 3,000-digit resolution."""
     folder = shutil.copytree(os.path.join(tiny_models, "biggan", "biggan-deep-256"), tmp_path / "g")
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "layers": [[True, 1, 1]] * 10_000}))
-    with pytest.raises(FuseDreamError, match=r"the config has 10000 blocks.*10000 up-sampling blocks"):
+    (folder / "config.json").write_text(json.dumps({**config, "layers": [[True, 1, 1]] * 20_000}))
+    with pytest.raises(FuseDreamError, match=r"the config has 20000 blocks.*20000 up-sampling blocks"):
         load_biggan(str(folder))
     (folder / "config.json").write_text(json.dumps({**config, "channel_width": 4096}))
     with pytest.raises(FuseDreamError, match=r"config\.json' does not match the checkpoint.*channel_width is 4096"):
@@ -344,11 +345,17 @@ def test_any_prompt_is_parsed_or_refused_with_a_short_message(text, pad, lines):
 
 
 # ---------------------------------------------------------------- names
-@pytest.mark.parametrize("name", ["cats\x1b[2J", "a\nb", "x\x00y", "tab\there", "del\x7f", "c1\x85"])
-def test_a_save_name_with_control_characters_is_refused_before_any_work(name):
+@pytest.mark.parametrize("name, message", [
+    ("cats\x1b[2J", "holds the control character"), ("a\nb", "holds the control character"),
+    ("x\x00y", "holds the control character"), ("del\x7f", "holds the control character"),
+    ("c1\x85", "holds the control character"), ("../escape", "without folders"), ("a\\b", "without folders"),
+    ("CON", "reserved device name"), (".hidden", "not starting with '.'"), ("x" * 129, "at most 128")])
+def test_a_bad_save_name_is_refused_before_any_work(name, message):
     """The folder does not exist, so an error about it means the work had started. Reverted: require_file_name at
-    the top of the build (the old check after embedding): the error then named the folder, not save_name."""
-    with pytest.raises(FuseDreamError, match="save_name holds the control character"):
+    the top of the build (the old check came after embedding the images): the path-like and reserved names then got
+    the folder's error; the control characters are refused earlier still, by the shared input check (reverting
+    require_text in check_value gave them the folder's error too)."""
+    with pytest.raises(FuseDreamError, match=rf"save_name.*{re.escape(message)}"):
         run_node("FuseDreamOVIReferenceStatsBuild", encoders=km.encoders(), folder="no-such-folder", save_name=name)
 
 
@@ -356,8 +363,9 @@ def test_a_save_name_with_control_characters_is_refused_before_any_work(name):
                                         ("FuseDreamLatentSampler", "classes"),
                                         ("FuseDreamCompositionGridSearch", "positions")])
 def test_every_single_line_input_refuses_control_characters_by_name(node, name, pool_for_names):
-    """Reverted: require_text in check_value (back to an isinstance check). The folder's NUL then reached the
-    resolver and the class list's escape sequence the class parser, whose errors named other things."""
+    """Reverted: require_text in check_value (back to an isinstance check). The folder then reached the resolver
+    (refused, but as 'reference folder'), the class list the node (an AttributeError on the stand-in generator) and
+    the positions their parser ('position must be one of …')."""
     from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
 
     cls = NODE_CLASS_MAPPINGS[node]

@@ -55,19 +55,20 @@ def _split(line: str) -> tuple[str, float]:
     head, tail = line[:colon], line[colon + 1:].strip()
     if not _NUMBER.fullmatch(tail):
         if _NUMBER_LIKE.fullmatch(tail):
-            raise FuseDreamError(f"prompt line {quoted(line)}: the weight {quoted(tail)} is not a finite number; write a number "
-                                 f"from {-WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g} like 'dog:1.5' (decimal point, not "
-                                 f"comma).")
+            raise FuseDreamError(f"prompt line {quoted(line)}: the weight {quoted(tail)} is not a finite number; "
+                                 f"write a number from {-WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g} like 'dog:1.5' (decimal "
+                                 f"point, not comma).")
         return line, 1.0
     weight = float(tail)
     if not (math.isfinite(weight) and abs(weight) <= WEIGHT_LIMIT):
-        raise FuseDreamError(f"prompt line {quoted(line)}: the weight {tail} is out of range; a weight is a number from "
-                             f"{-WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g}.")
+        raise FuseDreamError(f"prompt line {quoted(line)}: the weight {tail} is out of range; a weight is a number "
+                             f"from {-WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g}.")
     if head[-1:].isdigit():
         text = head.rstrip()
         raise FuseDreamError(f"prompt line {quoted(line)} is ambiguous: ':{tail}' follows a digit, so it may be text "
-                             f"(like '10:30') or a weight. Put a space before the weight's colon: '{text} :{tail}' "
-                             f"weights '{text}' by {tail}, '{line} :1' keeps '{line}' as the text.")
+                             f"(like '10:30') or a weight. Put a space before the weight's colon: "
+                             f"{quoted(f'{text} :{tail}')} weights {quoted(text)} by {tail}, {quoted(f'{line} :1')} "
+                             f"keeps {quoted(line)} as the text.")
     text = head.strip()
     require(bool(text), f"prompt line {quoted(line)} has a weight but no text.")
     return text, weight
