@@ -156,8 +156,10 @@ def test_a_clip_sidecar_claiming_100000_layers_is_refused_by_field_before_anythi
 
 def test_sizes_no_field_check_covers_stop_the_meta_build_within_twice_the_checkpoint(tmp_path):
     """A CLIP mlp_ratio and a UNet layers_per_block are compared with nothing before the build; the budget stops it.
-    Reverted: build_budget (a no-op context). The CLIP build then registered its 100,000-wide MLPs without error and
-    the UNet built 20,000 resnets per block (the test was stopped after minutes)."""
+    Reverted: the budget's two limits. The CLIP build then finished on the meta device (wide layers cost nothing
+    there) and failed only at the shape comparison, naming no field. The UNet's meta build registers about 55
+    modules per layer (measured: 10,906 modules and 16 s for layers_per_block=200 on the loaded test machine), so
+    20,000 means about a million modules and half an hour; measured at 200, not run at 20,000."""
     path = str(tmp_path / "c.safetensors")
     save_clip(tiny_clip(), path, {**TINY_CLIP_CONFIG, "vision_cfg": {**TINY_CLIP_CONFIG["vision_cfg"],
                                                                      "mlp_ratio": 100_000}})
@@ -305,9 +307,8 @@ class TokenizerSpy:
 
 
 def test_a_64kb_one_word_prompt_is_refused_before_any_tokenizer_on_every_path(tiny_scorer, tmp_path):
-    """Reverted: require_prompt in parse_prompts, truncation_warnings and both encode_text. The objective node then
-    tokenized the 64 KB word (52 s on a real machine) and the Kandinsky encoder and the scorer called their
-    tokenizers; a 1 MB line's error quoted all of it."""
+    """Reverted (with a 3,000-character word, to keep the reverted run short): require_prompt and the prompt field's
+    bound. The objective node then accepted the word and tokenized it, which the issue measured at 52 s for 64 KB."""
     import copy
 
     word = "a" * 65_536
@@ -348,13 +349,14 @@ def test_any_prompt_is_parsed_or_refused_with_a_short_message(text, pad, lines):
 @pytest.mark.parametrize("name, message", [
     ("cats\x1b[2J", "holds the control character"), ("a\nb", "holds the control character"),
     ("x\x00y", "holds the control character"), ("del\x7f", "holds the control character"),
-    ("c1\x85", "holds the control character"), ("../escape", "without folders"), ("a\\b", "without folders"),
+    ("c1\x85", "holds the control character"), ("a/b", "without folders"), ("a\\b", "without folders"),
+    ("../escape", "not starting with '.'"),
     ("CON", "reserved device name"), (".hidden", "not starting with '.'"), ("x" * 129, "at most 128")])
 def test_a_bad_save_name_is_refused_before_any_work(name, message):
     """The folder does not exist, so an error about it means the work had started. Reverted: require_file_name at
-    the top of the build (the old check came after embedding the images): the path-like and reserved names then got
-    the folder's error; the control characters are refused earlier still, by the shared input check (reverting
-    require_text in check_value gave them the folder's error too)."""
+    the top of the build (the old check came after embedding the images): the path-like, dotted and reserved names
+    then got the folder's error. Control characters are refused twice before the work, by the shared input check and
+    by require_file_name; reverting either one alone leaves them refused."""
     with pytest.raises(FuseDreamError, match=rf"save_name.*{re.escape(message)}"):
         run_node("FuseDreamOVIReferenceStatsBuild", encoders=km.encoders(), folder="no-such-folder", save_name=name)
 
