@@ -23,8 +23,9 @@ def within(path: str, root: str) -> bool:
 
 def _plain_relative(name: str, what: str) -> str:
     """``name`` normalised, refused when absolute or climbing out with ``..``."""
-    require(isinstance(name, str) and name.strip() != "" and first_control_character(name) is None,
-            f"{what} must be a file or folder name without control characters, got {quoted(str(name))}.")
+    require(isinstance(name, str) and name.strip() != "", f"{what} must be a file or folder name, got {name!r}.")
+    require(first_control_character(name) is None, f"{what} {quoted(name)} holds control characters; a model name "
+                                                    f"may hold none.")
     norm = os.path.normpath(name.strip())
     climbs = norm == ".." or norm.startswith(".." + os.sep) or (os.altsep and norm.startswith(".." + os.altsep))
     if os.path.isabs(name.strip()) or os.path.splitdrive(norm)[0] or climbs or norm == ".":
@@ -73,8 +74,9 @@ class AllowedFolder:
 def resolve_folder(value: str, roots: list[Root], what: str) -> AllowedFolder:
     """The folder ``value`` names: relative to a root (first match), or absolute inside one of ``roots``."""
     value = value.strip() if isinstance(value, str) else ""
-    require(value != "" and first_control_character(value) is None,
-            f"{what} must name a folder without control characters, got {quoted(value)}.")
+    require(value != "", f"{what} must name a folder, got {quoted(value)}.")
+    require(first_control_character(value) is None, f"{what} {quoted(value)} holds control characters; a folder "
+                                                     f"name may hold none.")
     candidates = [value] if os.path.isabs(value) else [os.path.join(r.path, value) for r in roots]
     for candidate in candidates:
         real = os.path.realpath(candidate)
