@@ -62,8 +62,8 @@ class ReferenceImageGaussian:
     @checked_node_function
     def fit(self, folder, small_size, unique_id=None):
         with no_grad_normal_tensors():
-            path = comfy.resolve_input_folder(folder, "reference folder").path
-            groups = load_reference_groups(path, small_size)
+            source = comfy.resolve_input_folder(folder, "reference folder")
+            groups = load_reference_groups(source.path, small_size, comfy.folder_roots(source))
             monitor = _cancel_and_progress(unique_id, len(groups))
             return (SmallImageGaussians.fit(groups, small_size, on_step=monitor),)
 

@@ -138,8 +138,8 @@ def clip_vision_tower(clip_vision) -> ClipVisionTower:
     parameter built in inference mode ordinary, so gradients can flow through the tower to the image; the forward
     is the pack's functional one over the current weights (ComfyUI's module adds residuals in place).
     """
-    from ..fusedream_ops.models.clip_vision_tower import activation_name, hf_vit_features, ordinary_parameters
     from ..fusedream_ops.core.errors import require
+    from ..fusedream_ops.models.clip_vision_tower import activation_name, hf_vit_features, ordinary_parameters
 
     module = getattr(clip_vision, "model", None)
     require(module is not None and hasattr(clip_vision, "patcher") and hasattr(module, "vision_model"),
@@ -237,6 +237,18 @@ def resolve_model_entry(name: str, entry: str) -> str:
         raise FuseDreamError(f"'{entry}' was not found in models/{name} (searched: {', '.join(bases) or 'nothing'}). "
                              f"{WHERE_TO_GET}")
     return path
+
+
+def model_roots(name: str) -> list[str]:
+    """Where the files of a ``models/<name>`` entry may lie (links inside an entry included): the registered
+    ``models/<name>`` folders and the roots of ``$FUSEDREAM_EXTRA_ROOTS``. Loaders take it as ``roots``."""
+    return model_folder_paths(name) + extra_roots()
+
+
+def folder_roots(folder) -> list[str]:
+    """Where the files read below an allowed folder input may lie: its root and the roots of
+    ``$FUSEDREAM_EXTRA_ROOTS``."""
+    return [folder.root] + extra_roots()
 
 
 def _input_directory() -> str:

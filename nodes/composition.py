@@ -172,7 +172,7 @@ class LPIPSLoader:
 
     @checked_loader_function
     def load(self, net, precision=AUTO_PRECISION):
-        return (load_lpips(net, find_backbone(net, comfy.model_folder_paths(LPIPS_FOLDER)),
+        return (load_lpips(net, find_backbone(net, comfy.model_folder_paths(LPIPS_FOLDER), comfy.extra_roots()),
                            precision=comfy.weight_dtype(precision, "vae")),)
 
 

@@ -64,7 +64,7 @@ class BigGANLoader:
     @checked_loader_function
     def load(self, checkpoint, precision=AUTO_PRECISION):
         return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint),
-                            comfy.weight_dtype(precision, "vae")),)
+                            comfy.weight_dtype(precision, "vae"), comfy.model_roots(BIGGAN_FOLDER)),)
 
 
 class CLIPLoader:
@@ -92,7 +92,7 @@ class CLIPLoader:
     @checked_loader_function
     def load(self, architecture, checkpoint, precision=AUTO_PRECISION):
         return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint),
-                          comfy.weight_dtype(precision, "text_encoder")),)
+                          comfy.weight_dtype(precision, "text_encoder"), comfy.model_roots(CLIP_FOLDER)),)
 
 
 class LatentSampler:

@@ -15,6 +15,7 @@ import torch
 from ..fusedream_ops.core.errors import FuseDreamError, require
 from ..fusedream_ops.validation.finite import first_nonfinite, nonfinite_weight
 from ..fusedream_ops.validation.images import require_image, require_mask
+from ..fusedream_ops.validation.names import require_text
 from ..fusedream_ops.validation.numbers import require_number
 
 WIDGETS = ("INT", "FLOAT", "BOOLEAN", "STRING")
@@ -38,7 +39,7 @@ def check_value(name: str, kind, options: dict, value) -> None:
     elif kind == "BOOLEAN":
         require(isinstance(value, bool), f"{name} must be true or false, got {value!r}.")
     elif kind == "STRING":
-        require(isinstance(value, str), f"{name} must be text, got {type(value).__name__}.")
+        require_text(value, name, multiline=bool(options.get("multiline", False)))
     elif kind == "IMAGE":
         require_image(value, name)
     elif kind == "MASK":

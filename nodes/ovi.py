@@ -19,8 +19,9 @@ from ..fusedream_ops.ovi.baselines import run_trained_prior, text_as_image_embed
 from ..fusedream_ops.ovi.optimize import MAX_TOKENS, TOKEN_ENTRIES, optimize_ovi
 from ..fusedream_ops.ovi.reference_stats import (build_reference_stats, embed_image_files, image_files,
                                                  load_reference_stats, save_reference_stats)
+from ..fusedream_ops.validation.names import require_file_name
 from . import comfy
-from .kandinsky import CATEGORY, EMBEDS, ENCODERS, TEXT, node_embeds
+from .kandinsky import CATEGORY, EMBEDS, ENCODERS, KANDINSKY_FOLDER, TEXT, node_embeds
 from .monitor import MONITOR_INPUTS, NodeMonitor
 from .node_inputs import checked_loader_function, checked_node_function
 from .widgets import HIDDEN, seed_input
@@ -136,7 +137,8 @@ class TrainedPrior:
         dtype = next(encoders.image_encoder.parameters()).dtype
         cached = getattr(self, "_prior", None)
         if cached is None or cached[0] != (encoders.folder, dtype):
-            self._prior = cached = ((encoders.folder, dtype), load_trained_prior(encoders.folder, dtype))
+            self._prior = cached = ((encoders.folder, dtype), load_trained_prior(encoders.folder, dtype,
+                                                                                 comfy.model_roots(KANDINSKY_FOLDER)))
         prior = cached[1]
         comfy.load_to_device(prior.prior, encoders.text_encoder, encoders.image_encoder)
         bar = comfy.ProgressBar(steps, None if unique_id is None else str(unique_id))
@@ -185,26 +187,25 @@ class ReferenceStatsBuild:
         folder = folder.strip()
         require(bool(folder) or images is not None,
                 "give a reference image folder or connect images; both are empty.")
+        name = require_file_name(save_name, "save_name") if save_name.strip() else ""  # before any work
         source = comfy.resolve_input_folder(folder, "reference image folder") if folder else None
         comfy.load_to_device(encoders.image_encoder)
         parts = []
         if source is not None:
-            files = image_files(source.path)
+            files = image_files(source.path, comfy.folder_roots(source))
             bar = comfy.ProgressBar(1, None if unique_id is None else str(unique_id))
 
             def on_step(step):
                 comfy.throw_if_interrupted()
                 bar.update(step.step, step.total)
 
-            parts.append(embed_image_files(files, encoders.encode_images, on_step=on_step))
+            parts.append(embed_image_files(files, encoders.encode_images, on_step=on_step,
+                                           shrink_to=2 * encoders.image_size))
         if images is not None:
             with no_grad_normal_tensors():
                 parts.append(encoders.encode_images(from_image_batch(images.clone())).cpu())
         stats = build_reference_stats(torch.cat(parts), None if shrinkage == 0 else shrinkage)
-        name = save_name.strip()
         if name:
-            require(os.path.basename(name) == name and not name.startswith("."),
-                    f"save_name must be a plain file name without folders, got {name!r}.")
             base = comfy.model_folder_paths(REFERENCE_FOLDER)[0]
             save_reference_stats(stats, os.path.join(base, name + ".safetensors"),
                                  source=source.shown if source is not None else "")
@@ -226,7 +227,8 @@ class ReferenceStatsLoad:
 
     @checked_loader_function
     def load(self, file):
-        stats = load_reference_stats(comfy.resolve_model_entry(REFERENCE_FOLDER, file))
+        stats = load_reference_stats(comfy.resolve_model_entry(REFERENCE_FOLDER, file),
+                                     comfy.model_roots(REFERENCE_FOLDER))
         return (stats, len(stats))
 
 

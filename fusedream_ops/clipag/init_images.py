@@ -12,16 +12,18 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..core.autograd import no_grad_normal_tensors
 from ..core.errors import FuseDreamError, require
 from ..core.images import from_pil
 from ..core.progress import StepCallback, report
 from ..fusedream.objective import AugClipObjective
+from ..safety.contained import contained_members
+from ..safety.image_files import read_image
 from ..validation.numbers import require_number
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -130,28 +132,29 @@ class SmallImageGaussians:
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def _image_files(folder: str) -> list[str]:
-    return sorted(os.path.join(folder, n) for n in os.listdir(folder)
-                  if n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, n)))
+def _image_files(folder: str, roots: Sequence[str]) -> list[str]:
+    return contained_members(folder, roots, "reference images", extensions=IMAGE_EXTENSIONS)
 
 
 def _load_small(path: str, size: int) -> torch.Tensor:
-    try:
-        with Image.open(path) as img:
-            return square_resize(from_pil(img), size)
-    except OSError as exc:
-        raise FuseDreamError(f"reference image '{path}' could not be read: {exc}.") from None
+    return square_resize(from_pil(read_image(path, "reference image", shrink_to=size)), size)
 
 
-def load_reference_groups(folder: str, small_size: int = SMALL_SIZE) -> list[torch.Tensor]:
-    """The images of ``folder`` shrunk to ``small_size``: one group per sub-folder holding images, else one group."""
+def load_reference_groups(folder: str, small_size: int = SMALL_SIZE,
+                          roots: Sequence[str] | None = None) -> list[torch.Tensor]:
+    """The images of ``folder`` shrunk to ``small_size``: one group per sub-folder holding images, else one group.
+
+    Members and sub-folders that are symbolic links leading outside ``roots`` (default: ``folder`` itself) are
+    skipped with a logged reason.
+    """
     require(bool(folder) and os.path.isdir(folder),
             f"reference folder '{folder}' is not a folder: give a folder of images (one sub-folder per class, "
             f"or images directly inside).")
-    folders = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, n))]
+    roots = [folder] if roots is None else roots
+    folders = contained_members(folder, roots, "reference folder", folders=True)
     groups = []
     for sub in folders + [folder]:
-        files = _image_files(sub)
+        files = _image_files(sub, roots)
         if len(files) >= 2:
             groups.append(torch.cat([_load_small(f, small_size) for f in files]))
     require(bool(groups), f"reference folder '{folder}' holds no class with at least 2 images "

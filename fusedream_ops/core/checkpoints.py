@@ -90,11 +90,19 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
 
 
+MAX_JSON_BYTES = 16 * 2**20
+"""Largest config read: a model's config.json or weights index is a few kilobytes to a megabyte."""
+
+
 def read_json_object(path: str, what: str) -> dict:
-    """A JSON object from ``path``, or an error naming the file: invalid JSON, or JSON that is not an object."""
+    """A JSON object from ``path``, or an error naming the file: too large, invalid JSON, or not an object."""
     import json
 
     try:
+        size = os.path.getsize(path)
+        if size > MAX_JSON_BYTES:
+            raise FuseDreamError(f"{what} '{path}' is {size / 2**20:.0f} MiB; a config is at most "
+                                 f"{MAX_JSON_BYTES // 2**20} MiB.")
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -15,7 +16,9 @@ from torch import nn
 from ..core.autograd import no_grad_normal_tensors
 from ..core.checkpoints import WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict
 from ..core.errors import FuseDreamError, require
-from ..core.precision import cast_frozen, module_dtype
+from ..core.precision import Precision, cast_frozen, module_dtype
+from ..safety.contained import contained_file, entry_roots
+from ..safety.meta_budget import build_budget, shapes_of
 from .fast_layers import use_fused_batch_norm, use_rgb_only_output
 
 CONFIG_NAME = "config.json"
@@ -53,6 +56,15 @@ def find_biggan_files(path: str) -> BigGANFiles:
                        classes if os.path.isfile(classes) else None)
 
 
+def contained_biggan_files(files: BigGANFiles, roots: Sequence[str]) -> BigGANFiles:
+    """``files`` resolved, each refused when it is a link leading outside ``roots``."""
+    def resolve(path, what):
+        return None if path is None else contained_file(path, roots, what)
+
+    return BigGANFiles(resolve(files.weights, "BigGAN weights"), resolve(files.config, "BigGAN config"),
+                       resolve(files.classes, "BigGAN class names"))
+
+
 def infer_biggan_config(state: dict[str, torch.Tensor]) -> dict:
     """A BigGAN-deep config read off the tensor shapes of a checkpoint.
 
@@ -62,6 +74,8 @@ def infer_biggan_config(state: dict[str, torch.Tensor]) -> dict:
     try:
         z_dim, num_classes = state["embeddings.weight"].shape
         gen_z = state.get("generator.gen_z.weight_orig", state.get("generator.gen_z.weight"))
+        if gen_z is None:
+            raise KeyError("generator.gen_z.weight")
         ch = gen_z.shape[0] // (4 * 4 * 16)
         n_stats = state["generator.bn.running_means"].shape[0]
     except KeyError as exc:
@@ -75,6 +89,8 @@ def infer_biggan_config(state: dict[str, torch.Tensor]) -> dict:
             continue
         conv0 = state.get(prefix + "conv_0.weight_orig", state.get(prefix + "conv_0.weight"))
         conv3 = state.get(prefix + "conv_3.weight_orig", state.get(prefix + "conv_3.weight"))
+        if conv0 is None or conv3 is None:
+            raise FuseDreamError(f"This is not a BigGAN-deep checkpoint (no {prefix}conv_0/conv_3 weight).")
         layers.append((len(layers) % 2 == 1, conv0.shape[1] // ch, conv3.shape[0] // ch))
     ups = sum(1 for up, _, _ in layers if up)
     return {"output_dim": 4 * 2 ** ups, "z_dim": z_dim, "class_embed_dim": z_dim, "channel_width": ch,
@@ -155,23 +171,21 @@ def read_class_names(path: str | None, num_classes: int) -> list[str] | None:
     return None
 
 
-def load_biggan(path: str, precision: str = "fp32") -> BigGANGenerator:
+def load_biggan(path: str, precision: Precision = "fp32", roots: Sequence[str] = ()) -> BigGANGenerator:
     """Load a BigGAN-deep checkpoint strictly: every missing, unexpected or mis-shaped tensor is an error.
 
-    ``precision`` (see :mod:`~fusedream_ops.core.precision`) sets the weights' dtype after the strict load."""
+    ``precision`` (see :mod:`~fusedream_ops.core.precision`) sets the weights' dtype after the strict load. Every file read
+    must resolve inside ``roots`` or the entry's own folder (:func:`~fusedream_ops.safety.contained.entry_roots`)."""
     from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 
-    files = find_biggan_files(path)
+    files = contained_biggan_files(find_biggan_files(path), entry_roots(path, roots))
     state = read_state_dict(files.weights)
     if files.config is not None:
         config = BigGANConfig.from_dict(read_json_object(files.config, "BigGAN config"))
+        _require_config_fits(config, state, path, files.config)
     else:
         config = BigGANConfig.from_dict(infer_biggan_config(state))
-    blocks = len({k.split(".")[2] for k in state if k.startswith("generator.layers.")})
-    require(len(config.layers) <= blocks,
-            f"BigGAN checkpoint '{path}' does not match the architecture: the config has {len(config.layers)} blocks, "
-            f"the checkpoint {blocks} (attention included). {_resolution_hint(state, config)}")
-    shapes = _meta_biggan(config, files.config)  # compared with the checkpoint before anything is allocated
+    shapes = _meta_biggan(config, files.config, state)  # compared with the checkpoint before anything is allocated
     check_state_dict(shapes, state, f"BigGAN checkpoint '{path}'", hint=lambda: _resolution_hint(state, config))
     with no_grad_normal_tensors():
         model = BigGAN(config)
@@ -183,13 +197,44 @@ def load_biggan(path: str, precision: str = "fp32") -> BigGANGenerator:
     return generator
 
 
-def _meta_biggan(config, source: str | None):
-    """The generator ``config`` describes, built on the meta device: every shape, no memory."""
+SIZE_FIELDS = ("z_dim", "class_embed_dim", "num_classes", "channel_width", "n_stats")
+"""The config's sizes a checkpoint shows (besides the blocks): compared before anything is built."""
+
+
+def _require_config_fits(config, state: dict, path: str, source: str) -> None:
+    """The config's block list and sizes against the checkpoint's tensor shapes, each mismatch named by field."""
+    layers = config.layers
+    require(isinstance(layers, list) and all(isinstance(layer, (list, tuple)) and len(layer) == 3
+                                             and all(isinstance(v, int) for v in layer) for layer in layers),
+            f"BigGAN config '{source}': 'layers' must be a list of [up-sample, in, out] triples (true/false and two "
+            f"channel multipliers), got {str(layers)[:80]}.")
+    blocks = len({k.split(".")[2] for k in state if k.startswith("generator.layers.")})
+    require(len(layers) <= blocks,
+            f"BigGAN checkpoint '{path}' does not match the architecture: the config has {len(layers)} blocks, "
+            f"the checkpoint {blocks} (attention included). {_resolution_hint(state, config)}")
+    try:
+        found = infer_biggan_config(state)
+    except FuseDreamError:
+        return  # not a complete BigGAN-deep: the strict comparison names the missing tensors
+    wrong = [f"{field} is {getattr(config, field, None)} but the checkpoint has {found[field]}"
+             for field in SIZE_FIELDS if isinstance(getattr(config, field, None), int)
+             and not isinstance(getattr(config, field), bool) and getattr(config, field) != found[field]]
+    wrong += [f"layers[{i}] has channel multipliers {tuple(a[1:])} but the checkpoint {tuple(b[1:])}"
+              for i, (a, b) in enumerate(zip(layers, found["layers"])) if tuple(a[1:]) != tuple(b[1:])]
+    require(not wrong, f"BigGAN config '{source}' does not match the checkpoint '{path}': {'; '.join(wrong[:8])}. "
+                       f"{_resolution_hint(state, config)}")
+
+
+def _meta_biggan(config, source: str | None, state: dict):
+    """The generator ``config`` describes, built on the meta device (every shape, no memory) under a budget taken
+    from the checkpoint ``state`` (:func:`~fusedream_ops.safety.meta_budget.build_budget`)."""
     from pytorch_pretrained_biggan import BigGAN
 
     try:
-        with torch.device("meta"):
+        with build_budget(shapes_of(state), f"BigGAN config '{source}'", vars(config)), torch.device("meta"):
             return BigGAN(config)
+    except FuseDreamError:
+        raise
     except Exception as exc:  # a config.json with wrong types or impossible sizes
         raise FuseDreamError(f"BigGAN config '{source}' does not describe a BigGAN-deep: {type(exc).__name__}: "
                              f"{exc}") from None
@@ -200,9 +245,15 @@ def _resolution_hint(state: dict, config) -> str:
         found = infer_biggan_config(state)
     except FuseDreamError as exc:
         return str(exc).removeprefix("[FuseDream] ")
+    ups = sum(1 for layer in config.layers if layer[0])
+    described = f"{4 * 2 ** ups}px" if ups <= MAX_UPSAMPLINGS else f"{ups} up-sampling blocks"
     return (f"The weights are a {found['output_dim']}px BigGAN-deep with {len(found['layers'])} blocks and "
-            f"channel width {found['channel_width']}; the config describes {biggan_resolution(config)}px with "
+            f"channel width {found['channel_width']}; the config describes {described} with "
             f"{len(config.layers)} blocks and width {config.channel_width}.")
+
+
+MAX_UPSAMPLINGS = 12
+"""Up-sampling blocks beyond which a resolution (4·2^n px) is not worth printing: 16384 px."""
 
 
 def save_biggan(model, folder: str, class_names: list[str] | None = None) -> str:

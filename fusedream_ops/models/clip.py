@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,11 @@ from ..core.autograd import no_grad_normal_tensors
 from ..core.checkpoints import (atomic_write, atomic_write_text, check_state_dict, read_json_object, read_state_dict,
                                 require_checkpoint_file)
 from ..core.errors import FuseDreamError, require
-from ..core.precision import cast_frozen
+from ..core.precision import Precision, cast_frozen
+from ..safety.config_sizes import SizeCheck, require_sizes_match
+from ..safety.contained import contained_file, entry_roots
+from ..safety.meta_budget import build_budget, shapes_of
+from ..validation.prompts import require_prompt
 from .fast_layers import use_fast_transformer, use_patch_matmul
 
 log = logging.getLogger("FuseDream")
@@ -59,7 +64,10 @@ class ClipScorer:
         return next(self.model.parameters()).dtype
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        """L2-normalised text features ``[T, D]`` (ordinary tensors, usable with autograd later)."""
+        """L2-normalised text features ``[T, D]`` (ordinary tensors, usable with autograd later); each text bounded
+        by :func:`~fusedream_ops.validation.prompts.require_prompt` before the tokenizer sees it."""
+        for i, text in enumerate(texts, start=1):
+            require_prompt(text, f"prompt {i}")
         with no_grad_normal_tensors():
             tokens = self.tokenizer(texts).to(self.device)
             return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
@@ -123,15 +131,16 @@ def _require_offline(source: str, model_cfg: dict) -> None:
             f"timm_model_pretrained, which downloads weights; the pack loads only local weights.")
 
 
-def read_sidecar(checkpoint: str) -> dict | None:
+def read_sidecar(checkpoint: str, roots: Sequence[str] = ()) -> dict | None:
     """The open_clip config beside a checkpoint (``model_cfg`` of an open_clip_config.json, or a bare config).
 
-    Only the keys open_clip's config classes define are accepted, and towers from the model hub are refused.
+    Only the keys open_clip's config classes define are accepted, and towers from the model hub are refused. The
+    sidecar must resolve inside ``roots`` or the checkpoint's own folder.
     """
     path = os.path.splitext(checkpoint)[0] + ".json"
     if not os.path.isfile(path):
         return None
-    data = read_json_object(path, "CLIP sidecar")
+    data = read_json_object(contained_file(path, entry_roots(checkpoint, roots), "CLIP sidecar"), "CLIP sidecar")
     sidecar = data if "model_cfg" in data else {"model_cfg": data}
     known = _known_keys()
     _require_known(path, "", sidecar, known[""])
@@ -142,6 +151,19 @@ def read_sidecar(checkpoint: str) -> dict | None:
     _require_known(path, "preprocess_cfg", sidecar.get("preprocess_cfg", {}), known["preprocess_cfg"])
     _require_offline(f"the CLIP sidecar '{path}'", sidecar["model_cfg"])
     return sidecar
+
+
+def sidecar_size_checks(model_cfg: dict) -> list[SizeCheck]:
+    """Where an open_clip checkpoint shows each size of a ViT/text-transformer config (the ones that make it big)."""
+    vision, text = model_cfg.get("vision_cfg", {}), model_cfg.get("text_cfg", {})
+    return [SizeCheck("embed_dim", model_cfg.get("embed_dim"), "text_projection", 1),
+            SizeCheck("vision_cfg.layers", vision.get("layers"), "visual.transformer.resblocks."),
+            SizeCheck("vision_cfg.width", vision.get("width"), "visual.conv1.weight", 0),
+            SizeCheck("vision_cfg.patch_size", vision.get("patch_size"), "visual.conv1.weight", -1),
+            SizeCheck("text_cfg.layers", text.get("layers"), "transformer.resblocks."),
+            SizeCheck("text_cfg.width", text.get("width"), "token_embedding.weight", 1),
+            SizeCheck("text_cfg.vocab_size", text.get("vocab_size"), "token_embedding.weight", 0),
+            SizeCheck("text_cfg.context_length", text.get("context_length"), "positional_embedding", 0)]
 
 
 def _count_blocks(state: dict, prefix: str) -> int:
@@ -202,6 +224,8 @@ def build_clip(arch: str, model_cfg: dict | None = None, meta: bool = False):
         custom = cfg.pop("custom_text", False)
         try:
             return (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
+        except FuseDreamError:
+            raise
         except Exception as exc:  # values open_clip cannot build from (wrong types, impossible sizes)
             raise FuseDreamError(f"the CLIP config '{arch}' does not describe a buildable model: "
                                  f"{type(exc).__name__}: {exc}") from None
@@ -216,15 +240,16 @@ def _tokenizer(arch: str, model_cfg: dict | None):
     return open_clip.tokenizer.SimpleTokenizer(context_length=context)
 
 
-def load_clip(arch: str, checkpoint: str, precision: str = "fp32") -> ClipScorer:
+def load_clip(arch: str, checkpoint: str, precision: Precision = "fp32", roots: Sequence[str] = ()) -> ClipScorer:
     """Load an open_clip checkpoint strictly into ``arch`` (or the architecture ``auto`` finds), its weights then
     cast to ``precision`` (see :mod:`~fusedream_ops.core.precision`).
 
-    Every mismatch is an error that also names the architectures whose shapes do fit the checkpoint.
+    Every mismatch is an error that also names the architectures whose shapes do fit the checkpoint. The checkpoint
+    and its sidecar must resolve inside ``roots`` or the checkpoint's own folder.
     """
     require_checkpoint_file(checkpoint, "CLIP checkpoint")
-    state = read_state_dict(checkpoint)
-    sidecar = read_sidecar(checkpoint)
+    state = read_state_dict(contained_file(checkpoint, entry_roots(checkpoint, roots), "CLIP checkpoint"))
+    sidecar = read_sidecar(checkpoint, roots)
     model_cfg, preprocess = None, {}
     if arch == AUTO:
         if sidecar is not None:
@@ -241,7 +266,13 @@ def load_clip(arch: str, checkpoint: str, precision: str = "fp32") -> ClipScorer
                          checkpoint, ", ".join(matches), name)
     else:
         name = arch
-    shapes = build_clip(name, model_cfg, meta=True)  # checked against the checkpoint before anything is allocated
+    if model_cfg is not None:
+        source = f"the CLIP sidecar '{os.path.splitext(checkpoint)[0]}.json'"
+        require_sizes_match(source, shapes_of(state), sidecar_size_checks(model_cfg))
+        with build_budget(shapes_of(state), source, model_cfg):
+            shapes = build_clip(name, model_cfg, meta=True)
+    else:
+        shapes = build_clip(name, model_cfg, meta=True)  # checked against the checkpoint before anything is allocated
     if "logit_bias" not in state and "logit_bias" in shapes.state_dict():
         state["logit_bias"] = torch.zeros(shapes.state_dict()["logit_bias"].shape)
 

@@ -14,7 +14,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,11 @@ from ..core.autograd import no_grad_normal_tensors
 from ..core.checkpoints import (WHERE_TO_GET, check_state_dict, read_json_object, read_state_dict,
                                 require_checkpoint_file)
 from ..core.errors import FuseDreamError, require
+from ..safety.config_sizes import SizeCheck, require_sizes_match
+from ..safety.contained import contained_file, entry_roots, require_tree_contained
+from ..safety.meta_budget import build_budget, shapes_of
+from ..safety.scheduler_config import require_scheduler_config
+from ..validation.prompts import require_prompt
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "diffusion_pytorch_model.safetensors",
                 "diffusion_pytorch_model.bin", "model.fp16.safetensors", "diffusion_pytorch_model.fp16.safetensors",
@@ -127,20 +132,52 @@ def _mapped_pickle(file: str) -> dict:
     return read_state_dict(file)
 
 
-def _meta_model(cls, path: str):
-    """``cls`` built from ``path/config.json`` on the meta device: every shape, no memory."""
+def clip_tower_size_checks(config) -> list[SizeCheck]:
+    """Where a transformers CLIP vision or text tower's checkpoint shows each size of its config."""
+    vision = hasattr(config, "patch_size")
+    root = "vision_model" if vision else "text_model"
+    checks = [SizeCheck("num_hidden_layers", config.num_hidden_layers, f"{root}.encoder.layers."),
+              SizeCheck("hidden_size", config.hidden_size, f"{root}.embeddings.position_embedding.weight", 1),
+              SizeCheck("intermediate_size", config.intermediate_size, f"{root}.encoder.layers.0.mlp.fc1.weight", 0),
+              SizeCheck("projection_dim", config.projection_dim,
+                        "visual_projection.weight" if vision else "text_projection.weight", 0)]
+    if vision:
+        size, patch = config.image_size, config.patch_size
+        positions = (size // patch) ** 2 + 1 if all(isinstance(v, int) and v > 0 for v in (size, patch)) else None
+        checks += [SizeCheck("patch_size", patch, f"{root}.embeddings.patch_embedding.weight", -1),
+                   SizeCheck("image_size (as (image_size/patch_size)²+1 positions)", positions,
+                             f"{root}.embeddings.position_embedding.weight", 0)]
+    else:
+        checks += [SizeCheck("vocab_size", config.vocab_size, f"{root}.embeddings.token_embedding.weight", 0),
+                   SizeCheck("max_position_embeddings", config.max_position_embeddings,
+                             f"{root}.embeddings.position_embedding.weight", 0)]
+    return checks
+
+
+def _meta_model(cls, path: str, shapes: dict[str, tuple[int, ...]]):
+    """``cls`` built from ``path/config.json`` on the meta device (every shape, no memory): its sizes are compared
+    with the weights' ``shapes`` first where the checkpoint shows them (CLIP towers), and the build runs under a
+    budget taken from them (:func:`~fusedream_ops.safety.meta_budget.build_budget`)."""
     import transformers
 
+    source = f"'{path}/config.json'"
     config = read_json_object(os.path.join(path, "config.json"), "config")
     try:
-        with torch.device("meta"), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if issubclass(cls, transformers.PreTrainedModel):  # from_pretrained picks a sub-config (vision_config …)
-                return cls(cls.config_class.from_pretrained(path, local_files_only=True))
-            return cls.from_config(config)
+                config = cls.config_class.from_pretrained(path, local_files_only=True)
+                if issubclass(cls, (transformers.CLIPVisionModelWithProjection,
+                                    transformers.CLIPTextModelWithProjection)):
+                    require_sizes_match(source, shapes, clip_tower_size_checks(config))
+                with build_budget(shapes, source, config), torch.device("meta"):
+                    return cls(config)
+            with build_budget(shapes, source, config), torch.device("meta"):
+                return cls.from_config(config)
+    except FuseDreamError:
+        raise
     except Exception as exc:  # a config the class cannot build from: wrong types, unknown block names …
-        raise FuseDreamError(f"'{path}/config.json' does not describe a {cls.__name__}: {type(exc).__name__}: "
-                             f"{exc}") from None
+        raise FuseDreamError(f"{source} does not describe a {cls.__name__}: {type(exc).__name__}: {exc}") from None
 
 
 def _require_config_fits_weights(cls, path: str) -> None:
@@ -150,7 +187,7 @@ def _require_config_fits_weights(cls, path: str) -> None:
     if not files:
         return
     found = _checkpoint_shapes(files)
-    expected = {k: tuple(v.shape) for k, v in _meta_model(cls, path).state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in _meta_model(cls, path, found).state_dict().items()}
     wrong = [f"{k} {found[k]} vs {expected[k]}" for k in sorted(expected.keys() & found.keys())
              if found[k] != expected[k]]
     require(not wrong, f"Checkpoint in '{path}' does not match its config.json: {len(wrong)} tensors with another "
@@ -217,8 +254,10 @@ class KandinskyEncoders:
         return int(self.image_encoder.config.image_size)
 
     def encode_text(self, prompts: list[str]) -> TextEmbedding:
-        """Tokenize (padded to 77) and encode exactly as KandinskyV22PriorPipeline._encode_prompt does."""
-        require(all(isinstance(p, str) for p in prompts), "prompt must be text.")
+        """Tokenize (padded to 77) and encode exactly as KandinskyV22PriorPipeline._encode_prompt does; each prompt
+        bounded by :func:`~fusedream_ops.validation.prompts.require_prompt` before the tokenizer sees it."""
+        for i, prompt in enumerate(prompts, start=1):
+            require_prompt(prompt, f"prompt {i}")
         device = next(self.text_encoder.parameters()).device
         tokens = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
                                 truncation=True, return_tensors="pt")
@@ -273,13 +312,15 @@ def _image_processor_stats(folder: str):
     return tuple(cfg.get("image_mean", OPENAI_CLIP_MEAN)), tuple(cfg.get("image_std", OPENAI_CLIP_STD))
 
 
-def load_encoders(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyEncoders:
-    """``image_encoder/`` + ``text_encoder/`` + ``tokenizer/`` of a Kandinsky 2.2 prior folder."""
+def load_encoders(folder: str, dtype: torch.dtype = torch.float32, roots: Sequence[str] = ()) -> KandinskyEncoders:
+    """``image_encoder/`` + ``text_encoder/`` + ``tokenizer/`` of a Kandinsky 2.2 prior folder, every file of which
+    must resolve inside ``roots`` or the folder's own place (:func:`~fusedream_ops.safety.contained.entry_roots`)."""
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
     image_path = _component(folder, "image_encoder", "CLIPVisionModelWithProjection", ("config.json",))
     text_path = _component(folder, "text_encoder", "CLIPTextModelWithProjection", ("config.json",))
     tok_path = _component(folder, "tokenizer", "CLIP tokenizer", ("vocab.json", "merges.txt"))
+    require_tree_contained(folder, entry_roots(folder, roots), "Kandinsky prior folder")
     dtype_kw = _transformers_dtype_kw()
     image_encoder = _load_pretrained(CLIPVisionModelWithProjection, image_path, dtype, dtype_kw)
     text_encoder = _load_pretrained(CLIPTextModelWithProjection, text_path, dtype, dtype_kw)
@@ -301,9 +342,11 @@ VISION_HEADS = {768: 12, 1024: 16, 1280: 16, 1664: 16}
 TEXT_HEADS = {512: 8, 768: 12, 1024: 16, 1280: 20}
 
 
-def _sidecar_config(path: str):
+def _sidecar_config(path: str, roots: Sequence[str]):
     sidecar = os.path.splitext(path)[0] + ".json"
-    return read_json_object(sidecar, "config") if os.path.isfile(sidecar) else None
+    if not os.path.isfile(sidecar):
+        return None
+    return read_json_object(contained_file(sidecar, roots, "config"), "config")
 
 
 def _layer_count(state: dict, prefix: str) -> int:
@@ -338,11 +381,15 @@ def _infer_config(state: dict, path: str, kind: str) -> dict:
     return config
 
 
-def _load_single_file(cls, config_cls, path: str, kind: str, dtype: torch.dtype):
-    state = read_state_dict(path)
+def _load_single_file(cls, config_cls, path: str, kind: str, dtype: torch.dtype, roots: Sequence[str]):
+    roots = entry_roots(path, roots)
+    state = read_state_dict(contained_file(path, roots, f"CLIP {kind} tower"))
+    sizes = shapes_of(state)
     try:
-        config = config_cls(**(_sidecar_config(path) or _infer_config(state, path, kind)))
-        with torch.device("meta"):
+        config = config_cls(**(_sidecar_config(path, roots) or _infer_config(state, path, kind)))
+        source = f"the config of '{path}'"
+        require_sizes_match(source, sizes, clip_tower_size_checks(config))
+        with build_budget(sizes, source, config), torch.device("meta"):
             shapes = cls(config)  # compared with the file before the model is allocated
     except FuseDreamError:
         raise
@@ -357,19 +404,21 @@ def _load_single_file(cls, config_cls, path: str, kind: str, dtype: torch.dtype)
     return model.to(dtype).eval().requires_grad_(False)
 
 
-def load_encoders_from_files(image_encoder_path: str, text_encoder_path: str,
-                             dtype: torch.dtype = torch.float32) -> KandinskyEncoders:
+def load_encoders_from_files(image_encoder_path: str, text_encoder_path: str, dtype: torch.dtype = torch.float32,
+                             roots: Sequence[str] = ()) -> KandinskyEncoders:
     """The prior's towers from single files in the Hugging Face key layout, e.g. ComfyUI's ``clip_vision_g.safetensors``
     and SDXL's ``clip_g.safetensors`` (the same OpenCLIP ViT-bigG/14 the Kandinsky 2.2 prior uses); the tokenizer is
-    open_clip's bundled one. The trained prior is not available this way."""
+    open_clip's bundled one. The trained prior is not available this way. Each file and its sidecar ``.json`` must
+    resolve inside ``roots`` or the file's own folder."""
     from transformers import (CLIPTextConfig, CLIPTextModelWithProjection, CLIPVisionConfig,
                               CLIPVisionModelWithProjection)
 
     from .clip_tokenizer import bundled_clip_tokenizer
 
     image_encoder = _load_single_file(CLIPVisionModelWithProjection, CLIPVisionConfig, image_encoder_path,
-                                      "vision", dtype)
-    text_encoder = _load_single_file(CLIPTextModelWithProjection, CLIPTextConfig, text_encoder_path, "text", dtype)
+                                      "vision", dtype, roots)
+    text_encoder = _load_single_file(CLIPTextModelWithProjection, CLIPTextConfig, text_encoder_path, "text", dtype,
+                                     roots)
     require(image_encoder.config.projection_dim == text_encoder.config.projection_dim,
             f"the image encoder projects to {image_encoder.config.projection_dim} dimensions but the text encoder to "
             f"{text_encoder.config.projection_dim}; both must come from the same CLIP model (ViT-bigG/14: 1280).")
@@ -383,16 +432,24 @@ class TrainedPrior:
     scheduler_config: dict
 
 
-def load_trained_prior(folder: str, dtype: torch.dtype = torch.float32) -> TrainedPrior:
-    """``prior/`` (PriorTransformer) + ``scheduler/`` (UnCLIPScheduler) of a Kandinsky 2.2 prior folder."""
+def load_trained_prior(folder: str, dtype: torch.dtype = torch.float32, roots: Sequence[str] = ()) -> TrainedPrior:
+    """``prior/`` (PriorTransformer) + ``scheduler/`` (UnCLIPScheduler) of a Kandinsky 2.2 prior folder (every file
+    inside ``roots`` or the folder's own place)."""
     from diffusers import PriorTransformer
 
     require(bool(folder), "the encoders were loaded from single files; the trained prior needs a prior folder with "
                           "prior/ and scheduler/ (load the encoders with the Prior Encoders Loader).")
     prior_path = _component(folder, "prior", "PriorTransformer, the trained diffusion prior", ("config.json",))
     sched_path = _component(folder, "scheduler", "the prior's UnCLIPScheduler", ("scheduler_config.json",))
-    prior = _load_pretrained(PriorTransformer, prior_path, dtype, "torch_dtype")
-    return TrainedPrior(prior, read_json_object(os.path.join(sched_path, "scheduler_config.json"), "scheduler config"))
+    require_tree_contained(folder, entry_roots(folder, roots), "Kandinsky prior folder")
+    scheduler_config = _scheduler_config(sched_path)
+    return TrainedPrior(_load_pretrained(PriorTransformer, prior_path, dtype, "torch_dtype"), scheduler_config)
+
+
+def _scheduler_config(sched_path: str) -> dict:
+    """``scheduler_config.json`` checked before any scheduler (or model) is built."""
+    config_path = os.path.join(sched_path, "scheduler_config.json")
+    return require_scheduler_config(read_json_object(config_path, "scheduler config"), f"'{config_path}'")
 
 
 # ---------------------------------------------------------------- the decoder
@@ -424,18 +481,21 @@ class KandinskyDecoder:
         return getattr(diffusers, name).from_config(self.scheduler_config)
 
 
-def load_decoder(folder: str, dtype: torch.dtype = torch.float32) -> KandinskyDecoder:
+def load_decoder(folder: str, dtype: torch.dtype = torch.float32, roots: Sequence[str] = ()) -> KandinskyDecoder:
+    """``unet/`` + ``movq/`` + ``scheduler/`` of a Kandinsky 2.2 decoder folder (every file inside ``roots`` or the
+    folder's own place)."""
     from diffusers import UNet2DConditionModel, VQModel
 
     unet_path = _component(folder, "unet", "UNet2DConditionModel", ("config.json",))
     movq_path = _component(folder, "movq", "VQModel (MoVQ)", ("config.json",))
     sched_path = _component(folder, "scheduler", "the decoder's DDPMScheduler", ("scheduler_config.json",))
+    require_tree_contained(folder, entry_roots(folder, roots), "Kandinsky decoder folder")
+    scheduler_config = _scheduler_config(sched_path)
     unet = _load_pretrained(UNet2DConditionModel, unet_path, dtype, "torch_dtype")
     require(unet.config.addition_embed_type == "image" and unet.config.encoder_hid_dim is not None,
             f"'{unet_path}' is not a Kandinsky 2.2 decoder UNet (it is not conditioned on image embeddings: "
             f"addition_embed_type={unet.config.addition_embed_type!r}).")
     movq = _load_pretrained(VQModel, movq_path, dtype, "torch_dtype")
-    scheduler_config = read_json_object(os.path.join(sched_path, "scheduler_config.json"), "scheduler config")
     decoder = KandinskyDecoder(unet, movq, scheduler_config, folder)
     decoder.make_scheduler()
     return decoder

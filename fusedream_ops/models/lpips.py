@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -16,7 +17,8 @@ from torch import nn
 from ..core.autograd import no_grad_normal_tensors
 from ..core.checkpoints import check_state_dict, read_state_dict
 from ..core.errors import FuseDreamError, require
-from ..core.precision import cast_frozen, module_dtype
+from ..core.precision import Precision, cast_frozen, module_dtype
+from ..safety.contained import contained_file
 
 BACKBONE_FILES = {
     "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
@@ -32,16 +34,16 @@ def torch_hub_checkpoints() -> str:
     return os.path.join(torch.hub.get_dir(), "checkpoints")
 
 
-def find_backbone(net: str, folders: list[str]) -> str:
+def find_backbone(net: str, folders: list[str], roots: Sequence[str] = ()) -> str:
     """The torchvision checkpoint of ``net`` in ``folders`` then the torch hub cache, or an error saying where
-    to put which file."""
+    to put which file. A file found must resolve inside the folder it was found in (or ``roots``)."""
     require(net in NETS, f"LPIPS network must be one of {', '.join(NETS)}, got '{net}'.")
     name, url = BACKBONE_FILES[net]
     searched = list(folders) + [torch_hub_checkpoints()]
     for folder in searched:
         path = os.path.join(folder, name)
         if os.path.isfile(path):
-            return path
+            return contained_file(path, [folder, *roots], f"LPIPS ({net}) backbone")
     raise FuseDreamError(f"LPIPS ({net}) needs torchvision's ImageNet weights '{name}' (download: {url}). Put the "
                          f"file in one of: {', '.join(searched)}.")
 
@@ -81,7 +83,7 @@ def _trunk_state(trunk: nn.Module, state: dict[str, torch.Tensor], source: str) 
 
 
 def load_lpips(net: str = "alex", backbone: str | None = None, random_backbone: bool = False,
-               precision: str = "fp32") -> PerceptualDistance:
+               precision: Precision = "fp32") -> PerceptualDistance:
     """LPIPS v0.1 with ``net`` ∈ {alex, vgg}: trunk from the torchvision file ``backbone``, heads from ``lpips``,
     weights then cast to ``precision`` (see :mod:`~fusedream_ops.core.precision`).
 

@@ -68,6 +68,9 @@ def decode_image_embeds(decoder: KandinskyDecoder, image_embeds: torch.Tensor, n
         embeds = torch.cat([negative, positive]) if cfg else positive
 
         scheduler = decoder.make_scheduler()
+        trained = int(scheduler.config.num_train_timesteps)
+        require(steps <= trained, f"steps ({steps}) cannot exceed the {trained} timesteps the decoder's scheduler was "
+                                  f"trained with ('{decoder.folder}/scheduler').")
         scheduler.set_timesteps(steps, device=device)
         generator = torch.Generator().manual_seed(int(seed))
         shape = (positive.shape[0], channels, height // scale, width // scale)

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..core.errors import FuseDreamError, require
 from ..core.progress import StepCallback, report
+from ..safety.contained import contained_members
 
 FORMAT = "fusedream-ovi-reference-stats/1"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -115,10 +116,14 @@ def save_reference_stats(stats: ReferenceStats, path: str, source: str = "") -> 
     return path
 
 
-def load_reference_stats(path: str) -> ReferenceStats:
+def load_reference_stats(path: str, roots: Sequence[str] = ()) -> ReferenceStats:
+    """Statistics saved by :func:`save_reference_stats`, from a file resolving inside ``roots`` or its own folder."""
     from safetensors import safe_open
 
+    from ..safety.contained import contained_file, entry_roots
+
     require(os.path.isfile(path), f"reference statistics file '{path}' does not exist.")
+    path = contained_file(path, entry_roots(path, roots), "reference statistics file")
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
@@ -150,31 +155,29 @@ def load_reference_stats(path: str) -> ReferenceStats:
     return ReferenceStats(mean, cov, bank, shrinkage)
 
 
-def image_files(folder: str) -> list[str]:
-    """The image files directly in ``folder`` (sorted), or a clear error if there are none."""
+def image_files(folder: str, roots: Optional[Sequence[str]] = None) -> list[str]:
+    """The image files directly in ``folder`` (sorted), or a clear error if there are none. Members that are
+    symbolic links leading outside ``roots`` (default: ``folder`` itself) are skipped with a logged reason."""
     require(bool(folder) and os.path.isdir(folder), f"reference image folder '{folder}' does not exist.")
-    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    files = contained_members(folder, [folder] if roots is None else roots, "reference image folder",
+                              extensions=IMAGE_EXTENSIONS)
     require(len(files) > 0, f"reference image folder '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
     return files
 
 
 def embed_image_files(paths: list[str], encode: Callable[[list[torch.Tensor]], torch.Tensor], batch_size: int = 16,
-                      on_step: Optional[StepCallback] = None) -> torch.Tensor:
-    """Encode image files ``batch_size`` at a time (never all in memory); ``on_step`` once per batch."""
-    from PIL import Image, UnidentifiedImageError
-
+                      on_step: Optional[StepCallback] = None, shrink_to: Optional[int] = None) -> torch.Tensor:
+    """Encode image files ``batch_size`` at a time (never all in memory); ``on_step`` once per batch. ``shrink_to``:
+    the shorter side worth keeping (twice the encoder's input side), so a large photo is shrunk by a whole factor
+    before it becomes a float tensor (see :func:`~fusedream_ops.safety.image_files.read_image`)."""
     from ..core.images import from_pil
+    from ..safety.image_files import read_image
 
     outs = []
     total = (len(paths) + batch_size - 1) // batch_size
     for i, start in enumerate(range(0, len(paths), batch_size)):
-        batch = []
-        for path in paths[start:start + batch_size]:
-            try:
-                with Image.open(path) as img:
-                    batch.append(from_pil(img))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise FuseDreamError(f"reference image '{path}' could not be read: {exc}") from exc
+        batch = [from_pil(read_image(path, "reference image", shrink_to=shrink_to))
+                 for path in paths[start:start + batch_size]]
         outs.append(encode(batch).cpu())
         report(on_step, i + 1, total)
     return torch.cat(outs)

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 
 from ..core.errors import FuseDreamError, require
+from ..validation.names import first_control_character, quoted
 
 
 def within(path: str, root: str) -> bool:
@@ -22,8 +23,9 @@ def within(path: str, root: str) -> bool:
 
 def _plain_relative(name: str, what: str) -> str:
     """``name`` normalised, refused when absolute or climbing out with ``..``."""
-    require(isinstance(name, str) and name.strip() != "" and "\x00" not in name,
-            f"{what} must be a file or folder name, got {name!r}.")
+    require(isinstance(name, str) and name.strip() != "", f"{what} must be a file or folder name, got {name!r}.")
+    require(first_control_character(name) is None, f"{what} {quoted(name)} holds control characters; a model name "
+                                                    f"may hold none.")
     norm = os.path.normpath(name.strip())
     climbs = norm == ".." or norm.startswith(".." + os.sep) or (os.altsep and norm.startswith(".." + os.altsep))
     if os.path.isabs(name.strip()) or os.path.splitdrive(norm)[0] or climbs or norm == ".":
@@ -64,12 +66,17 @@ class AllowedFolder:
     """The resolved folder to read."""
     shown: str
     """``<root label>/<path relative to the root>``: what messages and saved files keep, never an absolute path."""
+    root: str
+    """The resolved root it lies in: every file read below it must resolve inside it too
+    (:mod:`~fusedream_ops.safety.contained`)."""
 
 
 def resolve_folder(value: str, roots: list[Root], what: str) -> AllowedFolder:
     """The folder ``value`` names: relative to a root (first match), or absolute inside one of ``roots``."""
     value = value.strip() if isinstance(value, str) else ""
-    require(value != "" and "\x00" not in value, f"{what} must name a folder, got {value!r}.")
+    require(value != "", f"{what} must name a folder, got {quoted(value)}.")
+    require(first_control_character(value) is None, f"{what} {quoted(value)} holds control characters; a folder "
+                                                     f"name may hold none.")
     candidates = [value] if os.path.isabs(value) else [os.path.join(r.path, value) for r in roots]
     for candidate in candidates:
         real = os.path.realpath(candidate)
@@ -77,8 +84,9 @@ def resolve_folder(value: str, roots: list[Root], what: str) -> AllowedFolder:
         if root is None:
             continue  # outside every root: never looked at
         if os.path.isdir(real):
-            rel = os.path.relpath(real, os.path.realpath(root.path))
-            return AllowedFolder(real, root.label if rel == "." else f"{root.label}/{rel}")
+            root_path = os.path.realpath(root.path)
+            rel = os.path.relpath(real, root_path)
+            return AllowedFolder(real, root.label if rel == "." else f"{root.label}/{rel}", root_path)
     shown = ", ".join(dict.fromkeys(r.label for r in roots))  # labels only: the server's layout stays private
     raise FuseDreamError(f"{what} '{value}' is not a folder inside the allowed roots ({shown}). Put the images in "
                          f"ComfyUI's input folder (e.g. input/my_images) and give 'my_images'; the server's owner can "

@@ -173,7 +173,7 @@ def ranking_card(tw, caption: str, seed: int = 0, count: int = 64):
     labelled with its rank and score, the caption underneath."""
     from PIL import Image, ImageDraw
 
-    from ..ranking import rank_images
+    from ..fusedream.ranking import rank_images
 
     objective = AugClipObjective(tw.scorer, [(caption, 1.0)], AugmentPolicy(), copies=16)
     images = tw.generator.decode(sample_latents(tw.generator, count, seed)).detach().clamp(0, 1)

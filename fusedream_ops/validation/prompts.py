@@ -11,6 +11,12 @@ followed by words is part of the text (``poster: a blue dog``). Refused with an 
 
 CLIP reads at most 77 tokens per prompt (start and end included); longer lines are cut by the tokenizer, which
 :func:`truncation_warnings` reports (the run goes on with the cut prompt).
+
+Every prompt is bounded before it reaches a tokenizer (:func:`require_prompt`): CLIP's byte-pair encoding takes time
+growing with the square of a word's length (a 64 KB one-word prompt took 52 s), and 77 tokens are a few hundred
+characters, so a prompt is at most ``MAX_PROMPT_CHARS`` characters and a prompt field at most ``MAX_PROMPT_LINES``
+lines. Every encoder of the pack (open_clip scorers, the Kandinsky text tower) calls it, so no path skips it; errors
+quote only a short prefix.
 """
 from __future__ import annotations
 
@@ -18,6 +24,13 @@ import math
 import re
 
 from ..core.errors import FuseDreamError, require
+from .names import quoted, require_text
+
+MAX_PROMPT_CHARS = 2_000
+"""One prompt (one line): 77 CLIP tokens are rarely more than 400 characters."""
+MAX_PROMPT_LINES = 256
+MAX_PROMPT_FIELD_CHARS = 16_384
+"""A whole prompt field, checked before it is split into lines."""
 
 WEIGHT_LIMIT = 100.0
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
@@ -30,6 +43,11 @@ SYNTAX = ("One prompt per line, optionally ending in ':weight' (a number from -1
 """The rule in one sentence, for tooltips."""
 
 
+def require_prompt(text, name: str = "prompt") -> str:
+    """``text`` if it is one prompt a tokenizer may read: text of at most ``MAX_PROMPT_CHARS`` characters."""
+    return require_text(text, name, multiline=True, max_chars=MAX_PROMPT_CHARS)
+
+
 def _split(line: str) -> tuple[str, float]:
     colon = line.rfind(":")
     if colon < 0:
@@ -37,28 +55,32 @@ def _split(line: str) -> tuple[str, float]:
     head, tail = line[:colon], line[colon + 1:].strip()
     if not _NUMBER.fullmatch(tail):
         if _NUMBER_LIKE.fullmatch(tail):
-            raise FuseDreamError(f"prompt line '{line}': the weight '{tail}' is not a finite number; write a number "
-                                 f"from {-WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g} like 'dog:1.5' (decimal point, not "
-                                 f"comma).")
+            raise FuseDreamError(f"prompt line {quoted(line)}: the weight {quoted(tail)} is not a finite number; "
+                                 f"write a number from {-WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g} like 'dog:1.5' (decimal "
+                                 f"point, not comma).")
         return line, 1.0
     weight = float(tail)
     if not (math.isfinite(weight) and abs(weight) <= WEIGHT_LIMIT):
-        raise FuseDreamError(f"prompt line '{line}': the weight {tail} is out of range; a weight is a number from "
-                             f"{-WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g}.")
+        raise FuseDreamError(f"prompt line {quoted(line)}: the weight {tail} is out of range; a weight is a number "
+                             f"from {-WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g}.")
     if head[-1:].isdigit():
         text = head.rstrip()
-        raise FuseDreamError(f"prompt line '{line}' is ambiguous: ':{tail}' follows a digit, so it may be text (like "
-                             f"'10:30') or a weight. Put a space before the weight's colon: '{text} :{tail}' weights "
-                             f"'{text}' by {tail}, '{line} :1' keeps '{line}' as the text.")
+        raise FuseDreamError(f"prompt line {quoted(line)} is ambiguous: ':{tail}' follows a digit, so it may be text "
+                             f"(like '10:30') or a weight. Put a space before the weight's colon: "
+                             f"{quoted(f'{text} :{tail}')} weights {quoted(text)} by {tail}, {quoted(f'{line} :1')} "
+                             f"keeps {quoted(line)} as the text.")
     text = head.strip()
-    require(bool(text), f"prompt line '{line}' has a weight but no text.")
+    require(bool(text), f"prompt line {quoted(line)} has a weight but no text.")
     return text, weight
 
 
 def parse_prompts(text: str) -> list[tuple[str, float]]:
     """``[(prompt, weight), ...]`` from one prompt per line with optional ``:weight`` (see the module docstring)."""
-    require(isinstance(text, str), f"prompt must be text, got {type(text).__name__}.")
-    prompts = [_split(line.strip()) for line in text.splitlines() if line.strip()]
+    require_text(text, "prompt", multiline=True, max_chars=MAX_PROMPT_FIELD_CHARS)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    require(len(lines) <= MAX_PROMPT_LINES, f"prompt has {len(lines)} lines; at most {MAX_PROMPT_LINES} prompts (one "
+                                            f"per line) are accepted.")
+    prompts = [_split(require_prompt(line, f"prompt line {i}")) for i, line in enumerate(lines, start=1)]
     require(bool(prompts), "prompt is empty: type at least one line of text, e.g. 'a photo of a blue dog'.")
     require(any(w != 0 for _, w in prompts), "prompt weights are all 0: give at least one prompt a non-zero weight.")
     return prompts
@@ -83,7 +105,7 @@ def truncation_warnings(texts: list[str], tokenizer) -> list[str]:
     """One message per prompt longer than the tokenizer's limit (CLIP then reads only its beginning)."""
     messages = []
     for i, text in enumerate(texts, start=1):
-        counted = token_count(tokenizer, text)
+        counted = token_count(tokenizer, require_prompt(text, f"prompt {i}"))
         if counted is not None and counted[0] > counted[1]:
             n, limit = counted
             short = text if len(text) <= 60 else text[:57] + "..."

@@ -54,7 +54,8 @@ def test_a_sidecar_for_another_size_fails_clearly(tmp_path):
     wider = json.loads(json.dumps(TINY_CLIP_CONFIG))
     wider["vision_cfg"]["width"] = 128
     (tmp_path / "tiny.json").write_text(json.dumps({"model_cfg": wider}))
-    with pytest.raises(FuseDreamError, match=r"visual\.conv1\.weight \(64, 3, 8, 8\) vs \(128, 3, 8, 8\)"):
+    with pytest.raises(FuseDreamError, match=r"tiny\.json' does not match its checkpoint: vision_cfg\.width is 128 but "
+                                             r"the checkpoint has 64 \(visual\.conv1\.weight \(64, 3, 8, 8\)\)"):
         load_clip("auto", path)
 
 

@@ -262,7 +262,6 @@ from fusedream_ops.models.biggan import load_biggan
 from fusedream_ops.models.clip import load_clip
 from fusedream_ops.models.kandinsky import load_decoder, load_encoders_from_files
 from fusedream_ops.core.errors import FuseDreamError
-from testkit import ROOT
 
 
 def status(field):

@@ -7,7 +7,7 @@ import torch
 
 from fusedream_pack.fusedream_ops.clipag.init_images import SmallImageGaussians
 from fusedream_pack.fusedream_ops.fixtures import biggan_clip, kandinsky
-from fusedream_pack.fusedream_ops.ovi.optimize.reference_stats import build_reference_stats
+from fusedream_pack.fusedream_ops.ovi.reference_stats import build_reference_stats
 from testkit.workflows import run_node
 
 

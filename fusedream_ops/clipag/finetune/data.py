@@ -6,10 +6,10 @@ import os
 from typing import Iterator
 
 import torch
-from PIL import Image
 
-from ...core.errors import FuseDreamError, require
+from ...core.errors import require
 from ...core.images import from_pil
+from ...safety.image_files import read_image
 from ..init_images import IMAGE_EXTENSIONS, square_resize
 
 MAX_LISTED = 5
@@ -88,12 +88,7 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         path, caption = self.pairs[index]
-        try:
-            with Image.open(path) as img:
-                image = square_resize(from_pil(img), self.size)[0]
-        except OSError as exc:
-            raise FuseDreamError(f"image '{path}' could not be read: {exc}.") from None
-        return image, caption
+        return square_resize(from_pil(read_image(path, shrink_to=self.size)), self.size)[0], caption
 
 
 class ResumableBatches(torch.utils.data.Sampler):
