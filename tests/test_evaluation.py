@@ -57,6 +57,47 @@ def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
         metrics.frechet_distance(torch.randn(10, 4), state)
 
 
+def _gaussian_sample(n: int, mean: torch.Tensor, basis: torch.Tensor, variances: torch.Tensor, seed: int):
+    """``n`` points whose sample mean is exactly ``mean`` and whose (n − 1)-normalised sample covariance is exactly
+    ``basis · diag(variances) · basisᵀ`` (a Gaussian draw, centred and whitened, then coloured)."""
+    z = torch.randn(n, mean.numel(), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    z = z - z.mean(0)
+    evals, evecs = torch.linalg.eigh(z.T @ z / (n - 1))
+    z = z @ evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+    return z @ torch.diag(variances.sqrt()) @ basis.T + mean
+
+
+def test_fid_of_two_gaussian_feature_sets_equals_the_closed_form_frechet_distance():
+    """Σ₁ = Q diag(a) Qᵀ and Σ₂ = Q diag(b) Qᵀ commute, so d² = ‖μ₁ − μ₂‖² + Σᵢ (√aᵢ − √bᵢ)² exactly.
+    Checked: with ``normalize=True`` again, torchmetrics 1.3.2 (installed beside with ``pip --target``) gave
+    a wrong value (features wrapped as uint8); torchmetrics 1.4+ ignores the flag for a custom module."""
+    d = 8
+    g = torch.Generator().manual_seed(3)
+    basis = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0]
+    mu1, mu2 = 3 * torch.randn(d, generator=g, dtype=torch.float64), 3 * torch.randn(d, generator=g, dtype=torch.float64)
+    a, b = torch.rand(d, generator=g, dtype=torch.float64) * 4 + 0.5, torch.rand(d, generator=g, dtype=torch.float64) * 9 + 0.1
+    real = _gaussian_sample(300, mu1, basis, a, seed=4)
+    fake = _gaussian_sample(200, mu2, basis, b, seed=5)
+    expected = float((mu1 - mu2).square().sum() + (a.sqrt() - b.sqrt()).square().sum())
+    assert metrics.frechet_distance(fake, metrics.real_state(real)) == pytest.approx(expected, rel=1e-6)
+    assert not metrics.fid_metric(d).normalize  # the only guard on torchmetrics >= 1.4, which ignores the flag
+
+
+def test_the_torchmetrics_bound_is_the_one_the_package_requires_and_older_versions_are_refused(monkeypatch):
+    """Checked: lowering MIN_TORCHMETRICS, or the bound in pyproject/requirements-test, fails the first assertion."""
+    import re
+
+    import torchmetrics
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("pyproject.toml", "requirements-test.txt"):
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            assert re.findall(r"torchmetrics>=([0-9.]+)", f.read()) == [metrics.MIN_TORCHMETRICS], name
+    monkeypatch.setattr(torchmetrics, "__version__", "1.2.1")
+    with pytest.raises(FuseDreamError, match=f"torchmetrics>={metrics.MIN_TORCHMETRICS}"):
+        metrics.fid_metric(4)
+
+
 def test_reference_statistics_are_computed_once_and_again_when_the_folder_changes(tmp_path):
     from fusedream_pack.fusedream_ops.images import to_pil
 

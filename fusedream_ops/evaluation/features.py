@@ -19,6 +19,7 @@ import os
 import torch
 
 from ..errors import FuseDreamError, require
+from .metrics import require_torchmetrics
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -32,8 +33,10 @@ class InceptionNetwork:
         require(os.path.isfile(weights),
                 f"Inception weights '{weights}' do not exist. FID/IS need torch-fidelity's {INCEPTION_FILE} "
                 f"(from {INCEPTION_URL}); download it once and pass its path (nothing is downloaded at run time).")
+        require_torchmetrics()
         try:
             from torchmetrics.image.fid import NoTrainInceptionV3
+            import torch_fidelity  # noqa: F401 — torchmetrics needs it only when the network is built
         except ImportError:
             raise FuseDreamError("IS/FID with Inception need torchmetrics and torch-fidelity: "
                                  "pip install 'fusedream-nodes[eval]'.") from None

@@ -3,7 +3,9 @@
 IS and FID are torchmetrics' ``InceptionScore`` and ``FrechetInceptionDistance``. They receive features already
 extracted by the feature network (:mod:`.features`) through :class:`Precomputed`, a custom feature module that
 passes them on: torchmetrics accepts any module as its feature extractor, and extraction can then run batched on a
-device or on Ray, and the reference statistics can be cached.
+device or on Ray, and the reference statistics can be cached. Both metrics get ``normalize=False``: with
+``normalize=True`` torchmetrics before 1.4 turns whatever ``update`` receives into ``(x * 255).byte()``, which
+would wrap the features modulo 256 (an FID of 6 read 53).
 
 R-precision: for each generated image, 100 candidate captions = its own caption + 99 drawn at random from the
 other captions (any caption text equal to its own excluded); a hit when its own caption has the highest cosine
@@ -16,7 +18,25 @@ import warnings
 import torch
 from torch import nn
 
-from ..errors import require
+from ..errors import FuseDreamError, require
+
+MIN_TORCHMETRICS = "1.3"
+"""The oldest torchmetrics this module is tested with (also the bound of the ``eval`` extra)."""
+
+
+def require_torchmetrics():
+    """The torchmetrics module, or a [FuseDream] error saying which version to install."""
+    try:
+        import torchmetrics
+    except ImportError:
+        raise FuseDreamError("IS/FID need torchmetrics and torch-fidelity: pip install 'fusedream-nodes[eval]' "
+                             f"(torchmetrics>={MIN_TORCHMETRICS}).") from None
+    from packaging.version import Version
+
+    require(Version(torchmetrics.__version__) >= Version(MIN_TORCHMETRICS),
+            f"torchmetrics {torchmetrics.__version__} is too old for the evaluation: install "
+            f"torchmetrics>={MIN_TORCHMETRICS} (pip install 'fusedream-nodes[eval]').")
+    return torchmetrics
 
 
 class Precomputed(nn.Module):
@@ -32,6 +52,7 @@ class Precomputed(nn.Module):
 
 def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
     """IS mean and std over ``splits`` splits (torchmetrics shuffles with the global RNG: seeded here)."""
+    require_torchmetrics()
     from torchmetrics.image.inception import InceptionScore
 
     require(logits.shape[0] >= splits, f"IS needs at least {splits} images (one per split), got {logits.shape[0]}.")
@@ -49,9 +70,10 @@ def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tu
 
 
 def fid_metric(num_features: int):
+    require_torchmetrics()
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    return FrechetInceptionDistance(feature=Precomputed(num_features), normalize=True, reset_real_features=False)
+    return FrechetInceptionDistance(feature=Precomputed(num_features), normalize=False, reset_real_features=False)
 
 
 def real_state(pool: torch.Tensor) -> dict[str, torch.Tensor]:
