@@ -1,6 +1,7 @@
-"""The evaluation metrics (IS, FID, R-precision), the feature networks and the cached reference statistics."""
+"""The evaluation metrics (IS, FID, CLIP R-precision), the feature networks and the cached reference statistics."""
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,27 +16,44 @@ def _unit(x):
     return torch.nn.functional.normalize(x, dim=-1)
 
 
-def test_r_precision_is_perfect_for_matching_embeddings_and_near_chance_for_random_ones():
+def test_clip_r_precision_is_perfect_for_matching_embeddings_and_near_chance_for_random_ones():
     g = torch.Generator().manual_seed(0)
     captions = [f"caption {i}" for i in range(300)]
     text = dict(zip(captions, _unit(torch.randn(300, 16, generator=g))))
     matching = torch.stack([text[c] for c in captions])
-    mean, std, used = metrics.r_precision(matching, captions, text, captions)
+    mean, std, used = metrics.clip_r_precision(matching, captions, text, captions)
     assert (mean, std, used) == (1.0, 0.0, 100)
     many = [f"caption {i}" for i in range(1000)]
     text = dict(zip(many, _unit(torch.randn(1000, 16, generator=g))))
     random_images = _unit(torch.randn(1000, 16, generator=g))
-    mean, _, _ = metrics.r_precision(random_images, many, text, many, repeats=3)
+    mean, _, _ = metrics.clip_r_precision(random_images, many, text, many, repeats=3)
     assert abs(mean - 0.01) < 0.006  # chance is 1 in 100; 3000 draws: σ = 0.0018
 
 
-def test_r_precision_draws_fewer_candidates_from_a_small_pool_and_varies_over_repeats():
+def test_clip_r_precision_draws_fewer_candidates_from_a_small_pool_and_varies_over_repeats():
     g = torch.Generator().manual_seed(1)
     captions = [f"c{i}" for i in range(12)]
     text = dict(zip(captions, _unit(torch.randn(12, 8, generator=g))))
     noisy = _unit(torch.stack([text[c] for c in captions]) + 0.9 * torch.randn(12, 8, generator=g))
-    mean, std, used = metrics.r_precision(noisy, captions, text, captions, candidates=6, repeats=5)
+    mean, std, used = metrics.clip_r_precision(noisy, captions, text, captions, candidates=6, repeats=5)
     assert used == 6 and 0 < mean < 1 and std > 0
+
+
+def test_clip_r_precision_counts_a_tie_with_a_distractor_as_a_miss():
+    """Captions differing only in case embed identically under CLIP's lower-casing tokenizer, so an image of "A red
+    circle" ties with the distractor "a red circle". Checked: with ``argmax() == 0`` (first maximum wins) every
+    tie counted as a hit and this gave 1.0."""
+    g = torch.Generator().manual_seed(5)
+    captions = ["A red circle", "a red circle", "A Blue Square", "a blue square"]
+    lower = dict(zip(["a red circle", "a blue square"], _unit(torch.randn(2, 16, generator=g))))
+    text = {c: lower[c.lower()] for c in captions}
+    images = torch.stack([text[c] for c in captions])
+    mean, _, used = metrics.clip_r_precision(images, captions, text, captions, candidates=4)  # twin always drawn
+    assert used == 4 and mean == 0.0
+    far = _unit(torch.randn(16, generator=g))  # a distractor that does not tie: a hit again
+    mean, _, _ = metrics.clip_r_precision(images[:1], captions[:1], {captions[0]: text[captions[0]], "x": far},
+                                          [captions[0], "x"], candidates=2)
+    assert mean == 1.0
 
 
 def test_inception_score_counts_confidently_distinct_classes():
@@ -45,6 +63,18 @@ def test_inception_score_counts_confidently_distinct_classes():
     assert metrics.inception_score(torch.zeros(40, 5), splits=1)[0] == pytest.approx(1.0)
     one_class = torch.nn.functional.one_hot(torch.zeros(40, dtype=torch.long), 5).double() * 50
     assert metrics.inception_score(one_class, splits=1)[0] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_inception_score_bound_is_what_distinct_confident_images_reach():
+    """24 images in 4 splits cannot score above 6 (the toy evaluation's old setting, whose IS sat at 5.2–6.0);
+    in 1 split, 24 distinct classes reach 24. Checked: a bound of min(images, classes) failed both."""
+    distinct = torch.nn.functional.one_hot(torch.arange(24), 144).double() * 60
+    assert metrics.inception_score_bound(24, 4, 144) == 6.0
+    assert metrics.inception_score(distinct, splits=4)[0] == pytest.approx(6.0, rel=1e-4)
+    assert metrics.inception_score_bound(24, 1, 144) == 24.0
+    assert metrics.inception_score(distinct, splits=1)[0] == pytest.approx(24.0, rel=1e-4)
+    assert metrics.inception_score_bound(30, 1, 5) == 5.0  # the class count bounds it too
+    assert metrics.inception_score_bound(10, 4, 144) == pytest.approx((3 + 3 + 3 + 1) / 4)  # torch.chunk's splits
 
 
 def test_frechet_distance_is_zero_for_the_same_set_and_grows_with_a_shift():
@@ -145,9 +175,36 @@ def test_inception_from_a_local_file_gives_2048_pool_features_and_unbiased_logit
     path = str(tmp_path / features.INCEPTION_FILE)
     _random_inception_file(path)
     net = features.InceptionNetwork(path)
-    out = net(torch.rand(2, 3, 64, 64))
+    out = net(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
     assert out["pool"].shape == (2, 2048) and out["logits"].shape == (2, 1008)
     assert torch.allclose(out["logits"], out["pool"] @ net.model.fc.weight.t(), atol=1e-4)
+
+
+def test_inception_features_are_torchmetrics_standard_path_for_images_of_any_size(tmp_path):
+    """Each PNG reaches Inception as decoded (uint8, its own size), as torchmetrics' FID/IS ``update`` passes
+    images: torch-fidelity's network resizes to 299² itself. Checked: with the former PIL-bicubic resize to 299²
+    first, the pool features differed (max 0.3 of 2.6)."""
+    pytest.importorskip("torch_fidelity")
+    from PIL import Image
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    from fusedream_pack.fusedream_ops.evaluation.extract import FeatureWorker
+
+    path = str(tmp_path / features.INCEPTION_FILE)
+    _random_inception_file(path)
+    g = torch.Generator().manual_seed(7)
+    files = []
+    for i, (w, h) in enumerate([(256, 256), (120, 90), (256, 256)]):
+        pixels = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy()
+        files.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(pixels).save(files[-1])
+    out = FeatureWorker("inception", path, None, device="cpu", batch_size=2).run(files)
+    fid_net, is_net = (NoTrainInceptionV3(name="inception-v3-compat", features_list=[feature],
+                                          feature_extractor_weights_path=path) for feature in ("2048", "logits_unbiased"))
+    for i, file in enumerate(files):  # what FrechetInceptionDistance(feature=2048) / InceptionScore() compute
+        image = torch.from_numpy(np.asarray(Image.open(file).convert("RGB")).copy()).movedim(-1, 0)[None]
+        assert torch.allclose(out["pool"][i], fid_net(image)[0].float(), atol=1e-4), file
+        assert torch.allclose(out["logits"][i], is_net(image)[0].float(), atol=1e-3), file
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(measure.FIXTURES, "toyworld", "judge.safetensors")),
@@ -155,7 +212,7 @@ def test_inception_from_a_local_file_gives_2048_pool_features_and_unbiased_logit
 def test_toyworld_feature_logits_name_the_shape_colour_and_cell_of_world_scenes():
     net = features.ToyWorldNetwork(os.path.join(measure.FIXTURES, "toyworld", "judge.safetensors"))
     scenes = world.sample_scenes(200, 777)
-    out = net(scenes.images)
+    out = net((scenes.images * 255).round().to(torch.uint8))
     klass = scenes.labels.max(-1).values - 1
     cell = (scenes.labels > 0).float().argmax(-1)
     assert out["pool"].shape == (200, 128)
