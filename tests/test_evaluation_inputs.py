@@ -31,6 +31,11 @@ def _run(folder, rows: list, images: int = 2) -> str:
     return str(folder)
 
 
+def _evaluate(run: str) -> dict:
+    """``evaluate_runs`` with a judge file that does not exist: any other error came before loading a network."""
+    return evaluate_runs([run], EvaluationSettings("toyworld", os.path.join(run, "no-judge.safetensors")))
+
+
 def _bomb(path) -> None:
     """A ~20 kB PNG declaring 12000 × 12000 pixels (1 bit each): 432 MB once decoded as RGB."""
     Image.new("1", (12000, 12000)).save(path)
@@ -57,7 +62,7 @@ def test_a_valid_run_gives_its_ok_rows_with_paths_inside_the_folder(tmp_path):
 
 @pytest.mark.parametrize("image", ["../outside.png", "images/../../outside.png", "ABSOLUTE", "images/link.png"])
 def test_manifest_image_paths_that_leave_the_run_folder_are_refused_naming_the_line(tmp_path, image):
-    """Checked: without the inside-the-folder check, the outside PNG is read (and ``evaluate_runs`` would score it)."""
+    """Checked: without the inside-the-folder check the rows were accepted (the error named the missing judge)."""
     Image.new("RGB", (8, 8)).save(tmp_path / "outside.png")
     folder = tmp_path / "run"
     os.makedirs(folder / "images")
@@ -65,7 +70,7 @@ def test_manifest_image_paths_that_leave_the_run_folder_are_refused_naming_the_l
     image = str(tmp_path / "outside.png") if image == "ABSOLUTE" else image
     run = _run(folder, [_row("0"), _row("1"), _row("2", image)])
     with pytest.raises(FuseDreamError, match=r"manifest.jsonl line 3 names image .* outside the run folder"):
-        read_run(run)
+        _evaluate(run)
 
 
 @pytest.mark.parametrize("line, says", [
@@ -77,19 +82,21 @@ def test_manifest_image_paths_that_leave_the_run_folder_are_refused_naming_the_l
     (json.dumps(_row("9")), "line 2 names image 'images/9.png', which does not exist"),
 ])
 def test_a_broken_manifest_row_is_an_error_naming_the_file_and_line(tmp_path, line, says):
-    """Checked: before the manifest reader these ended in JSONDecodeError/KeyError/FileNotFoundError tracebacks."""
+    """Checked: with the batch command's ``read_manifest`` again, JSONDecodeError/KeyError tracebacks or an error
+    about the judge (rows passed unchecked)."""
     run = _run(tmp_path, [_row("0"), line])
     with pytest.raises(FuseDreamError, match=says) as info:
-        read_run(run)
+        _evaluate(run)
     assert str(info.value).startswith("[FuseDream]") and "manifest.jsonl" in str(info.value)
 
 
 def test_a_non_image_or_a_truncated_image_in_the_run_is_an_error_naming_it(tmp_path):
-    """Checked: reading them with plain ``Image.open`` raised UnidentifiedImageError / OSError tracebacks."""
+    """Checked: without the header check the run passed (the error named the judge); without the reader's error
+    wrapping, decoding raised a bare OSError."""
     run = _run(tmp_path, [_row("0"), _row("1")])
     (tmp_path / "images" / "1.png").write_text("not an image")
     with pytest.raises(FuseDreamError, match=r"line 2: image 'images/1.png' is not a readable image"):
-        read_run(run)
+        _evaluate(run)
     noise = Image.frombytes("RGB", (32, 32), bytes(range(256)) * 12)
     noise.save(tmp_path / "images" / "1.png")
     png = (tmp_path / "images" / "1.png").read_bytes()
@@ -110,16 +117,20 @@ def test_an_image_bomb_is_refused_from_its_header_without_decoding(tmp_path, no_
     run = _run(tmp_path / "run", [_row("0"), _row("1", "images/bomb.png")])
     _bomb(tmp_path / "run" / "images" / "bomb.png")
     with pytest.raises(FuseDreamError, match="line 2: image 'images/bomb.png' declares 12000 × 12000"):
-        read_run(run)
+        _evaluate(run)
 
 
 def test_run_errors_come_before_any_network_is_loaded(tmp_path):
-    """A bomb in the run is reported, not the missing judge file the network would need. Checked: with the
-    manifest read after ``FeatureWorker`` is built, the error named the judge instead."""
+    """A bomb in the run is reported, not the missing judge file the network would need (the other tests here rely
+    on the same order). Checked: with ``FeatureWorker`` built before the manifest is read, the error named the judge."""
     run = _run(tmp_path, [_row("0"), _row("1", "images/bomb.png")])
     _bomb(tmp_path / "images" / "bomb.png")
     with pytest.raises(FuseDreamError, match="declares 12000 × 12000"):
-        evaluate_runs([run], EvaluationSettings("toyworld", str(tmp_path / "no-judge.safetensors")))
+        _evaluate(run)
+    os.remove(tmp_path / "images" / "bomb.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "bomb.png")
+    with pytest.raises(FuseDreamError, match="no-judge.safetensors' does not exist"):
+        _evaluate(run)  # a good run gets as far as the network
 
 
 def test_the_reference_folder_skips_non_images_with_a_log_and_refuses_unreadable_images_before_features(
