@@ -67,7 +67,7 @@ def test_inception_score_counts_confidently_distinct_classes():
 
 def test_the_inception_score_bound_is_what_distinct_confident_images_reach():
     """24 images in 4 splits cannot score above 6 (the toy evaluation's old setting, whose IS sat at 5.2–6.0);
-    in 1 split, 24 distinct classes reach 24. Checked: a bound of min(images, classes) failed both."""
+    in 1 split, 24 distinct classes reach 24. Checked: a bound of min(images, classes) failed."""
     distinct = torch.nn.functional.one_hot(torch.arange(24), 144).double() * 60
     assert metrics.inception_score_bound(24, 4, 144) == 6.0
     assert metrics.inception_score(distinct, splits=4)[0] == pytest.approx(6.0, rel=1e-4)
@@ -157,6 +157,12 @@ def test_missing_inception_weights_are_refused_naming_the_file_to_get(tmp_path):
         features.InceptionNetwork(str(tmp_path / "nothing.pth"))
 
 
+def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> bool:
+    """Equal up to ``rel`` of their largest value (random Inception weights give features of ~1e-8)."""
+    a, b = a.double(), b.double()
+    return bool((a - b).abs().max() <= rel * b.abs().max())
+
+
 def _random_inception_file(path: str) -> None:
     """torch-fidelity's Inception v3 built by its own constructor with random weights, saved as its .pth file."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -177,13 +183,13 @@ def test_inception_from_a_local_file_gives_2048_pool_features_and_unbiased_logit
     net = features.InceptionNetwork(path)
     out = net(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8))
     assert out["pool"].shape == (2, 2048) and out["logits"].shape == (2, 1008)
-    assert torch.allclose(out["logits"], out["pool"] @ net.model.fc.weight.t(), atol=1e-4)
+    assert _close(out["logits"], out["pool"] @ net.model.fc.weight.t())
 
 
 def test_inception_features_are_torchmetrics_standard_path_for_images_of_any_size(tmp_path):
     """Each PNG reaches Inception as decoded (uint8, its own size), as torchmetrics' FID/IS ``update`` passes
     images: torch-fidelity's network resizes to 299² itself. Checked: with the former PIL-bicubic resize to 299²
-    first, the pool features differed (max 0.3 of 2.6)."""
+    first, the pool features of the 256² noise PNG differed by ~20 %."""
     pytest.importorskip("torch_fidelity")
     from PIL import Image
     from torchmetrics.image.fid import NoTrainInceptionV3
@@ -203,8 +209,7 @@ def test_inception_features_are_torchmetrics_standard_path_for_images_of_any_siz
                                           feature_extractor_weights_path=path) for feature in ("2048", "logits_unbiased"))
     for i, file in enumerate(files):  # what FrechetInceptionDistance(feature=2048) / InceptionScore() compute
         image = torch.from_numpy(np.asarray(Image.open(file).convert("RGB")).copy()).movedim(-1, 0)[None]
-        assert torch.allclose(out["pool"][i], fid_net(image)[0].float(), atol=1e-4), file
-        assert torch.allclose(out["logits"][i], is_net(image)[0].float(), atol=1e-3), file
+        assert _close(out["pool"][i], fid_net(image)[0]) and _close(out["logits"][i], is_net(image)[0]), file
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(measure.FIXTURES, "toyworld", "judge.safetensors")),
