@@ -224,3 +224,40 @@ def test_toyworld_feature_logits_name_the_shape_colour_and_cell_of_world_scenes(
     truth = cell * world.NUM_CLASSES + klass
     assert (out["logits"].argmax(-1) == truth).float().mean() >= 0.95
     assert out["logits"].softmax(-1).gather(1, truth[:, None]).mean() >= 0.9  # a sharp p(y|x), as IS needs
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(measure.FIXTURES, "toyworld", "judge.safetensors")),
+                    reason="toy-world fixtures not built")
+def test_the_report_names_clip_r_precision_and_flags_a_capped_is_and_a_singular_fid(tmp_path):
+    """12 world scenes as a run, 16 as the FID reference, judged by the toy world's 128-feature judge. Checked:
+    without the bound and rank notes the table showed a capped IS and a singular FID as plain numbers."""
+    import json
+
+    from fusedream_pack.fusedream_ops.evaluation import EvaluationSettings, evaluate_runs, format_table
+    from fusedream_pack.fusedream_ops.images import to_pil
+
+    scenes = world.sample_scenes(28, 99)
+    (tmp_path / "run" / "images").mkdir(parents=True)
+    (tmp_path / "reference").mkdir()
+    rows = []
+    for i in range(12):
+        to_pil(scenes.images[i:i + 1]).save(tmp_path / "run" / "images" / f"{i}.png")
+        cell = int((scenes.labels[i] > 0).float().argmax())
+        caption = world.object_phrase(int(scenes.labels[i].max()) - 1, cell)
+        rows.append({"key": str(i), "prompt": caption, "method": "naive", "status": "ok", "image": f"images/{i}.png"})
+    (tmp_path / "run" / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for i in range(12, 28):
+        to_pil(scenes.images[i:i + 1]).save(tmp_path / "reference" / f"{i}.png")
+    fix = measure.FIXTURES
+    result = evaluate_runs([str(tmp_path / "run")], EvaluationSettings(
+        "toyworld", os.path.join(fix, "toyworld", "judge.safetensors"), str(tmp_path / "reference"),
+        os.path.join(fix, "open_clip", "toyworld_clip_robust.safetensors"), candidates=8, splits=4,
+        cache_dir=str(tmp_path / "cache")))
+    run = result["runs"][0]
+    assert run["is_bound"] == 3.0 and 0.8 * 3 < run["is_mean"] <= 3.0  # 3 images per split: capped
+    assert run["fid_features"] == 128 and run["fid_singular"]
+    assert 0.0 <= run["clip_r_precision_mean"] <= 1.0 and run["clip_r_precision_candidates"] == 8
+    table = format_table(result)
+    assert "| CLIP R-precision ↑ (%) |" in table and "DAMSM R-precision is not reproduced" in table
+    assert "(≤ 3 ¹)" in table and "¹ IS cannot exceed the images per split (12 in 4 splits)" in table
+    assert " ²" in table and "² no more images than the 128 features" in table
