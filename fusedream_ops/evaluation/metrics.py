@@ -54,23 +54,24 @@ class Precomputed(nn.Module):
         return features
 
 
-def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float]:
-    """IS mean and std over ``splits`` splits (torchmetrics shuffles with the global RNG: seeded here)."""
+def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> tuple[float, float | None]:
+    """IS mean and std over ``splits`` splits (torchmetrics shuffles with the global RNG: seeded here); the std of
+    one split is None (torchmetrics gives NaN)."""
     require_torchmetrics()
     from torchmetrics.image.inception import InceptionScore
 
     require(logits.shape[0] >= splits, f"IS needs at least {splits} images (one per split), got {logits.shape[0]}.")
-    with warnings.catch_warnings():  # "will save all extracted features": they are already all in memory
+    state = torch.random.get_rng_state()
+    with warnings.catch_warnings():  # "will save all extracted features" (they are in memory), std of one split
         warnings.simplefilter("ignore", UserWarning)
         metric = InceptionScore(feature=Precomputed(logits.shape[1]), splits=splits, normalize=False)
-    metric.update(logits.double())
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        mean, std = metric.compute()
-    finally:
-        torch.random.set_rng_state(state)
-    return float(mean), float(std)
+        metric.update(logits.double())
+        torch.manual_seed(seed)
+        try:
+            mean, std = metric.compute()
+        finally:
+            torch.random.set_rng_state(state)
+    return float(mean), float(std) if splits > 1 else None
 
 
 def inception_score_bound(images: int, splits: int, classes: int) -> float:

@@ -122,11 +122,12 @@ def format_table(result: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     notes = []
     for r in result["runs"]:
-        is_ = f"{r['is_mean']:.2f} ± {r['is_std']:.2f}"
+        is_ = f"{r['is_mean']:.2f}" + ("" if r["is_std"] is None else f" ± {r['is_std']:.2f}")
         if r["is_mean"] > 0.8 * r["is_bound"]:
             is_ += f" (≤ {r['is_bound']:.0f} ¹)"
-            notes.append(f"¹ IS cannot exceed the images per split ({r['images']} in {r['is_splits']} splits) or "
-                         f"the classes; near that bound it says little: evaluate more images or use fewer --splits.")
+            notes.append(f"¹ IS cannot exceed the images per split ({r['images']} in {r['is_splits']} split(s)) or "
+                         f"the classes; near that bound it says little: evaluate more images"
+                         + (" or use fewer --splits." if r["is_splits"] > 1 else "."))
         fid = "—"
         if "fid" in r:
             fid = f"{r['fid']:.2f}" + (" ²" if r["fid_singular"] else "")
