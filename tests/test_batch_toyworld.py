@@ -166,7 +166,8 @@ def test_ray_cluster_makes_byte_identical_images_to_the_embedded_run(world_files
         _assert_complete_and_identical(out, embedded_runs[method], CAPTIONS)
 
 
-def test_clip_r_precision_ranks_fusedream_above_both_baselines_as_the_claims_benchmark(world_files, embedded_runs, capsys):
+def test_clip_r_precision_ranks_fusedream_above_both_baselines_as_the_claims_benchmark(world_files, embedded_runs,
+                                                                                       capsys):
     """The claims benchmark's firm result: full FuseDream beats the single-start baselines (judged success 69 % vs
     12 % / 6 %). AugCLIP-only vs naive differ by less than the noise at this size (R-precision −5 … +10 points
     over four runs), so their order is not asserted; FuseDream led the better baseline by 12–42 points.

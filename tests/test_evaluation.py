@@ -100,12 +100,16 @@ def _gaussian_sample(n: int, mean: torch.Tensor, basis: torch.Tensor, variances:
 def test_fid_of_two_gaussian_feature_sets_equals_the_closed_form_frechet_distance():
     """Σ₁ = Q diag(a) Qᵀ and Σ₂ = Q diag(b) Qᵀ commute, so d² = ‖μ₁ − μ₂‖² + Σᵢ (√aᵢ − √bᵢ)² exactly.
     Checked: with ``normalize=True`` again, torchmetrics 1.3.2 (installed beside with ``pip --target``) gave
-    a wrong value (features wrapped as uint8); torchmetrics 1.4+ ignores the flag for a custom module."""
+    120 instead of 262.7 (features wrapped as uint8); torchmetrics 1.4+ ignores the flag for a custom module."""
     d = 8
     g = torch.Generator().manual_seed(3)
-    basis = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))[0]
-    mu1, mu2 = 3 * torch.randn(d, generator=g, dtype=torch.float64), 3 * torch.randn(d, generator=g, dtype=torch.float64)
-    a, b = torch.rand(d, generator=g, dtype=torch.float64) * 4 + 0.5, torch.rand(d, generator=g, dtype=torch.float64) * 9 + 0.1
+
+    def rand(*shape, normal=False):
+        return (torch.randn if normal else torch.rand)(*shape, generator=g, dtype=torch.float64)
+
+    basis = torch.linalg.qr(rand(d, d, normal=True))[0]
+    mu1, mu2 = 3 * rand(d, normal=True), 3 * rand(d, normal=True)
+    a, b = rand(d) * 4 + 0.5, rand(d) * 9 + 0.1
     real = _gaussian_sample(300, mu1, basis, a, seed=4)
     fake = _gaussian_sample(200, mu2, basis, b, seed=5)
     expected = float((mu1 - mu2).square().sum() + (a.sqrt() - b.sqrt()).square().sum())
@@ -206,7 +210,8 @@ def test_inception_features_are_torchmetrics_standard_path_for_images_of_any_siz
         Image.fromarray(pixels).save(files[-1])
     out = FeatureWorker("inception", path, None, device="cpu", batch_size=2).run(files)
     fid_net, is_net = (NoTrainInceptionV3(name="inception-v3-compat", features_list=[feature],
-                                          feature_extractor_weights_path=path) for feature in ("2048", "logits_unbiased"))
+                                          feature_extractor_weights_path=path)
+                       for feature in ("2048", "logits_unbiased"))
     for i, file in enumerate(files):  # what FrechetInceptionDistance(feature=2048) / InceptionScore() compute
         image = torch.from_numpy(np.asarray(Image.open(file).convert("RGB")).copy()).movedim(-1, 0)[None]
         assert _close(out["pool"][i], fid_net(image)[0]) and _close(out["logits"][i], is_net(image)[0]), file

@@ -7,8 +7,8 @@ Both map uint8 images ``[N,3,H,W]`` to ``pool`` features (FID) and class ``logit
   size and resizes to 299² itself, as in torchmetrics' own FID/IS (``input_size`` None). ``pool`` = the 2048-d
   pool features (torchmetrics' FID ``feature=2048``), ``logits`` = pool @ fcᵀ without the bias, i.e.
   torchmetrics' IS ``feature='logits_unbiased'``.
-- ``toyworld``: the toy world's judge CNN (32² input), a stand-in for Inception on 32×32 toy scenes (NOT comparable with
-  Inception numbers). ``pool`` = its 128-d hidden layer; ``logits`` = for each of the 144 single-object scenes
+- ``toyworld``: the toy world's judge CNN, a stand-in for Inception on 32×32 toy scenes (its input size; NOT
+  comparable with Inception numbers). ``pool`` = its 128-d hidden layer; ``logits`` = for each of the 144 single-object scenes
   (class c in cell j; index j · 16 + c) the log-odds log p_j(c) − log p_j(empty); up to a constant per image
   (which IS's softmax ignores) this is the log-likelihood of "only c in j, every other cell empty", so IS counts
   distinct (shape, colour, cell) contents as Inception counts ImageNet classes.

@@ -35,8 +35,9 @@ def reference_images(folder: str) -> list[str]:
     paths = [p for p in files if p.lower().endswith(IMAGE_EXTENSIONS)]
     skipped = [os.path.relpath(p, folder) for p in files if not p.lower().endswith(IMAGE_EXTENSIONS)]
     if skipped:
-        log.warning("[FuseDream] reference folder '%s': skipped %d file(s) that are not images (%s): %s%s", folder,
-                    len(skipped), ", ".join(IMAGE_EXTENSIONS), ", ".join(skipped[:5]), " …" if len(skipped) > 5 else "")
+        log.warning("[FuseDream] reference folder '%s': skipped %d file(s) that are not images (%s): %s%s",
+                    folder, len(skipped), ", ".join(IMAGE_EXTENSIONS), ", ".join(skipped[:5]),
+                    " …" if len(skipped) > 5 else "")
     require(len(paths) >= 2, f"reference folder '{folder}' holds {len(paths)} image(s); FID needs at least 2 "
                              f"({', '.join(IMAGE_EXTENSIONS)}).")
     return paths
