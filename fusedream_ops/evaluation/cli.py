@@ -1,4 +1,4 @@
-"""python -m fusedream_ops.evaluation RUN [RUN ...] — IS, FID and R-precision of batch runs (FuseDream Table 1).
+"""python -m fusedream_ops.evaluation RUN [RUN ...] — IS, FID and CLIP R-precision of batch runs (FuseDream Table 1).
 
 Each RUN is a batch output folder (or its manifest.jsonl); one row per run. Prints a Markdown table and writes
 the numbers as JSON (--json). Nothing is downloaded: the Inception weights and the evaluation CLIP are files.
@@ -28,14 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="where reference statistics are cached "
                                                      "(default ~/.cache/fusedream/reference-stats)")
     p.add_argument("--eval-clip", default=None,
-                   help="open_clip checkpoint that grades R-precision (use one the images were NOT guided by)")
+                   help="open_clip checkpoint that grades CLIP R-precision (use one the images were NOT guided by)")
     p.add_argument("--eval-clip-arch", default="auto", help="its architecture (default auto)")
     p.add_argument("--distractors", default=None,
-                   help="prompt file whose captions are the R-precision distractor pool (default: the runs' own)")
-    p.add_argument("--candidates", type=int, default=d.candidates, help="R-precision candidates: 1 true + N-1")
-    p.add_argument("--repeats", type=int, default=d.repeats, help="R-precision repeats (mean ± std)")
+                   help="prompt file whose captions are the CLIP R-precision distractor pool (default: the runs' own)")
+    p.add_argument("--candidates", type=int, default=d.candidates, help="CLIP R-precision candidates: 1 true + N-1")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="CLIP R-precision repeats (mean ± std)")
     p.add_argument("--splits", type=int, default=d.splits, help="IS splits")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the IS shuffle and R-precision draws")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the IS shuffle and CLIP R-precision draws")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per device batch")
     p.add_argument("--device", default=None, help="torch device (default cuda if available)")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="extract features on Ray actors")

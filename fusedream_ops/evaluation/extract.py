@@ -1,27 +1,42 @@
 """Images → features, batched on one device or spread over Ray actors (one network load per actor).
 
 A :class:`FeatureWorker` holds the IS/FID feature network and the evaluation CLIP; ``run`` takes a chunk of
-images (file paths, or PNG/JPEG bytes so Ray workers need no shared filesystem) and returns their ``pool`` and
-``logits`` features and L2-normalised CLIP image embeddings ``clip``. Images are resized to the feature network's
-input size (Inception: 299², bicubic) before batching, so folders of mixed sizes batch fine.
+images (file paths, or ``(name, PNG/JPEG bytes)`` so Ray workers need no shared filesystem) and returns their
+``pool`` and ``logits`` features and L2-normalised CLIP image embeddings ``clip``, in order.
+
+Inception gets each image as decoded, uint8 at its own size, exactly as torchmetrics' FID/IS ``update`` gets it
+(torch-fidelity's network resizes to 299² itself, with its TF1-compatible bilinear resize): images are grouped by
+size into batches of about ``batch_size`` images' worth of 299² pixels. The toy-world judge takes 32² only:
+other sizes are PIL-bicubic resized for it.
 """
 from __future__ import annotations
 
-import io
-
 import torch
-from PIL import Image
 
-from ..core.images import from_pil
 from ..models.clip import load_clip
 from .features import load_feature_network
+from .image_files import read_rgb
+
+BATCH_PIXELS = 299 * 299
+"""``batch_size`` counts images of this many pixels: larger ones go in proportionally smaller batches."""
 
 
-def load_image(source, size: int) -> torch.Tensor:
-    """``[1,3,size,size]`` in 0..1 from a path or encoded bytes (RGB, bicubic resize when the size differs)."""
-    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-        img = img.convert("RGB")
-        return from_pil(img, None if img.size == (size, size) else size)
+def load_image(source, size: int | None = None) -> torch.Tensor:
+    """``[1,3,H,W]`` uint8 from a path or ``(name, encoded bytes)`` (RGB; resized to ``size``² when given)."""
+    name, data = source if isinstance(source, tuple) else (source, source)
+    return torch.from_numpy(read_rgb(data, f"image '{name}'", size).copy()).movedim(-1, 0)[None]
+
+
+def size_batches(images: list[torch.Tensor], batch_size: int) -> list[list[int]]:
+    """Indices of ``images`` in batches of one size each, at most ``batch_size`` × 299² pixels (at least one)."""
+    by_size: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(tuple(image.shape[-2:]), []).append(i)
+    batches = []
+    for (h, w), indices in by_size.items():
+        step = max(1, batch_size * BATCH_PIXELS // (h * w))
+        batches += [indices[i:i + step] for i in range(0, len(indices), step)]
+    return batches
 
 
 class FeatureWorker:
@@ -44,13 +59,19 @@ class FeatureWorker:
     def run(self, sources: list, with_clip: bool = True) -> dict[str, torch.Tensor]:
         parts: dict[str, list[torch.Tensor]] = {}
         for start in range(0, len(sources), self.batch_size):
-            images = torch.cat([load_image(s, self.network.image_size) for s in sources[start:start + self.batch_size]])
-            images = images.to(self.device)
-            out = self.network(images)
-            if with_clip and self.clip is not None:
-                out["clip"] = self.clip.encode_images(images)
-            for name, value in out.items():
-                parts.setdefault(name, []).append(value.float().cpu())
+            images = [load_image(s, self.network.input_size) for s in sources[start:start + self.batch_size]]
+            out: dict[str, list] = {}
+            for batch in size_batches(images, self.batch_size):
+                pixels = torch.cat([images[i] for i in batch]).to(self.device)
+                features = self.network(pixels)
+                if with_clip and self.clip is not None:
+                    features["clip"] = self.clip.encode_images(pixels.float() / 255)
+                for name, value in features.items():
+                    out.setdefault(name, [None] * len(images))
+                    for i, row in zip(batch, value.float().cpu()):
+                        out[name][i] = row
+            for name, rows in out.items():
+                parts.setdefault(name, []).append(torch.stack(rows))
         return {name: torch.cat(values) for name, values in parts.items()}
 
 
@@ -71,10 +92,10 @@ def extract(sources: list, worker_args: dict, with_clip: bool = True, ray: str |
     actors = [ray_mod.remote(FeatureWorker).options(**options).remote(**args) for _ in range(count)]
 
     def as_bytes(source):
-        if isinstance(source, bytes):
+        if isinstance(source, tuple):
             return source
         with open(source, "rb") as f:
-            return f.read()
+            return source, f.read()
 
     chunks = [sources[i:i + chunk] for i in range(0, len(sources), chunk)]
     results: list = [None] * len(chunks)

@@ -4,10 +4,15 @@ The cache file is named by the feature network and a hash of the folder's listin
 modification time of every image) and of the network's weights file, so adding, removing or replacing an image,
 or changing the network, computes them afresh. It holds torchmetrics' FID states (sum, sum of outer products,
 count) in safetensors.
+
+Files without an image extension (``captions.json``, ``Thumbs.db``) are skipped with a logged line; a file with one
+that is not a readable image, or declares too many pixels, is a [FuseDream] error naming it, found from the
+headers before any feature is computed.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from typing import Callable
 
@@ -16,14 +21,23 @@ import torch
 from ..clipag.init_images import IMAGE_EXTENSIONS
 from ..core.checkpoints import atomic_write
 from ..core.errors import require
+from .image_files import read_rgb
 from .metrics import real_state
+
+log = logging.getLogger("FuseDream")
 
 
 def reference_images(folder: str) -> list[str]:
     require(os.path.isdir(folder), f"reference folder '{folder}' does not exist; give a folder of real images "
                                    f"(e.g. COCO val2014).")
-    paths = sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
-                   if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."))
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(folder) for name in names
+                   if not name.startswith("."))
+    paths = [p for p in files if p.lower().endswith(IMAGE_EXTENSIONS)]
+    skipped = [os.path.relpath(p, folder) for p in files if not p.lower().endswith(IMAGE_EXTENSIONS)]
+    if skipped:
+        log.warning("[FuseDream] reference folder '%s': skipped %d file(s) that are not images (%s): %s%s",
+                    folder, len(skipped), ", ".join(IMAGE_EXTENSIONS), ", ".join(skipped[:5]),
+                    " …" if len(skipped) > 5 else "")
     require(len(paths) >= 2, f"reference folder '{folder}' holds {len(paths)} image(s); FID needs at least 2 "
                              f"({', '.join(IMAGE_EXTENSIONS)}).")
     return paths
@@ -51,6 +65,8 @@ def reference_statistics(folder: str, network: str, network_path: str, cache_dir
     cache = os.path.join(cache_dir, f"{network}-{cache_key(folder, paths, network, network_path)}.safetensors")
     if os.path.isfile(cache):
         return load_file(cache), cache, True
+    for path in paths:
+        read_rgb(path, f"reference image '{path}'", decode=False)
     state = real_state(features(paths))
     atomic_write(cache, lambda p: save_file({k: v.contiguous() for k, v in state.items()}, p))
     return state, cache, False
