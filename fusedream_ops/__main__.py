@@ -16,6 +16,7 @@ from .errors import FuseDreamError, require
 from .images import to_pil
 from .pipeline import FuseDreamSettings, generate
 from .progress import Step
+from .validation import ranges
 from .validation.numbers import require_number
 from .validation.prompts import parse_prompts, truncation_warnings
 
@@ -43,9 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-RANGES = {"candidates": (1, 1_000_000), "k": (1, 1000), "steps": (1, 100_000), "lr": (1e-6, 1.0), "copies": (1, 512),
-          "seed": (0, 0xFFFFFFFFFFFFFFFF)}
-"""The valid values of the numeric options: the same ranges as the nodes' widgets (a test keeps them equal)."""
+_OPTIONS = {**{n: ranges.FUSEDREAM[n] for n in ("candidates", "k", "steps", "lr", "copies")}, "seed": ranges.SEED}
+RANGES = {name: (r.low, r.high) for name, r in _OPTIONS.items()}
+"""The valid values of the numeric options: the nodes' widget ranges (:mod:`.validation.ranges`)."""
 
 
 def _check_arguments(args) -> list[tuple[str, float]]:

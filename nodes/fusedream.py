@@ -16,6 +16,7 @@ from ..fusedream_ops.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.optimize import Problem, optimize_bases
 from ..fusedream_ops.precision import AUTO as AUTO_PRECISION, DTYPES, PRECISION_TOOLTIP, PRECISIONS
 from ..fusedream_ops.topk import chunk_for_memory, free_memory, topk_latents
+from ..fusedream_ops.validation import ranges
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
@@ -27,7 +28,7 @@ CHECKPOINT_EXTENSIONS = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 comfy.register_model_folder(BIGGAN_FOLDER, CHECKPOINT_EXTENSIONS)
 comfy.register_model_folder(CLIP_FOLDER, CHECKPOINT_EXTENSIONS)
 
-SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+SEED = ("INT", {"default": 0, **ranges.SEED.widget(), "control_after_generate": True,
                 "tooltip": "Random seed; the same seed reproduces the same result."})
 HIDDEN = {"hidden": {"unique_id": "UNIQUE_ID"}}
 PRECISION = (list(PRECISIONS), {"default": AUTO_PRECISION, "tooltip": PRECISION_TOOLTIP})
@@ -108,7 +109,7 @@ class LatentSampler:
     def INPUT_TYPES(cls):
         return {"required": {
             "generator": ("BIGGAN", {"tooltip": "The generator whose class embeddings initialise y."}),
-            "candidates": ("INT", {"default": 10000, "min": 1, "max": 1_000_000,
+            "candidates": ("INT", {"default": 10000, **ranges.FUSEDREAM["candidates"].widget(),
                                    "tooltip": "M, the number of random latents (the paper uses 10,000)."}),
             "seed": SEED,
             "z_mode": (list(Z_MODES), {"default": "clamp",
@@ -145,7 +146,7 @@ class AugCLIPObjectiveNode:
             "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer (any open_clip model, e.g. CLIPAG)."}),
             "prompt": ("STRING", {"default": "a photo of a blue dog", "multiline": True,
                                   "tooltip": SYNTAX}),
-            "copies": ("INT", {"default": 50, "min": 1, "max": 512,
+            "copies": ("INT", {"default": 50, **ranges.FUSEDREAM["copies"].widget(),
                                "tooltip": "Augmented copies per image per step (official: 50), one CLIP batch."}),
             "color": toggle("Random brightness ±0.5, saturation ×U(0,2), contrast ×U(0.5,1.5)."),
             "translation": toggle("Random integer shift up to 1/8 of the size, grey padding."),
@@ -177,12 +178,12 @@ class TopKInit:
             "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
             "candidates": ("BIGGAN_LATENT", {"tooltip": "The M random latents from the latent sampler."}),
             "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "How candidates are scored."}),
-            "k": ("INT", {"default": 5, "min": 1, "max": 1000,
+            "k": ("INT", {"default": 5, **ranges.FUSEDREAM["k"].widget(),
                           "tooltip": "How many of the best candidates to keep (official 5, paper k ≤ 15)."}),
             "augment": ("BOOLEAN", {"default": False,
                                     "tooltip": "Score with AugCLIP (slower) instead of plain CLIP like the "
                                                "official code."}),
-            "chunk": ("INT", {"default": 0, "min": 0, "max": 512, "advanced": True,
+            "chunk": ("INT", {"default": 0, **ranges.FUSEDREAM["chunk"].widget(), "advanced": True,
                               "tooltip": "Candidates generated and scored at once; bounds the memory. 0: as many "
                                          "as half the free memory holds (at most 64)."}),
             "seed": SEED,
@@ -226,13 +227,14 @@ class BasisOptimizer:
             "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
             "basis": ("BIGGAN_LATENT", {"tooltip": "The basis latents (e.g. from Top-k init)."}),
             "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "What to maximise."}),
-            "steps": ("INT", {"default": 1000, "min": 1, "max": 100_000, "tooltip": "Adam steps (official 1000)."}),
-            "lr": ("FLOAT", {"default": 5e-3, "min": 1e-6, "max": 1.0, "step": 1e-4, "round": False,
+            "steps": ("INT", {"default": 1000, **ranges.FUSEDREAM["steps"].widget(),
+                              "tooltip": "Adam steps (official 1000)."}),
+            "lr": ("FLOAT", {"default": 5e-3, **ranges.FUSEDREAM["lr"].widget(), "step": 1e-4, "round": False,
                              "tooltip": "Adam learning rate (official 5e-3)."}),
             "mode": (list(BASIS_MODES), {"default": "paper",
                                          "tooltip": "paper: scalar weights 1/k; official: per-element softmax "
                                                     "weights initialised N(0,1)."}),
-            "latent_noise": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 1.0, "step": 0.001,
+            "latent_noise": ("FLOAT", {"default": 0.01, **ranges.FUSEDREAM["latent_noise"].widget(), "step": 0.001,
                                        "tooltip": "Gaussian noise added to the latent each step (official 0.01)."}),
             "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
             "seed": SEED,
