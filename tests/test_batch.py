@@ -290,3 +290,23 @@ def test_damaged_records_are_made_again_and_their_old_files_kept_a_damaged_manif
     (out / "run.json").write_text((out / "run.json").read_text()[:25])
     with pytest.raises(FuseDreamError, match=r"run.json' is damaged \(line \d+ column \d+"):
         run_batch(items, str(out), naive_spec(tiny_models, steps=1), progress=False)
+
+
+def test_an_embedded_run_stops_when_its_device_is_lost_and_resumes_in_a_new_process(tiny_models, tmp_path,
+                                                                                       monkeypatch):
+    """A sticky device error (every later use of the device raises) cannot be cleared in this process: the run
+    records the job that hit it and stops with a message instead of failing every other job. Seen failing with
+    ``check_device`` no longer called by ``ImageWorker._one``: the run went on and failed the healthy prompt."""
+    from fusedream_pack.fusedream_ops.batch import pools
+    from fusedream_pack.fusedream_ops.fixtures.faulty_workers import BREAK, StickyDeviceWorker
+
+    items = [PromptItem("bad", f"a red bus, {BREAK}"), PromptItem("good", "a blue dog")]
+    out = str(tmp_path / "run")
+    monkeypatch.setattr(pools, "ImageWorker", StickyDeviceWorker)
+    with pytest.raises(FuseDreamError, match="(?s)in an error state after image bad__0 .*illegal memory access.* "
+                                             "Run the same command again"):
+        run_batch(items, out, naive_spec(tiny_models, steps=1), attempts=1, progress=False)
+    assert [(r["id"], r["status"]) for r in read_manifest(out)] == [("bad", "failed")]
+    monkeypatch.undo()
+    again = run_batch(items, out, naive_spec(tiny_models, steps=1), attempts=1, progress=False)
+    assert (again.ok, again.failed, again.made_now) == (1, 1, 1)

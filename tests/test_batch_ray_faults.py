@@ -52,7 +52,8 @@ def _rows(out) -> dict:
 
 def test_workers_the_cluster_cannot_hold_are_refused_before_the_folder_is_touched(ray_address, spec, tmp_path):
     """GPU workers on this CPU-only cluster, and more workers than its CPUs, would stay pending forever. Seen
-    failing with the checks of ``plan_workers`` removed: ``device="cuda"`` ran CPU workers without a word."""
+    failing with the checks of ``plan_workers`` removed: the run wrote its folder and ended "no Ray worker is left"
+    (before the fix, ``device`` was ignored on Ray and ``--workers 3`` left a third actor pending)."""
     out = tmp_path / "run"
     items = [PromptItem("p", "a red bus")]
     with pytest.raises(FuseDreamError, match=r"asks for GPU workers, but the Ray cluster has no GPU \(2 CPUs\)"):

@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=number, default=0, help="run seed: image seeds derive from (seed, prompt id)")
     p.add_argument("--images-per-prompt", type=number, default=1, help="images (seeds) per prompt (default 1)")
     p.add_argument("--attempts", type=number, default=3, help="tries per image before it stays failed (default 3)")
-    p.add_argument("--device", default=None, help="torch device (default cuda if available); on Ray: cpu or cuda workers (default cuda "
-                        "if the cluster has GPUs)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available); on Ray: cpu or cuda "
+                                                  "workers (default cuda if the cluster has GPUs)")
     p.add_argument("--threads", type=number, default=None, help="embedded run: torch CPU threads")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run on Ray: 'auto' (this machine's cluster, or a new local one) or a cluster address")

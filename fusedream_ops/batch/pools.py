@@ -220,7 +220,8 @@ class RayPool:
         job, slot.job = slot.job, None
         if job is None:
             return []
-        return [(job, Outcome(job.key, "failed", 0.0, "unknown", "lost", error=f"{DIED}: {reason}") if blame else None)]
+        lost = Outcome(job.key, "failed", 0.0, "unknown", "lost", error=f"{DIED}: {reason}")
+        return [(job, lost if blame else None)]
 
     def close(self) -> None:
         for slot in self.slots:
