@@ -12,6 +12,7 @@ from ..fusedream_ops.core.errors import require
 from ..fusedream_ops.core.images import from_image_batch, to_image_batch
 from ..fusedream_ops.fusedream.augment import AugmentPolicy
 from ..fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
+from ..fusedream_ops.validation import ranges
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
@@ -20,6 +21,7 @@ from .widgets import HIDDEN, seed_input
 
 INIT_MODES = ("noise", "color", "image", "gaussian")
 DEFAULTS = PixelSynthesisSettings()
+R = ranges.CLIPAG_SYNTHESIS
 SEED = seed_input("init noise, crops, augmentations")
 
 
@@ -94,12 +96,12 @@ class GeneratorFreeSynthesis:
                                                    "init_image input (the best CLIP matches if it holds more images "
                                                    "than batch_size); gaussian: the best of 'candidates' samples of "
                                                    "the init_gaussian input (the authors' init)."}),
-            "size": ("INT", {"default": 224, "min": 32, "max": 1024, "step": 8,
+            "size": ("INT", {"default": 224, **R["size"].widget(), "step": 8,
                              "tooltip": "Side of the square image (authors: 224 = ViT-B/32's input)."}),
             "batch_size": ("INT", {"default": 1, "min": 1, "max": 16,
                                    "tooltip": "Images optimised side by side (independent runs in one batch)."}),
-            "steps": ("INT", {"default": d.steps, "min": 1, "max": 10_000, "tooltip": "AdamW steps (authors: 100)."}),
-            "lr": ("FLOAT", {"default": d.lr, "min": 1e-5, "max": 1.0, "step": 0.0005, "round": False,
+            "steps": ("INT", {"default": d.steps, **R["steps"].widget(), "tooltip": "AdamW steps (authors: 100)."}),
+            "lr": ("FLOAT", {"default": d.lr, **R["lr"].widget(), "step": 0.0005, "round": False,
                              "tooltip": "AdamW learning rate on the pixels (authors: 0.0175)."}),
             "seed": SEED,
             "color": ("STRING", {"default": "#808080",
@@ -107,21 +109,22 @@ class GeneratorFreeSynthesis:
             "candidates": ("INT", {"default": 1000, "min": 1, "max": 100_000,
                                    "tooltip": "Samples of init_gaussian scored with CLIP (authors: 1000)."}),
             "views": _advanced("INT", d.views, "DiffAugment copies of the whole image per step (authors: 32).",
-                               min=1, max=256),
+                               **R["views"].widget()),
             "patches": _advanced("INT", d.patches, "Random crops (128/224 of the side) per step, resized to the "
-                                                   "model's input (authors: 32; 0 = none).", min=0, max=256),
+                                                   "model's input (authors: 32; 0 = none).", **R["patches"].widget()),
             "patch_weight": _advanced("FLOAT", d.patch_weight, "Weight of the crop loss (authors: 5.0).",
-                                      min=0.0, max=100.0, step=0.1),
+                                      **R["patch_weight"].widget(), step=0.1),
             "input_noise": _advanced("FLOAT", d.input_noise, "σ of the noise added to every view (authors: 0.01).",
-                                     min=0.0, max=1.0, step=0.001),
+                                     **R["input_noise"].widget(), step=0.001),
             "grad_clip": _advanced("FLOAT", d.grad_clip, "Largest gradient norm per image (authors: 0.001; "
-                                                         "0 = no clipping).", min=0.0, max=100.0, step=0.0001,
+                                                         "0 = no clipping).", **R["grad_clip"].widget(), step=0.0001,
                                    round=False),
             "threshold": _advanced("FLOAT", d.threshold, "Dynamic-thresholding quantile after each step (authors: "
-                                                         "0.95); 0 clamps to [0, 1] instead.", min=0.0, max=1.0,
-                                   step=0.01),
+                                                         "0.95); 0 clamps to [0, 1] instead.",
+                                   **R["threshold"].widget(), step=0.01),
             "weight_decay": _advanced("FLOAT", d.weight_decay, "AdamW weight decay on the pixels (authors keep "
-                                                               "torch's 0.01).", min=0.0, max=1.0, step=0.001),
+                                                               "torch's 0.01).",
+                                      **R["weight_decay"].widget(), step=0.001),
             **MONITOR_INPUTS,
         }, "optional": {
             "init_image": ("IMAGE", {"tooltip": "Starting image(s) for init 'image' (centre-cropped to a square)."}),

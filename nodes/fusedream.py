@@ -17,6 +17,7 @@ from ..fusedream_ops.fusedream.topk import chunk_for_memory, free_memory, topk_l
 from ..fusedream_ops.models.biggan import load_biggan
 from ..fusedream_ops.models.clip import AUTO, load_clip
 from ..fusedream_ops.models.imagenet_classes import parse_class_list
+from ..fusedream_ops.validation import ranges
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
@@ -107,7 +108,7 @@ class LatentSampler:
     def INPUT_TYPES(cls):
         return {"required": {
             "generator": ("BIGGAN", {"tooltip": "The generator whose class embeddings initialise y."}),
-            "candidates": ("INT", {"default": 10000, "min": 1, "max": 1_000_000,
+            "candidates": ("INT", {"default": 10000, **ranges.FUSEDREAM["candidates"].widget(),
                                    "tooltip": "M, the number of random latents (the paper uses 10,000)."}),
             "seed": SEED,
             "z_mode": (list(Z_MODES), {"default": "clamp",
@@ -144,7 +145,7 @@ class AugCLIPObjectiveNode:
             "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer (any open_clip model, e.g. CLIPAG)."}),
             "prompt": ("STRING", {"default": "a photo of a blue dog", "multiline": True,
                                   "tooltip": SYNTAX}),
-            "copies": ("INT", {"default": 50, "min": 1, "max": 512,
+            "copies": ("INT", {"default": 50, **ranges.FUSEDREAM["copies"].widget(),
                                "tooltip": "Augmented copies per image per step (official: 50), one CLIP batch."}),
             "color": toggle("Random brightness ±0.5, saturation ×U(0,2), contrast ×U(0.5,1.5)."),
             "translation": toggle("Random integer shift up to 1/8 of the size, grey padding."),
@@ -176,12 +177,12 @@ class TopKInit:
             "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
             "candidates": ("BIGGAN_LATENT", {"tooltip": "The M random latents from the latent sampler."}),
             "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "How candidates are scored."}),
-            "k": ("INT", {"default": 5, "min": 1, "max": 1000,
+            "k": ("INT", {"default": 5, **ranges.FUSEDREAM["k"].widget(),
                           "tooltip": "How many of the best candidates to keep (official 5, paper k ≤ 15)."}),
             "augment": ("BOOLEAN", {"default": False,
                                     "tooltip": "Score with AugCLIP (slower) instead of plain CLIP like the "
                                                "official code."}),
-            "chunk": ("INT", {"default": 0, "min": 0, "max": 512, "advanced": True,
+            "chunk": ("INT", {"default": 0, **ranges.FUSEDREAM["chunk"].widget(), "advanced": True,
                               "tooltip": "Candidates generated and scored at once; bounds the memory. 0: as many "
                                          "as half the free memory holds (at most 64)."}),
             "seed": SEED,
@@ -226,13 +227,14 @@ class BasisOptimizer:
             "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
             "basis": ("BIGGAN_LATENT", {"tooltip": "The basis latents (e.g. from Top-k init)."}),
             "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "What to maximise."}),
-            "steps": ("INT", {"default": 1000, "min": 1, "max": 100_000, "tooltip": "Adam steps (official 1000)."}),
-            "lr": ("FLOAT", {"default": 5e-3, "min": 1e-6, "max": 1.0, "step": 1e-4, "round": False,
+            "steps": ("INT", {"default": 1000, **ranges.FUSEDREAM["steps"].widget(),
+                              "tooltip": "Adam steps (official 1000)."}),
+            "lr": ("FLOAT", {"default": 5e-3, **ranges.FUSEDREAM["lr"].widget(), "step": 1e-4, "round": False,
                              "tooltip": "Adam learning rate (official 5e-3)."}),
             "mode": (list(BASIS_MODES), {"default": "paper",
                                          "tooltip": "paper: scalar weights 1/k; official: per-element softmax "
                                                     "weights initialised N(0,1)."}),
-            "latent_noise": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 1.0, "step": 0.001,
+            "latent_noise": ("FLOAT", {"default": 0.01, **ranges.FUSEDREAM["latent_noise"].widget(), "step": 0.001,
                                        "tooltip": "Gaussian noise added to the latent each step (official 0.01)."}),
             "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
             "seed": SEED,

@@ -13,10 +13,24 @@ from ..core.errors import FuseDreamError
 from .methods import METHODS, MethodSpec
 from .run import run_batch
 
+
+def number(text: str) -> int | float:
+    """An int when the text is one (seeds keep all 64 bits), else a float (``1e9``, ``nan``): whether it is a valid
+    value is decided by the ranges (:func:`fusedream_ops.batch.methods.check_spec`), with a message naming them."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+
+
 SETTINGS = {
-    "candidates": int, "k": int, "steps": int, "lr": float, "copies": int, "mode": str, "chunk": int,
-    "latent_noise": float, "views": int, "patches": int, "size": int, "num_tokens": int,
-    "decoder_steps": int, "guidance": float, "width": int, "height": int,
+    "candidates": number, "k": number, "steps": number, "lr": number, "copies": number, "mode": str,
+    "chunk": number, "latent_noise": number, "views": number, "patches": number, "size": number,
+    "num_tokens": number, "decoder_steps": number, "guidance": number, "width": number, "height": number,
 }
 """Method settings the command line sets (each only when given; see ``fusedream_ops.batch.methods``)."""
 
@@ -37,15 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     for name, kind in SETTINGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                        help=f"method setting '{name}' (default: the method's own)")
-    p.add_argument("--seed", type=int, default=0, help="run seed: image seeds derive from (seed, prompt id)")
-    p.add_argument("--images-per-prompt", type=int, default=1, help="images (seeds) per prompt (default 1)")
-    p.add_argument("--attempts", type=int, default=3, help="tries per image before it stays failed (default 3)")
-    p.add_argument("--device", default=None, help="embedded run: torch device (default cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="embedded run: torch CPU threads")
+    p.add_argument("--seed", type=number, default=0, help="run seed: image seeds derive from (seed, prompt id)")
+    p.add_argument("--images-per-prompt", type=number, default=1, help="images (seeds) per prompt (default 1)")
+    p.add_argument("--attempts", type=number, default=3, help="tries per image before it stays failed (default 3)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available); on Ray: cpu or cuda "
+                                                  "workers (default cuda if the cluster has GPUs)")
+    p.add_argument("--threads", type=number, default=None, help="embedded run: torch CPU threads")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS",
                    help="run on Ray: 'auto' (this machine's cluster, or a new local one) or a cluster address")
-    p.add_argument("--workers", type=int, default=None, help="Ray workers (default: one per GPU, else per CPU)")
-    p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs (= torch threads) of a CPU Ray worker")
+    p.add_argument("--workers", type=number, default=None, help="Ray workers (default: one per GPU, else per CPU)")
+    p.add_argument("--cpus-per-worker", type=number, default=1, help="CPUs (= torch threads) of a CPU Ray worker")
     p.add_argument("--ship-code", action="store_true",
                    help="send this fusedream_ops to the Ray workers (runtime_env py_modules) instead of using "
                         "the package installed on each node")

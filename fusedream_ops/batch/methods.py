@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 
 from ..core.errors import require
+from ..fusedream.basis import BASIS_MODES
+from ..validation import ranges
 
 FUSEDREAM_FAMILY = ("fusedream", "augclip", "naive")
 KANDINSKY_FAMILY = ("ovi", "textemb")
@@ -78,25 +80,67 @@ REQUIRED_MODELS = {"fusedream": ("biggan", "clip"), "augclip": ("biggan", "clip"
                    "clipag-pixels": ("clip",), "ovi": ("prior", "decoder"), "textemb": ("prior", "decoder")}
 
 
-def check_spec(spec: MethodSpec) -> None:
-    """Refuse an unknown method, an unknown or fixed setting, or a missing model file, before any model loads."""
+def setting_ranges(method: str) -> dict:
+    """The valid values of ``method``'s numeric settings: the ranges of the nodes that run it
+    (:mod:`..validation.ranges`), under the names the batch run uses."""
+    if method in FUSEDREAM_FAMILY:
+        return dict(ranges.FUSEDREAM)
+    if method == "clipag-pixels":
+        return {**ranges.CLIPAG_SYNTHESIS, **ranges.CLIPAG_SYNTHESIS_PYTHON_ONLY}
+    decoder = {("decoder_steps" if name == "steps" else name): r for name, r in ranges.KANDINSKY_DECODER.items()}
+    return {**decoder, **(ranges.OVI if method == "ovi" else {})}
+
+
+CHOICES = {"mode": BASIS_MODES, "optimize_y": (False, True), "augment_init": (False, True)}
+"""The settings that are not numbers, with their values."""
+NONE_MEANS = {"threshold": "clamp to [0, 1]", "size": "the CLIP input size"}
+"""Settings whose None is a valid choice."""
+
+
+def _check_value(method: str, name: str, value):
+    if value is None and name in NONE_MEANS:
+        return None
+    if name in CHOICES:
+        require(any(value is c or (value == c and type(value) is type(c)) for c in CHOICES[name]),
+                f"setting '{name}' of method '{method}' must be one of {', '.join(map(str, CHOICES[name]))}; got "
+                f"{value!r}.")
+        return value
+    return setting_ranges(method)[name].check(f"setting '{name}'", value)
+
+
+def check_spec(spec: MethodSpec) -> MethodSpec:
+    """Refuse an unknown method, an unknown, fixed or out-of-range setting (the nodes' ranges), or a missing model
+    file, before any model loads; returns the spec with its settings as checked (ints as int, numbers as float)."""
     require(spec.method in METHODS, f"method must be one of {', '.join(METHODS)}, got '{spec.method}'.")
+    require(isinstance(spec.settings, dict), f"settings must be a dict, got {type(spec.settings).__name__}.")
     cls = _settings_class(spec.method)
     known = {f.name for f in dataclasses.fields(cls)} | set(EXTRA_SETTINGS.get(spec.method, {}))
     known.discard("seed")
     if spec.method == "textemb":
         known -= OVI_ONLY
-    for name in spec.settings:
+    settings = {}
+    for name, value in spec.settings.items():
         require(name in known, f"setting '{name}' does not apply to method '{spec.method}'; it takes: "
                                f"{', '.join(sorted(known))}.")
         if spec.method in ("augclip", "naive"):
             require(name not in SINGLE_START, f"method '{spec.method}' starts from one random latent, so "
                                               f"'{name}' is fixed to 1; use method 'fusedream' for top-k.")
+        settings[name] = _check_value(spec.method, name, value)
+    if spec.method == "fusedream":
+        defaults = cls()
+        k, candidates = settings.get("k", defaults.k), settings.get("candidates", defaults.candidates)
+        require(k <= candidates, f"setting 'k' ({k}) must be at most 'candidates' ({candidates}): the basis is the "
+                                 f"best k of the candidates.")
+    if spec.method in KANDINSKY_FAMILY:
+        from ..ovi.decode import check_size
+
+        check_size(settings.get("width", KandinskySettings.width), settings.get("height", KandinskySettings.height))
     for name in REQUIRED_MODELS[spec.method]:
         path = spec.models.get(name)
         require(bool(path) and os.path.exists(path),
                 f"method '{spec.method}' needs the {name} model, but '{path}' does not exist; give its file or "
                 f"folder (see --models/--{name}).")
+    return dataclasses.replace(spec, settings=settings)
 
 
 @dataclass
@@ -118,7 +162,7 @@ def _fill(cls, overrides: dict, fixed: dict | None = None):
 
 def load_method(spec: MethodSpec, device: str | torch.device = "cpu") -> LoadedMethod:
     """Load the spec's models through the pack's loaders onto ``device`` (once per worker)."""
-    check_spec(spec)
+    spec = check_spec(spec)
     device = torch.device(device)
     if spec.method in FUSEDREAM_FAMILY:
         return _fusedream_family(spec, device)
@@ -169,7 +213,6 @@ def _clipag_pixels(spec: MethodSpec, device: torch.device) -> LoadedMethod:
     scorer.model.to(device)
     base = _fill(PixelSynthesisSettings, spec.settings)
     size = int(spec.settings.get("size") or scorer.image_size[0])
-    require(size >= 8, f"size must be at least 8 pixels, got {size}.")
 
     def make(prompt: str, seed: int):
         objective = AugClipObjective(scorer, parse_prompts(prompt), AugmentPolicy(signed_range=False))

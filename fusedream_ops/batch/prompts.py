@@ -12,6 +12,11 @@ import os
 from dataclasses import dataclass
 
 from ..core.errors import FuseDreamError, require
+from ..validation.ranges import SEED
+
+MAX_IMAGES = 1_000_000
+"""Images one run makes at most (prompts x images per prompt), and so prompts a file may hold: the prompts, the
+plan and the records are kept in memory, about 1 KB per image."""
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,8 @@ def _item(row: dict, number: int, where: str) -> PromptItem:
         try:
             seed = int(str(seed).strip())
         except ValueError:
-            raise FuseDreamError(f"{where}: seed must be an integer, got {seed!r}.") from None
-        require(seed >= 0, f"{where}: seed must be 0 or more, got {seed}.")
+            raise FuseDreamError(f"{where}: seed must be {SEED.describe()}, got {seed!r}.") from None
+        seed = SEED.check(f"{where}: seed", seed)
     else:
         seed = None
     return PromptItem(item_id, prompt.strip(), seed)
@@ -46,6 +51,11 @@ def read_prompts(path: str) -> list[PromptItem]:
     require(os.path.isfile(path), f"prompt file '{path}' does not exist.")
     ext = os.path.splitext(path)[1].lower()
     items: list[PromptItem] = []
+    def add(item: PromptItem) -> None:
+        require(len(items) < MAX_IMAGES, f"prompt file '{path}' holds more than {MAX_IMAGES} prompts, the most one "
+                                         f"run makes; split it into several files and runs.")
+        items.append(item)
+
     with open(path, encoding="utf-8", newline="") as f:
         if ext in (".jsonl", ".json"):
             for number, line in enumerate(f, start=1):
@@ -56,18 +66,18 @@ def read_prompts(path: str) -> list[PromptItem]:
                 except json.JSONDecodeError as exc:
                     raise FuseDreamError(f"{path} line {number} is not JSON ({exc.msg}); write one object per "
                                          f"line, e.g. {{\"id\": \"1\", \"prompt\": \"a red bus\", \"seed\": 3}}.")
-                items.append(_item(row, len(items) + 1, f"{path} line {number}"))
+                add(_item(row, len(items) + 1, f"{path} line {number}"))
         elif ext == ".csv":
             reader = csv.DictReader(f)
             require(reader.fieldnames is not None and "prompt" in reader.fieldnames,
                     f"{path}: the CSV header must name a 'prompt' column (optional: id, seed), got "
                     f"{reader.fieldnames}.")
             for number, row in enumerate(reader, start=2):
-                items.append(_item(row, len(items) + 1, f"{path} line {number}"))
+                add(_item(row, len(items) + 1, f"{path} line {number}"))
         else:
             for line in f:
                 if line.strip():
-                    items.append(PromptItem(f"{len(items) + 1:05d}", line.strip()))
+                    add(PromptItem(f"{len(items) + 1:05d}", line.strip()))
     require(bool(items), f"prompt file '{path}' holds no prompt.")
     seen: dict[str, int] = {}
     for index, item in enumerate(items):

@@ -12,11 +12,12 @@ retried until they have used ``attempts`` tries in all, and the images are ident
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..core.errors import require
+from ..validation.numbers import require_number
 from .jobs import Job, plan_jobs
 from .methods import MethodSpec, check_spec
 from .pools import EmbeddedPool, RayPool
@@ -25,6 +26,8 @@ from .store import RunFolder
 
 MANIFEST_EVERY_S = 30.0
 """How often the manifest is rebuilt during a run (the records are written at once; this is only the summary)."""
+MAX_ATTEMPTS = 100
+"""Tries per image at most (a death of its worker counts as one)."""
 
 
 @dataclass
@@ -37,6 +40,8 @@ class BatchSummary:
     """Images made by this call (the rest were already there)."""
     seconds: float
     where: str
+    notes: list[str] = field(default_factory=list)
+    """What the run found in its folder and changed: records for an edited prompt file, unreadable records."""
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -44,6 +49,10 @@ def _progress(total: int, initial: int, enabled: bool):
 
     return tqdm(total=total, initial=initial, unit="img", disable=not enabled, dynamic_ncols=True,
                 desc="images")
+
+
+def _whole(name: str, value, low: int = 1, high: int | None = None, optional: bool = False):
+    return None if optional and value is None else require_number(name, value, low, high, integer=True)
 
 
 def run_batch(prompts: str | list[PromptItem], out_dir: str, spec: MethodSpec, run_seed: int = 0,
@@ -54,23 +63,31 @@ def run_batch(prompts: str | list[PromptItem], out_dir: str, spec: MethodSpec, r
 
     ``ray=None`` runs in this process on ``device`` (default: CUDA if available) with ``threads`` torch threads;
     ``ray="auto"`` or an address runs ``workers`` Ray actors (default: one per GPU, else one per
-    ``cpus_per_worker`` CPUs). ``attempts`` bounds the tries of a failing image across restarts.
+    ``cpus_per_worker`` CPUs; ``device`` cpu or cuda picks the kind). ``attempts`` bounds the tries of a failing
+    image across restarts. Every setting, seed and the cluster's room for the workers are checked before the
+    folder is touched or a model loads.
     """
     start = time.monotonic()
     items = read_prompts(prompts) if isinstance(prompts, str) else list(prompts)
-    require(attempts >= 1, f"attempts must be at least 1, got {attempts}.")
-    check_spec(spec)
+    attempts = _whole("attempts", attempts, high=MAX_ATTEMPTS)
+    workers, threads = _whole("workers", workers, optional=True), _whole("threads", threads, optional=True)
+    cpus_per_worker = _whole("cpus per worker", cpus_per_worker)
+    spec = check_spec(spec)
     jobs = plan_jobs(items, run_seed, images_per_prompt)
+    pool = (EmbeddedPool(spec.as_dict(), device, threads) if ray is None else
+            RayPool(spec.as_dict(), ray, workers, cpus_per_worker, ship_code, device))
     folder = RunFolder(out_dir)
-    folder.prepare({"method": spec.method, "settings": spec.settings, "run_seed": int(run_seed),
-                    "images_per_prompt": int(images_per_prompt)}, spec.models)
+    notes = folder.prepare({"method": spec.method, "settings": spec.settings, "run_seed": int(run_seed),
+                            "images_per_prompt": int(images_per_prompt)}, spec.models)
+    notes += folder.keep_matching(jobs, spec.method, spec.settings)
+    for note in notes:
+        print(f"[FuseDream] {note}", file=sys.stderr)
     done = sum(folder.is_done(j) for j in jobs)
     queue: deque[Job] = deque(j for j in jobs if not folder.is_done(j) and folder.attempts(j) < attempts)
     made_now = 0
     where = "nothing to do"
     if queue:
-        pool = (EmbeddedPool(spec.as_dict(), device, threads) if ray is None else
-                RayPool(spec.as_dict(), ray, workers, cpus_per_worker, ship_code))
+        pool.start()
         where = pool.description
         bar = _progress(len(jobs), done, progress)
         bar.set_postfix_str(where)
@@ -83,12 +100,11 @@ def run_batch(prompts: str | list[PromptItem], out_dir: str, spec: MethodSpec, r
                     in_flight += 1
                 for job, outcome in pool.wait():
                     in_flight -= 1
-                    if outcome is None:  # the worker died with it: not the prompt's fault
-                        bar.write(f"a worker was lost with {job.key} in flight: queued again")
+                    if outcome is None:  # not the job's doing (its worker was unreachable or could not start)
                         queue.appendleft(job)
                         continue
                     tries = folder.attempts(job) + 1
-                    folder.save(job, spec.method, outcome, tries)
+                    folder.save(job, spec.method, spec.settings, outcome, tries)
                     if outcome.status == "ok":
                         made_now += 1
                         bar.update(1)
@@ -106,4 +122,4 @@ def run_batch(prompts: str | list[PromptItem], out_dir: str, spec: MethodSpec, r
     manifest = folder.write_manifest(jobs)
     statuses = [folder.records[j.key]["status"] for j in jobs if j.key in folder.records]
     return BatchSummary(manifest, len(jobs), statuses.count("ok"), statuses.count("failed"), made_now,
-                        time.monotonic() - start, where)
+                        time.monotonic() - start, where, notes)

@@ -15,6 +15,7 @@ from ..core.images import to_pil
 from ..core.progress import Step
 from ..models.biggan import load_biggan
 from ..models.clip import AUTO, load_clip
+from ..validation import ranges
 from ..validation.numbers import require_number
 from ..validation.prompts import parse_prompts, truncation_warnings
 from .pipeline import FuseDreamSettings, generate
@@ -43,9 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-RANGES = {"candidates": (1, 1_000_000), "k": (1, 1000), "steps": (1, 100_000), "lr": (1e-6, 1.0), "copies": (1, 512),
-          "seed": (0, 0xFFFFFFFFFFFFFFFF)}
-"""The valid values of the numeric options: the same ranges as the nodes' widgets (a test keeps them equal)."""
+_OPTIONS = {**{n: ranges.FUSEDREAM[n] for n in ("candidates", "k", "steps", "lr", "copies")}, "seed": ranges.SEED}
+RANGES = {name: (r.low, r.high) for name, r in _OPTIONS.items()}
+"""The valid values of the numeric options: the nodes' widget ranges (:mod:`~fusedream_ops.validation.ranges`)."""
 
 
 def _check_arguments(args) -> list[tuple[str, float]]:

@@ -3,6 +3,8 @@ import json
 import os
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from fusedream_pack.fusedream_ops.batch import MethodSpec, PromptItem, plan_jobs, read_manifest, read_prompts, run_batch
@@ -147,3 +149,164 @@ def test_kandinsky_methods_make_an_image_with_the_prior_and_decoder(tiny_models,
     with Image.open(os.path.join(tmp_path, method, row["image"])) as img:
         assert img.size == (64, 64)
     assert ("cosine" in row["scores"]) == (method == "ovi")
+
+
+def test_an_edited_prompt_file_remakes_the_images_whose_prompt_moved_and_keeps_the_old_ones(tiny_models, tmp_path):
+    """A line inserted at the top of a .txt file renumbers every prompt: each record is for another prompt now, so
+    all are made again and the old images are moved to superseded/, not lost. Seen failing with the record check
+    removed from ``RunFolder.keep_matching``: "3/3 ok", one image made, the manifest kept the old prompts."""
+    prompts, out = tmp_path / "p.txt", str(tmp_path / "run")
+    prompts.write_text("a red bus\na blue dog\na cat\n")
+    run_batch(str(prompts), out, naive_spec(tiny_models, steps=1), progress=False)
+    prompts.write_text("a green tree\na red bus\na blue dog\na cat\n")
+    again = run_batch(str(prompts), out, naive_spec(tiny_models, steps=1), progress=False)
+    assert (again.ok, again.made_now) == (4, 4)
+    assert [r["prompt"] for r in read_manifest(out)] == ["a green tree", "a red bus", "a blue dog", "a cat"]
+    assert "3 image(s) were made for another prompt" in again.notes[0]
+    assert "prompt 'a red bus' then, 'a green tree' now" in again.notes[0]
+    assert sorted(n for n in os.listdir(os.path.join(out, "superseded")) if n.endswith(".png")) == [
+        "00001__0~0.png", "00002__0~0.png", "00003__0~0.png"]
+
+
+def test_a_record_counts_only_for_its_own_prompt_and_seed(tiny_models, tmp_path):
+    """With ids given, editing one row's prompt or seed remakes that row only (its failed attempts start over).
+    Seen failing with the record check removed: nothing was made again."""
+    out = str(tmp_path / "run")
+    items = [PromptItem("a", "a red bus"), PromptItem("b", "a blue dog", seed=5), PromptItem("c", ":0.5")]
+    run_batch(items, out, naive_spec(tiny_models, steps=1), attempts=1, progress=False)
+    edited = [PromptItem("a", "a red bus"), PromptItem("b", "a blue dog", seed=6), PromptItem("c", "a cat")]
+    again = run_batch(edited, out, naive_spec(tiny_models, steps=1), attempts=1, progress=False)
+    assert (again.ok, again.failed, again.made_now) == (3, 0, 2)
+    rows = {r["id"]: r for r in read_manifest(out)}
+    assert rows["b"]["seed"] == 6 and rows["c"]["prompt"] == "a cat" and rows["c"]["attempts"] == 1
+    assert "seed 5 then, 6 now" in again.notes[0]
+
+
+def test_ids_that_sanitise_to_one_name_get_one_file_each(tiny_models, tmp_path):
+    """``a b`` is stored as ``a_b-c8687a08``; an id spelling that key gets a file of its own. Seen failing with
+    the ``_HASHED`` test removed from ``file_key`` (the collision check then refused the run; with that check off
+    too, one image overwrote the other and the run said 2/2 ok)."""
+    assert file_key("a b") == "a_b-c8687a08"
+    items = [PromptItem("a b", "a red bus"), PromptItem("a_b-c8687a08", "a blue dog")]
+    summary = run_batch(items, str(tmp_path / "run"), naive_spec(tiny_models, steps=1), progress=False)
+    rows = read_manifest(summary.manifest)
+    assert summary.ok == 2 and len({r["image"] for r in rows}) == 2
+    assert len(os.listdir(tmp_path / "run" / "images")) == 2
+
+
+_ids = st.text(min_size=1, max_size=90)
+
+
+@given(st.lists(_ids, min_size=1, max_size=4).map(
+    lambda ids: list(dict.fromkeys(ids + [file_key(i) for i in ids] + [file_key(i).upper() for i in ids]))))
+@settings(max_examples=300, deadline=None)
+def test_distinct_ids_never_share_a_file(ids):
+    """Every id maps to its own file name, or the run is refused naming the two ids. Seen failing with the
+    ``_HASHED`` test removed from ``file_key`` and the collision check of ``_check_keys`` off: Hypothesis found
+    ``[':', '_-e7ac0786']``."""
+    assume(len(ids) >= 2)
+    items = [PromptItem(i, "x") for i in ids]
+    try:
+        jobs = plan_jobs(items, 0)
+    except FuseDreamError as exc:
+        assert "would share the image file" in str(exc)
+        keys = [file_key(i).casefold() for i in ids]
+        assert len(set(keys)) < len(keys)
+        return
+    assert len({j.key for j in jobs}) == len(ids)
+    assert all("/" not in j.key and not j.key.startswith(".") for j in jobs)
+
+
+def test_ids_whose_files_differ_only_in_case_are_refused_before_anything_is_made(tmp_path):
+    with pytest.raises(FuseDreamError, match="'Dog' and 'dog' would share the image file"):
+        plan_jobs([PromptItem("Dog", "x"), PromptItem("dog", "y")], 0)
+
+
+@pytest.mark.parametrize("options, row, words", [
+    (["--lr", "nan"], None, "setting 'lr' must be a finite number from 1e-06 to 1, got nan"),
+    (["--candidates", "1e12"], None, "setting 'candidates' must be an integer from 1 to 1000000"),
+    (["--steps", "1e9"], None, "setting 'steps' must be an integer from 1 to 100000, got 1000000000"),
+    (["--images-per-prompt", "1e9"], None, "images per prompt must be an integer from 1 to 1000000"),
+    (["--k", "6", "--candidates", "5"], None, "'k' (6) must be at most 'candidates' (5)"),
+    (["--seed", "-1"], None, "run seed must be an integer from 0 to"),
+    ([], '{"prompt": "a red bus", "seed": 18446744073709551616}', "line 1: seed must be an integer from 0 to"),
+    (["--images-per-prompt", "2"], '{"prompt": "a red bus", "seed": 18446744073709551615}',
+     "plus 1 (its last image) must be an integer from 0 to"),
+])
+def test_bad_settings_and_seeds_are_refused_before_the_folder_is_touched(tiny_models, tmp_path, capsys, options,
+                                                                       row, words):
+    """The nodes' ranges (validation/ranges.py), checked before run.json is written or a model loads. Seen failing
+    with ``_check_value`` returning the value unchecked: ``--lr nan`` locked the folder and the run went on."""
+    from fusedream_pack.fusedream_ops.batch.cli import main
+
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "run"
+    prompts.write_text((row or '{"prompt": "a red bus"}') + "\n")
+    code = main([str(prompts), str(out), "--method", "fusedream", "--models", tiny_models, "--steps", "1",
+                 "--candidates", "2", "--k", "1", "--no-progress", *options])
+    assert code == 2 and words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_batch_ranges_are_the_nodes_ranges():
+    """Kandinsky's nodes declare their own numbers (the others read validation/ranges.py): kept equal here."""
+    from fusedream_pack.fusedream_ops.batch.methods import setting_ranges
+    from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
+
+    def declared(node, names):
+        inputs = NODE_CLASS_MAPPINGS[node].INPUT_TYPES()["required"]
+        return {name: (inputs[key][1]["min"], inputs[key][1]["max"]) for name, key in names.items()}
+
+    def table(method, names):
+        return {name: (r.low, r.high) for name, r in setting_ranges(method).items() if name in names}
+
+    decoder = {"decoder_steps": "steps", "guidance": "guidance", "width": "width", "height": "height"}
+    ovi = {"num_tokens": "num_tokens", "steps": "steps", "lr": "lr"}
+    assert table("textemb", decoder) == declared("FuseDreamKandinsky22Decoder", decoder)
+    assert table("ovi", ovi) == declared("FuseDreamOVIPrior", ovi)
+    clipag = {n: n for n in ("size", "steps", "lr", "views", "patches", "patch_weight", "input_noise", "grad_clip",
+                             "threshold", "weight_decay")}
+    assert table("clipag-pixels", clipag) == declared("FuseDreamCLIPAGSynthesis", clipag)
+
+
+def test_damaged_records_are_made_again_and_their_old_files_kept_a_damaged_manifest_or_run_json_is_named(
+        tiny_models, tmp_path):
+    """A truncated record: its image is made again, the old files go to superseded/, the run says so. A truncated
+    manifest line or run.json: refused with the file and line. Seen failing with ``_read_record`` no longer catching
+    the JSON error: a JSONDecodeError traceback."""
+    items = [PromptItem("p1", "a red bus"), PromptItem("p2", "a blue dog")]
+    out = tmp_path / "run"
+    run_batch(items, str(out), naive_spec(tiny_models, steps=1), progress=False)
+    record = out / "records" / "p1__0.json"
+    record.write_text(record.read_text()[:40])
+    manifest = out / "manifest.jsonl"
+    manifest.write_text(manifest.read_text()[:-30])
+    with pytest.raises(FuseDreamError, match=r"manifest.jsonl line 2 is damaged .* rebuilds"):
+        read_manifest(str(out))
+    again = run_batch(items, str(out), naive_spec(tiny_models, steps=1), progress=False)
+    assert (again.ok, again.made_now) == (2, 1)
+    assert "records/p1__0.json is not JSON (line 1 column" in again.notes[0]
+    assert sorted(os.listdir(out / "superseded")) == ["p1__0~0.json", "p1__0~0.png"]
+    assert [r["key"] for r in read_manifest(str(out))] == ["p1__0", "p2__0"]
+    (out / "run.json").write_text((out / "run.json").read_text()[:25])
+    with pytest.raises(FuseDreamError, match=r"run.json' is damaged \(line \d+ column \d+"):
+        run_batch(items, str(out), naive_spec(tiny_models, steps=1), progress=False)
+
+
+def test_an_embedded_run_stops_when_its_device_is_lost_and_resumes_in_a_new_process(tiny_models, tmp_path,
+                                                                                       monkeypatch):
+    """A sticky device error (every later use of the device raises) cannot be cleared in this process: the run
+    records the job that hit it and stops with a message instead of failing every other job. Seen failing with
+    ``check_device`` no longer called by ``ImageWorker._one``: the run went on and failed the healthy prompt."""
+    from fusedream_pack.fusedream_ops.batch import pools
+    from fusedream_pack.fusedream_ops.fixtures.faulty_workers import BREAK, StickyDeviceWorker
+
+    items = [PromptItem("bad", f"a red bus, {BREAK}"), PromptItem("good", "a blue dog")]
+    out = str(tmp_path / "run")
+    monkeypatch.setattr(pools, "ImageWorker", StickyDeviceWorker)
+    with pytest.raises(FuseDreamError, match="(?s)in an error state after image bad__0 .*illegal memory access.* "
+                                             "Run the same command again"):
+        run_batch(items, out, naive_spec(tiny_models, steps=1), attempts=1, progress=False)
+    assert [(r["id"], r["status"]) for r in read_manifest(out)] == [("bad", "failed")]
+    monkeypatch.undo()
+    again = run_batch(items, out, naive_spec(tiny_models, steps=1), attempts=1, progress=False)
+    assert (again.ok, again.failed, again.made_now) == (1, 1, 1)
