@@ -100,7 +100,7 @@ class EncodersFromFiles:
     def load(self, image_encoder, text_encoder, precision):
         return (load_encoders_from_files(comfy.resolve_model_entry("clip_vision", image_encoder),
                                          comfy.resolve_model_entry("text_encoders", text_encoder),
-                                         comfy.weight_dtype(precision, "kandinsky_encoder"), 
+                                         comfy.weight_dtype(precision, "kandinsky_encoder"),
                                          comfy.model_roots("clip_vision") + comfy.model_roots("text_encoders")),)
 
 
@@ -122,8 +122,8 @@ class DecoderLoader:
 
     @checked_loader_function
     def load(self, decoder_folder, precision):
-        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder), comfy.weight_dtype(precision, "vae"),
-                             comfy.model_roots(KANDINSKY_FOLDER)),)
+        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder),
+                             comfy.weight_dtype(precision, "vae"), comfy.model_roots(KANDINSKY_FOLDER)),)
 
 
 class TextEncode:
