@@ -65,11 +65,19 @@ export class SeriesBuffer {
     return this.steps.length ? this.steps[this.steps.length - 1] : 0;
   }
 
-  #addNames(names) {
-    for (const name of names) {
-      if (this.names.length >= MAX_SERIES) return;
-      if (!this.names.includes(name)) this.names.push(name);
+  /** The names of `source` (an object) this buffer draws: the known ones it has, then new ones for which
+   * `accept(value)` holds, until MAX_SERIES names are known. Each key is looked at once and the loop stops at
+   * the cap, so an event with thousands of series costs no more than one with MAX_SERIES. */
+  #columns(source, accept) {
+    const out = this.names.filter((name) => Object.hasOwn(source, name) && accept(source[name]));
+    if (this.names.length >= MAX_SERIES) return out;
+    for (const name in source) {
+      if (!Object.hasOwn(source, name) || this.names.includes(name) || !accept(source[name])) continue;
+      this.names.push(name);
+      out.push(name);
+      if (this.names.length >= MAX_SERIES) break;
     }
+    return out;
   }
 
   /** Add the values at `step`; a step not after the last one starts a new run (the node was re-run).
@@ -77,7 +85,7 @@ export class SeriesBuffer {
   addPoint(step, values, last = false) {
     if (!isNum(step)) return;
     if (this.steps.length && step <= this.lastStep) this.reset(this.label, this.total);
-    if (values && typeof values === "object") this.#addNames(Object.keys(values).filter((k) => isNum(values[k])));
+    if (values && typeof values === "object") this.#columns(values, isNum);
     const keep = last || this.seen % this.stride === 0;
     this.seen += 1;
     if (!keep) return;
@@ -103,7 +111,8 @@ export class SeriesBuffer {
     const chunk = detail.chunk;
     if (chunk && typeof chunk === "object" && Array.isArray(chunk.steps) && chunk.steps.length) {
       const series = chunk.series && typeof chunk.series === "object" ? chunk.series : {};
-      const columns = Object.keys(series).filter((name) => Array.isArray(series[name]));
+      if (chunk.steps[0] <= this.lastStep) this.reset(this.label, this.total); // a re-run: its names start over
+      const columns = this.#columns(series, Array.isArray); // capped before the loop over the steps
       chunk.steps.forEach((step, i) => {
         const values = {};
         for (const name of columns) values[name] = series[name][i];
