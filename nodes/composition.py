@@ -19,7 +19,7 @@ from ..fusedream_ops.validation.images import (LPIPS_MIN_SIZE, require_batches_m
 from ..fusedream_ops.validation.node_inputs import checked_loader_function, checked_node_function
 from . import comfy
 from .fusedream import AUTO_PRECISION, PRECISION
-from .monitor import MONITOR_INPUTS, NodeMonitor
+from .monitor import MONITOR_INPUTS, NodeMonitor, segments
 
 LPIPS_FOLDER = "lpips"
 comfy.register_model_folder(LPIPS_FOLDER, (".pth",))
@@ -299,8 +299,10 @@ class CompositionGridSearch:
         cells = parse_grid(scales, positions)
         background = _background(background, background_image)
         comfy.load_to_device(generator.model, objective.scorer.model, lpips)
-        batches = (len(cells) + cells_per_batch - 1) // cells_per_batch
-        monitor = NodeMonitor(unique_id, steps * batches, preview_every, keep_frames_every)
+        chunks = [cells[i:i + cells_per_batch] for i in range(0, len(cells), cells_per_batch)]
+        monitor = NodeMonitor(unique_id, steps * len(chunks), preview_every, keep_frames_every,
+                              segment=segments("cell" if cells_per_batch == 1 else "batch", steps,
+                                               [_cells_label(c) for c in chunks]))
         problems = _problems(foreground, background, objective, seed, batch)
         results = composition_grid_searches(
             generator, problems, lpips, cells, cells_per_batch, steps, on_step=monitor,
@@ -318,6 +320,12 @@ class CompositionGridSearch:
             to_image_batch(best.background), _mask(best.masks), float(best.cells[b].scale), best.cells[b].position,
             float(best.augclip[b]), float(best.lpips[b]), to_image_batch(every.fused), to_image_batch(every.blended),
             lines, monitor.frames())}
+
+
+def _cells_label(cells: list[Cell]) -> str:
+    """The cells one step batch optimises, as the chart names them: "0.65 top-left" or "0.65 top-left +3"."""
+    first = f"{cells[0].scale:g} {cells[0].position}"
+    return first if len(cells) == 1 else f"{first} +{len(cells) - 1}"
 
 
 def _score_lines(r: CompositionResult) -> str:
