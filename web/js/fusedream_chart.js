@@ -154,6 +154,7 @@ class ScoreChart {
     const { buffer, state, promptId } = this.view();
     const data = this.root.dataset;
     data.points = String(buffer.length);
+    data.first = String(buffer.steps[0] ?? 0);
     data.step = String(buffer.lastStep);
     data.total = String(buffer.total || 0);
     data.state = state.kind;
@@ -175,6 +176,8 @@ class ScoreChart {
     ctx.textBaseline = "middle";
     const model = chartModel(buffer, cssW, cssH, state);
     data.series = model.names.join(",");
+    data.caption = model.caption;
+    data.boundaries = String(model.boundaries.length);
     data.panels = String(model.panels.length);
     data.panelHeights = model.panels.map((p) => Math.round(p.h)).join(",");
     if (!model.panels.length) {
@@ -184,8 +187,6 @@ class ScoreChart {
       return;
     }
     let color = 0;
-    data.boundaries = String(model.boundaries.length);
-    data.caption = model.caption;
     for (const panel of model.panels) {
       this.drawPanel(ctx, panel, model.x0, model.x1, color, model.boundaries);
       color += panel.series.length;
