@@ -232,7 +232,7 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
 PACK_MARKERS = ("fusedream", PACK_LINK_NAME.lower())
 # Reduced settings for a CPU run with the tiny stand-in models: the work-size caps of the e2e tests, plus one
 # composition cell and a short Poisson blend.
-TEMPLATE_CAPS = {**CAPS, "blend_iterations": 50, "max_iterations": 50}
+TEMPLATE_CAPS = {**CAPS, "blend_iterations": 50, "max_iterations": 50, "cells_per_batch": 1}  # cells one by one
 TEMPLATE_TEXT = {"scales": "0.65", "positions": "center, center-left"}  # two composition cells: boundaries show
 CANCEL_STEPS = 3000  # long enough not to end during a page reload; the run is cancelled
 PREVIEW_WIDGET = "$$canvas-image-preview"
@@ -613,13 +613,13 @@ class TemplateRun:
         before = self.queue()
         cond = (f"(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({json.dumps(last)}) ?? "
                 f"window.comfyAPI.app.app.graph.getNodeById({last}); const d = n?.fusedreamChart?.root.dataset; "
-                "return d && d.state === 'running' && Number(d.points) >= {min} ? Number(d.points) : null; }})()")
-        self.browser.wait_for(cond.replace("{min}", "3"), timeout=600, poll=0.1)
+                "return d && d.state === 'running' && Number(d.points) >= MIN_POINTS ? Number(d.points) : null; }})()")
+        self.browser.wait_for(cond.replace("MIN_POINTS", "3"), timeout=600, poll=0.1)
         self.check_layout("4_reload_mid_run (running)")
         self.shot("4_running_before_reload")
         seen = self.chart_of(last)
         self.reload("after reload mid-run", charts=False)
-        self.browser.wait_for(cond.replace("{min}", str(seen["points"] + 1)), timeout=120, poll=0.2)
+        self.browser.wait_for(cond.replace("MIN_POINTS", str(seen["points"] + 1)), timeout=120, poll=0.2)
         c = self.chart_of(last)
         running = self.server.get("/queue")["queue_running"]
         pid = running[0][1] if running else None
@@ -792,6 +792,7 @@ def main(argv=None) -> int:
                     run.run_all()
                 except Exception as exc:  # a step that could not run is a failed assertion, the others go on
                     run.record("?", "the check ran to the end", False, "".join(traceback.format_exception(exc))[-3000:])
+                    run.shot("FAILED")
                     open_page(server, browser)
                 results = run.results
                 report[name] = {"seconds": round(time.monotonic() - start, 1), "results": results}
@@ -806,6 +807,7 @@ def main(argv=None) -> int:
             try:
                 results = cross_tab(server, browser, args.out)
             except Exception as exc:
+                browser.screenshot(os.path.join(args.out, "cross_tab__FAILED.png"))
                 results = [{"step": "?", "assert": "the cross-tab check ran to the end", "ok": False,
                             "detail": "".join(traceback.format_exception(exc))[-3000:]}]
             report["cross tab"] = {"seconds": round(time.monotonic() - start, 1), "results": results}

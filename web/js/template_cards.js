@@ -3,6 +3,7 @@
 // each of the pack's templates carries its description in `extra.fusedream.description`. This puts it where the
 // dialog reads descriptions from, the frontend's template store (so the cards, the List view's Description column
 // and the search all have it), and writes it into cards and list rows already shown; a card shows it in full.
+import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 /** The pack's folder name under custom_nodes, as the templates route names it (`/extensions/<folder>/js/…`). */
@@ -95,7 +96,9 @@ function scan(node) {
   if (!node?.querySelectorAll) return;
   const inDialog = node.closest?.('[data-testid="template-workflows-content"]') || node.querySelector?.(
     '[data-testid="template-workflows-content"]');
-  if (inDialog && !storeDescribed) describeInStore().then((done) => (storeDescribed = done)).catch(() => {});
+  // not before the canvas exists: changing the store under the first-visit dialog, opened during the app's setup,
+  // made the frontend show "getCanvas: canvas is null" errors
+  if (inDialog && !storeDescribed && app.canvas) describeInStore().then((done) => (storeDescribed = done)).catch(() => {});
   for (const card of [node.closest?.(CARDS), ...node.querySelectorAll(CARDS)]) if (card) fillCard(card);
   for (const row of [node.closest?.(ROWS), ...node.querySelectorAll(ROWS)]) if (row) fillRow(row);
 }
