@@ -613,7 +613,7 @@ class TemplateRun:
         before = self.queue()
         cond = (f"(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({json.dumps(last)}) ?? "
                 f"window.comfyAPI.app.app.graph.getNodeById({last}); const d = n?.fusedreamChart?.root.dataset; "
-                "return d && d.state === 'running' && Number(d.points) >= MIN_POINTS ? Number(d.points) : null; }})()")
+                "return d && d.state === 'running' && Number(d.points) >= MIN_POINTS ? Number(d.points) : null; })()")
         self.browser.wait_for(cond.replace("MIN_POINTS", "3"), timeout=600, poll=0.1)
         self.check_layout("4_reload_mid_run (running)")
         self.shot("4_running_before_reload")
@@ -686,6 +686,7 @@ class TemplateRun:
 def open_page(server: ComfyServer, browser: Browser) -> None:
     browser.call("Page.navigate", {"url": server.url + "/"})
     browser.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && typeof LiteGraph !== 'undefined' "
+                     "&& window.comfyAPI.app.app.canvas "  # Escape before the canvas exists: "getCanvas" error toasts
                      "&& window.comfyAPI.app.app.extensions.some(e => e.name === 'FuseDream.ScoreChart'))", timeout=120)
     time.sleep(2.0)
     for _ in range(3):  # the first visit opens the templates dialog

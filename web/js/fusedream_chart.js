@@ -247,9 +247,17 @@ class ScoreChart {
       const starts = new Set(line.starts ?? []);
       line.xs.forEach((x, i) => (i && !starts.has(i) ? ctx.lineTo(sx(x), sy(line.ys[i])) : ctx.moveTo(sx(x), sy(line.ys[i]))));
       ctx.stroke();
+      if (line.xs.length === 1) { // one point (a top-k run of one chunk): its level across the plot, not a lone dot
+        ctx.setLineDash([4, 3]);
+        ctx.beginPath();
+        ctx.moveTo(p.x, sy(line.ys[0]));
+        ctx.lineTo(p.x + p.w, sy(line.ys[0]));
+        ctx.stroke();
+        ctx.setLineDash([]);
+      }
       ctx.fillStyle = color;
       ctx.beginPath();
-      ctx.arc(sx(line.xs[line.xs.length - 1]), sy(line.ys[line.ys.length - 1]), 2.5, 0, 2 * Math.PI);
+      ctx.arc(sx(line.xs[line.xs.length - 1]), sy(line.ys[line.ys.length - 1]), line.xs.length === 1 ? 4 : 2.5, 0, 2 * Math.PI);
       ctx.fill();
       ctx.restore();
       ctx.font = TITLE_FONT;
