@@ -489,6 +489,7 @@ class TemplateRun:
         self.check_layout("loaded", state)
         self.check_charts("loaded", state)
         self.check_sizes_of_new_and_saved_nodes()
+        self.check_fit_view()
         self.shot("1_loaded_80pct")
         self.set_zoom(1.0)
         self.check_layout("loaded at 100 %")
@@ -523,6 +524,30 @@ class TemplateRun:
         b.wait_for(f"!!{card}", timeout=20)
         b.js(f"(() => {{ {card}.scrollIntoView(); return true; }})()")
         time.sleep(0.5)
+
+    def check_fit_view(self) -> None:
+        """The template opens at a zoom where LiteGraph draws node text (>= 0.6), and Fit View in a 1920 x 1080
+        window keeps it there, except the composition templates: their grid-search node alone is ~1220 px tall."""
+        b = self.browser
+        opened = b.js("window.comfyAPI.app.app.canvas.ds.scale")
+        self.record("loaded", "the template opens at a zoom that shows node text (>= 0.6)", opened >= 0.6, opened)
+        b.call("Emulation.setDeviceMetricsOverride", {"width": 1920, "height": 1080, "deviceScaleFactor": 1,
+                                                      "mobile": False})
+        try:
+            time.sleep(1.5)
+            b.js("window.comfyAPI.app.app.extensionManager.command.execute('Comfy.Canvas.FitView').then(() => true)")
+            time.sleep(1.5)
+            fit = b.js("window.comfyAPI.app.app.canvas.ds.scale")
+            self.shot("1_fit_view_1920")
+        finally:
+            b.call("Emulation.clearDeviceMetricsOverride")
+            time.sleep(1.0)
+        if "composition" in self.name:
+            self.record("loaded", "Fit View (1920 x 1080) of a composition template: recorded, its tallest node "
+                                  "limits it", fit > 0.45, fit)
+        else:
+            self.record("loaded", "Fit View in a 1920 x 1080 window keeps node text drawn (zoom >= 0.6)", fit >= 0.6, fit)
+        self.set_zoom(0.8)
 
     def check_sizes_of_new_and_saved_nodes(self) -> None:
         """Each optimizing node type, added anew (far from the template) and configured from saved sizes: it has its
