@@ -728,12 +728,22 @@ TEMPLATES = ("FuseDream – single image", "CLIPAG – generator-free", "OVI –
 CROSS_TAB = ("CLIPAG – generator-free", "TextEmb – Kandinsky 2.2")
 
 
-def cross_tab(server: ComfyServer, browser: Browser, out: str) -> list[dict]:
+def stop_everything(server: ComfyServer) -> None:
+    """After a step that failed: nothing left queued or running for the next check."""
+    server.post("/queue", {"clear": True})
+    server.post("/interrupt")
+    deadline = time.monotonic() + 120
+    while server.get("/queue")["queue_running"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def cross_tab(server: ComfyServer, browser: Browser, out: str, results: list[dict]) -> None:
     """Queue the first template's run, show the second template's tab while it runs, and check that nothing of
     the run lands there: no chart on a node type without one, no node grown, no live preview; back on the first
-    tab, its chart shows the run live; then cancel it."""
+    tab, its chart shows the run live; then cancel it. Assertions go to ``results``."""
     running_name, shown_name = CROSS_TAB
     shown = TemplateRun(server, browser, shown_name, out)
+    shown.results = results
     shown.slug = "cross_tab_shown"
     shown.load_from_menu()
     at_load = {n["id"]: n for n in shown.state()["nodes"]}
@@ -744,8 +754,10 @@ def cross_tab(server: ComfyServer, browser: Browser, out: str) -> list[dict]:
     last = run.monitored[-1]
     run.reduce_settings({last: CANCEL_STEPS})
     before = run.queue()
-    browser.wait_for("(async () => (await (await fetch('/queue')).json()).queue_running.length > 0)()", timeout=120)
-    pid = server.get("/queue")["queue_running"][0][1]
+    graph_id = browser.js("window.comfyAPI.app.app.graph.id")
+    mine = ("(async () => (await (await fetch('/queue')).json()).queue_running"
+            f".find(q => q[3]?.extra_pnginfo?.workflow?.id === {json.dumps(graph_id)})?.[1] ?? null)()")
+    pid = browser.wait_for(mine, timeout=120)
     browser.js(f"""(() => {{ const t = [...document.querySelectorAll('.workflow-tabs .p-togglebutton')]
       .find(e => e.textContent.includes({json.dumps(shown_name)})); t.click(); return true; }})()""")
     browser.wait_for(f"window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes({json.dumps(shown_name)})",
@@ -777,7 +789,6 @@ def cross_tab(server: ComfyServer, browser: Browser, out: str) -> list[dict]:
     run.shot("back_on_running_tab")
     run.click_cancel()
     run.wait_done(before, "cross_tab_cancel")
-    return shown.results
 
 
 def main(argv=None) -> int:
@@ -819,6 +830,7 @@ def main(argv=None) -> int:
                 except Exception as exc:  # a step that could not run is a failed assertion, the others go on
                     run.record("?", "the check ran to the end", False, "".join(traceback.format_exception(exc))[-3000:])
                     run.shot("FAILED")
+                    stop_everything(server)
                     open_page(server, browser)
                 results = run.results
                 report[name] = {"seconds": round(time.monotonic() - start, 1), "results": results}
@@ -830,12 +842,14 @@ def main(argv=None) -> int:
                     print(f"  FAILED [{r['step']}] {r['assert']}: {json.dumps(r['detail'], default=str)[:1500]}", flush=True)
         if not args.skip_templates and not args.skip_cross_tab:
             start = time.monotonic()
+            results: list[dict] = []
             try:
-                results = cross_tab(server, browser, args.out)
+                stop_everything(server)
+                cross_tab(server, browser, args.out, results)
             except Exception as exc:
                 browser.screenshot(os.path.join(args.out, "cross_tab__FAILED.png"))
-                results = [{"step": "?", "assert": "the cross-tab check ran to the end", "ok": False,
-                            "detail": "".join(traceback.format_exception(exc))[-3000:]}]
+                results.append({"step": "?", "assert": "the cross-tab check ran to the end", "ok": False,
+                                "detail": "".join(traceback.format_exception(exc))[-3000:]})
             report["cross tab"] = {"seconds": round(time.monotonic() - start, 1), "results": results}
             bad = [r for r in results if not r["ok"]]
             failed += len(bad)
