@@ -671,7 +671,7 @@ class TemplateRun:
         b.wait_for(f"!window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes({json.dumps(self.name)})")
         time.sleep(1.0)
         b.js(f"""(() => {{ const t = [...document.querySelectorAll('.workflow-tabs .p-togglebutton')]
-          .find(e => e.textContent.includes({json.dumps(self.name)})); t.click(); return true; }})()""")
+          .filter(e => e.textContent.includes({json.dumps(self.name)})).at(-1); t.click(); return true; }})()""")
         b.wait_for("window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes("
                    f"{json.dumps(self.name)})", timeout=30)
         self.settle()
@@ -759,7 +759,7 @@ def cross_tab(server: ComfyServer, browser: Browser, out: str, results: list[dic
             f".find(q => q[3]?.extra_pnginfo?.workflow?.id === {json.dumps(graph_id)})?.[1] ?? null)()")
     pid = browser.wait_for(mine, timeout=120)
     browser.js(f"""(() => {{ const t = [...document.querySelectorAll('.workflow-tabs .p-togglebutton')]
-      .find(e => e.textContent.includes({json.dumps(shown_name)})); t.click(); return true; }})()""")
+      .filter(e => e.textContent.includes({json.dumps(shown_name)})).at(-1); t.click(); return true; }})()""")
     browser.wait_for(f"window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes({json.dumps(shown_name)})",
                      timeout=30)
     kept = lambda: len(server.get(f"/fusedream/series/{pid}").get(last, {}).get("entry", {}).get("steps", []))
@@ -780,7 +780,7 @@ def cross_tab(server: ComfyServer, browser: Browser, out: str, results: list[dic
     shown.record("cross tab", "the run did go on meanwhile", kept() >= start + 20, [start, kept()])
     shown.shot("shown_while_other_runs")
     browser.js(f"""(() => {{ const t = [...document.querySelectorAll('.workflow-tabs .p-togglebutton')]
-      .find(e => e.textContent.includes({json.dumps(running_name)})); t.click(); return true; }})()""")
+      .filter(e => e.textContent.includes({json.dumps(running_name)})).at(-1); t.click(); return true; }})()""")
     run.settle()
     c = browser.wait_for(f"""(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({last});
       const d = n?.fusedreamChart?.root.dataset; return d && d.state === 'running' ? {{...d}} : null; }})()""", timeout=60)

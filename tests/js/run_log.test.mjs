@@ -219,6 +219,18 @@ test("a page reloaded mid-run gets the whole series: the server's points before 
   assert.deepEqual([v.state.kind, v.buffer.length, v.promptId], ["done", 600, "p3"]);
 });
 
+test("a prompt a reloaded page finds running in /queue is the latest run, after every run in the history", () => {
+  // Seen in the browser check: described from /queue before any event, it kept order 0 and the chart showed the
+  // history's older run. Checked: with `seen` setting the order only for unknown prompts this fails.
+  const log = new RunLog();
+  log.loadHistory(Object.fromEntries([historyItem("p1", 1, "wf-a", { 6: ui([1, 2, 3]) }, [["execution_start", { timestamp: 1000 }]])]));
+  log.describe("p2", "wf-a", TYPES);
+  log.seen("p2");
+  log.progress({ node: "6", prompt_id: "p2", step: 40, total: 3000, series: { augclip: 0.4 } });
+  const v = log.view("wf-a", "6", "FuseDreamBasisOptimizer");
+  assert.deepEqual([v.state.kind, v.promptId, v.buffer.lastStep], ["running", "p2", 40]);
+});
+
 test("the history completes a run the page saw only in part", () => {
   const log = new RunLog();
   log.seen("p4");

@@ -122,7 +122,7 @@ export class RunLog {
     if (id === null) return false;
     const known = this.runs.has(id);
     const run = this.#run(id);
-    if (!known) {
+    if (!run.order) { // new, or only described (queued) so far: it is running now, after every finished run
       run.order = Date.now();
       this.#changed();
     }
