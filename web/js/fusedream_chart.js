@@ -339,8 +339,15 @@ async function restoreSeries(promptId) {
 async function completeRun(promptId) {
   if (typeof promptId !== "string") return;
   try {
-    const item = await getJson(`/history/${encodeURIComponent(promptId)}`);
-    if (item) log.loadHistory(item);
+    // the server writes the history entry just after the last event: ask again until it is there
+    for (const pause of [0, 250, 500, 1000, 2000, 4000]) {
+      if (pause) await new Promise((resolve) => setTimeout(resolve, pause));
+      const item = await getJson(`/history/${encodeURIComponent(promptId)}`);
+      if (item?.[promptId]) {
+        log.loadHistory(item);
+        break;
+      }
+    }
   } catch (err) {
     console.warn("[FuseDream] could not read the history for the chart:", err);
   }
