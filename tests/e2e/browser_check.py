@@ -158,6 +158,7 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
         workflow = json.load(f)
     browser.call("Page.navigate", {"url": server.url + "/"})
     browser.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && typeof LiteGraph !== 'undefined' "
+                     "&& window.comfyAPI.app.app.canvas "  # Escape before the canvas exists: "getCanvas" toasts
                      "&& LiteGraph.registered_node_types['FuseDreamProbe_Monitor'])", timeout=120)
     time.sleep(2.0)  # the first-visit dialog (templates) opens a moment after the node types are registered
     report["extension_registered"] = browser.wait_for(
