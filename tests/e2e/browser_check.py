@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.error
 import urllib.request
 
 from comfy_server import (CAPS, PACK_DIR, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, WebSocket, _die_with_parent,
@@ -400,7 +401,10 @@ class TemplateRun:
                     exp = {"state": "cached" if nid in cached else "done", "last_step": series[-1]["steps"][-1],
                            "points": len(series[-1]["steps"]), "prompt": pid}
                 elif stop == nid or item["status"]["status_str"] == "error":
-                    kept = self.server.get(f"/fusedream/series/{pid}").get(nid, {}).get("entry", {})
+                    try:
+                        kept = self.server.get(f"/fusedream/series/{pid}").get(nid, {}).get("entry", {})
+                    except urllib.error.HTTPError:  # a pack without the route: nothing kept
+                        kept = {}
                     exp = {"state": "cancelled", "prompt": pid, "stop": stop, "kept_steps": kept.get("steps", [])}
             expect[nid] = exp
         return expect
