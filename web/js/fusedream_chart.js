@@ -79,7 +79,7 @@ function previewSpace() {
       ctx.textAlign = "center";
       ctx.textBaseline = "middle";
       ctx.font = "12px sans-serif";
-      ctx.fillText("live preview appears here", width / 2, y + h / 2);
+      ctx.fillText("live preview (when the node sends one)", width / 2, y + h / 2);
       ctx.restore();
     },
   };
