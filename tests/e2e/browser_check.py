@@ -593,7 +593,8 @@ class TemplateRun:
             if (w.name in caps && typeof w.value === 'number' && w.value > caps[w.name])
               w.value = Math.max(caps[w.name], w.options?.min ?? 0);
             if (w.name in text && typeof w.value === 'string') w.value = text[w.name];
-            if (String(n.id) in over && w.name === 'steps') w.value = Math.min(over[String(n.id)], w.options?.max ?? Infinity);
+            // half the widget's maximum at most: the Kandinsky decoder fails at its maximum (1000: index out of bounds)
+            if (String(n.id) in over && w.name === 'steps') w.value = Math.min(over[String(n.id)], Math.floor((w.options?.max ?? Infinity) / 2));
           }}
           return true; }})()""")
 
