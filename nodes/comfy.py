@@ -294,15 +294,52 @@ class ProgressBar:
 
     def update(self, value: int, total: int, preview=None) -> None:
         if self._bar is not None:
-            self._bar.update_absolute(value, total, ("JPEG", preview, 512) if preview is not None else None)
+            self._bar.update_absolute(value, total, None if preview is None else ("JPEG", preview,
+                                                                                 preview_side(preview.size)))
+
+
+PREVIEW_MAX_SIDE = 512
+
+
+def preview_side(size: tuple[int, int]) -> int:
+    """The longest side ComfyUI may scale a live preview to: the image's own, at most 512. ComfyUI scales the preview
+    to fit this side with ``ImageOps.contain``, which also enlarges: with 512 a 32 px image arrived as 512 x 512
+    and the page labelled it so."""
+    return max(1, min(PREVIEW_MAX_SIDE, max(size)))
+
+
+def prompt_server():
+    """ComfyUI's PromptServer instance, or None outside ComfyUI."""
+    server = _comfy("server")
+    return getattr(getattr(server, "PromptServer", None), "instance", None) if server else None
+
+
+def current_prompt_id() -> str | None:
+    """The id of the prompt being executed (ComfyUI's ``last_prompt_id``), or None outside ComfyUI."""
+    prompt_id = getattr(prompt_server(), "last_prompt_id", None)
+    return None if prompt_id is None else str(prompt_id)
 
 
 def send_event(event: str, payload: dict) -> None:
     """Send a websocket event to the client that queued the prompt; nothing happens outside ComfyUI."""
-    server = _comfy("server")
-    instance = getattr(getattr(server, "PromptServer", None), "instance", None) if server else None
+    instance = prompt_server()
     if instance is not None:
         instance.send_sync(event, payload, instance.client_id)
+
+
+def add_json_route(path: str, answer) -> bool:
+    """Serve ``GET path`` with the JSON of ``answer(match_info)`` on ComfyUI's server; False outside ComfyUI or when
+    the server has no route table. Must run at import (ComfyUI adds the pack's routes after loading it)."""
+    routes = getattr(prompt_server(), "routes", None)
+    if routes is None:
+        return False
+    async def handler(request):
+        from aiohttp import web  # ComfyUI's web framework, there whenever a route is asked for
+
+        return web.json_response(answer(dict(request.match_info)))
+
+    routes.get(path)(handler)
+    return True
 
 
 def warn(messages: list[str]) -> None:

@@ -17,7 +17,7 @@ from ..fusedream_ops.fusedream.basis import BASIS_MODES
 from ..fusedream_ops.models.lpips import NETS, find_backbone, load_lpips
 from ..fusedream_ops.validation.images import LPIPS_MIN_SIZE, require_batches_match, require_image, require_same_size
 from . import comfy
-from .monitor import MONITOR_INPUTS, NodeMonitor
+from .monitor import MONITOR_INPUTS, NodeMonitor, segments
 from .node_inputs import checked_loader_function, checked_node_function
 from .widgets import HIDDEN, PRECISION, seed_input
 
@@ -297,8 +297,10 @@ class CompositionGridSearch:
         cells = parse_grid(scales, positions)
         background = _background(background, background_image)
         comfy.load_to_device(generator.model, objective.scorer.model, lpips)
-        batches = (len(cells) + cells_per_batch - 1) // cells_per_batch
-        monitor = NodeMonitor(unique_id, steps * batches, preview_every, keep_frames_every)
+        chunks = [cells[i:i + cells_per_batch] for i in range(0, len(cells), cells_per_batch)]
+        monitor = NodeMonitor(unique_id, steps * len(chunks), preview_every, keep_frames_every,
+                              segment=segments("cell" if cells_per_batch == 1 else "batch", steps,
+                                               [_cells_label(c) for c in chunks]))
         problems = _problems(foreground, background, objective, seed, batch)
         results = composition_grid_searches(
             generator, problems, lpips, cells, cells_per_batch, steps, on_step=monitor,
@@ -316,6 +318,12 @@ class CompositionGridSearch:
             to_image_batch(best.background), _mask(best.masks), float(best.cells[b].scale), best.cells[b].position,
             float(best.augclip[b]), float(best.lpips[b]), to_image_batch(every.fused), to_image_batch(every.blended),
             lines, monitor.frames())}
+
+
+def _cells_label(cells: list[Cell]) -> str:
+    """The cells one step batch optimises, as the chart names them: "0.65 top-left" or "0.65 top-left +3"."""
+    first = f"{cells[0].scale:g} {cells[0].position}"
+    return first if len(cells) == 1 else f"{first} +{len(cells) - 1}"
 
 
 def _score_lines(r: CompositionResult) -> str:

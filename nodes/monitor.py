@@ -10,6 +10,7 @@ Event ``fusedream.progress`` (sent through ComfyUI's server to the client that q
 sent outside ComfyUI)::
 
     {"node": "12",            # the node's unique id (hidden input UNIQUE_ID)
+     "prompt_id": "5b1f...",  # the prompt being executed (ComfyUI's last_prompt_id; null outside ComfyUI)
      "label": "",             # optional phase name, e.g. "optimize"
      "step": 40, "total": 1000,
      "series": {"augclip": 0.31, "lpips": 0.42},          # the values at ``step``
@@ -18,11 +19,17 @@ sent outside ComfyUI)::
 
 At most one event per node every ``MIN_EVENT_INTERVAL`` seconds; the first and the last step are always sent.
 A value missing at a step is ``null`` in the chunk and in the ``ui`` series. A NaN/inf value is never sent: it stops
-the run with a ``[FuseDream]`` error naming the series and the step.
+the run with a ``[FuseDream]`` error naming the series and the step. A node that runs the same optimisation several
+times in a row (the composition grid search: one run per cell) adds ``"segment": {"unit": "cell", "size": 10,
+"labels": ["0.65 top-left", ...]}`` (steps per run, one label per run) to every event and to the ``ui`` entry, so
+the chart can show each run on its own and say "cell 4 / 18 · step 7 / 10".
 
 ``ui`` output::
 
     {"fusedream_series": [{"label": "", "total": 1000, "steps": [...], "series": {"augclip": [...], ...}}]}
+
+The series is also kept on the server while and after the node runs (``run_series.py``), for a page that was
+reloaded or a run that was cancelled (ComfyUI's history has no ``ui`` output for a node that did not finish).
 
 holding at most ``MAX_POINTS`` points per run: when full, every other point is dropped and only every
 second new step is kept, so the series still spans the whole run evenly (the last step is always kept).
@@ -30,6 +37,7 @@ second new step is kept, so the series still spans the whole run evenly (the las
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Callable, Optional
 
@@ -38,7 +46,7 @@ import torch
 
 from ..fusedream_ops.core.errors import FuseDreamError
 from ..fusedream_ops.core.progress import Step
-from . import comfy
+from . import comfy, run_series
 
 EVENT = "fusedream.progress"
 UI_KEY = "fusedream_series"
@@ -46,6 +54,8 @@ MIN_EVENT_INTERVAL = 0.1  # seconds between two events of one node; the first an
 MAX_POINTS = 2000  # points per run kept for the ui output (about 2 events' worth of JSON per series at most)
 MAX_FRAMES = 256
 MAX_FRAME_BYTES = 256 * 1024 * 1024  # frames are kept as uint8 on the CPU: 256 frames of 512x512 = 192 MiB
+MAX_SEGMENT_LABELS = 256
+MAX_LABEL_CHARS = 40
 
 MONITOR_INPUTS = {
     "preview_every": ("INT", {"default": 5, "min": 1, "max": 1000, "advanced": True,
@@ -161,22 +171,58 @@ class SeriesLog:
         return {name: [row.get(name) for row in rows] for name in self.names}
 
 
+def segments(unit: str, size: int, labels: list[str]) -> dict:
+    """The ``segment`` of a node that runs ``len(labels)`` optimisations of ``size`` steps one after the other."""
+    shown = [str(label)[:MAX_LABEL_CHARS] for label in labels[:MAX_SEGMENT_LABELS]]
+    return {"unit": unit, "size": int(size), "labels": shown if len(labels) <= MAX_SEGMENT_LABELS else []}
+
+
+class RunSeries:
+    """The series of one node run as the page draws it (the ``ui`` entry), safe to read from the server's thread
+    while the node adds to it."""
+
+    def __init__(self, label: str, total: int, segment: Optional[dict] = None):
+        self.label = label
+        self.total = total
+        self.segment = segment
+        self.log = SeriesLog()
+        self.complete = False
+        self._lock = threading.Lock()
+
+    def add(self, step: int, values: dict[str, float], last: bool) -> None:
+        with self._lock:
+            self.log.add(step, values, last)
+            self.complete = self.complete or last
+
+    def entry(self) -> dict:
+        with self._lock:
+            entry = {"label": self.label, "total": self.total, "steps": list(self.log.steps),
+                     "series": self.log.columns()}
+        if self.segment is not None:
+            entry["segment"] = self.segment
+        return entry
+
+
 class NodeMonitor:
     """The ``on_step`` callback of one optimizing node run (see the module docstring for what it sends)."""
 
     def __init__(self, node_id: str | None, total: int, preview_every: int = 5, keep_frames_every: int = 0,
-                 label: str = "", clock: Callable[[], float] = time.monotonic):
+                 label: str = "", clock: Callable[[], float] = time.monotonic, segment: Optional[dict] = None):
         self.node_id = None if node_id is None else str(node_id)
         self.total = total
         self.preview_every = max(1, preview_every)
         self.label = label
+        self.segment = segment
         self.clock = clock
+        self.prompt_id = comfy.current_prompt_id()
         self.bar = comfy.ProgressBar(total, self.node_id)
         self.recorder = FrameRecorder(keep_frames_every)
-        self.log = SeriesLog()
+        self.series = RunSeries(label, total, segment)
+        self.log = self.series.log
         self._last_event: Optional[float] = None
         self._pending_steps: list[int] = []
         self._pending_rows: list[dict[str, float]] = []
+        run_series.remember(self.prompt_id, self.node_id, self.series)
 
     def __call__(self, step: Step) -> None:
         comfy.throw_if_interrupted()
@@ -189,7 +235,7 @@ class NodeMonitor:
         self.bar.update(step.step, step.total, _preview_image(frame) if want_preview else None)
         if step.values:
             values = {name: float(value) for name, value in step.values.items()}
-            self.log.add(step.step, values, last)
+            self.series.add(step.step, values, last)
             self._pending_steps.append(step.step)
             self._pending_rows.append(values)
             now = self.clock()
@@ -201,14 +247,16 @@ class NodeMonitor:
             self.recorder.add(step.step, frame, last)
 
     def event_payload(self, step: Step) -> dict:
-        return {"node": self.node_id, "label": self.label, "step": step.step, "total": step.total,
-                "series": {name: float(value) for name, value in step.values.items()},
-                "chunk": {"steps": list(self._pending_steps), "series": self.log.columns(self._pending_rows)}}
+        payload = {"node": self.node_id, "prompt_id": self.prompt_id, "label": self.label, "step": step.step,
+                   "total": step.total, "series": {name: float(value) for name, value in step.values.items()},
+                   "chunk": {"steps": list(self._pending_steps), "series": self.log.columns(self._pending_rows)}}
+        if self.segment is not None:
+            payload["segment"] = self.segment
+        return payload
 
     def ui(self) -> dict:
         """The whole run's series for the node's ``ui`` output (kept in the history, drawn by the chart)."""
-        return {UI_KEY: [{"label": self.label, "total": self.total, "steps": list(self.log.steps),
-                          "series": self.log.columns()}]}
+        return {UI_KEY: [self.series.entry()]}
 
     def frames(self) -> torch.Tensor:
         return self.recorder.batch()

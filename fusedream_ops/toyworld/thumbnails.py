@@ -226,20 +226,28 @@ def kandinsky_image(folders: tuple[str, str], caption: str, method: str, seed: i
                                seed=seed)
 
 
+ILLUSTRATION = "illustration from another prompt"
+"""The note of a method template's card: the picture is these nodes on toy-world models from another caption than
+the template's prompt
+(the real models are not in the repository), and the card says so."""
+
+
 def make(name: str, tw, kandinsky: tuple[str, str] | None):
     caption = CAPTIONS[name]
+    own = name.startswith("Toy world")  # the toy-world templates' cards show their own prompt's output
+    note = "toy-world output, 32 px" if own else ILLUSTRATION
     if name == "FuseDream – single image":
-        return card(fusedream_image(tw, caption), caption, "toy-world output, 32 px")
+        return card(fusedream_image(tw, caption), caption, note)
     if name == "FuseDream – composition":
-        return card(composition_image(tw, caption), caption, "toy-world output, 32 px")
+        return card(composition_image(tw, caption), caption, note)
     if name == "Toy world – composition":
-        return card(composition_world_image(caption), caption, "toy-world output, 32 px")
+        return card(composition_world_image(caption), caption, note)
     if name == "CLIPAG – generator-free":
-        return card(clipag_image(tw, caption), caption, "toy-world output, 32 px")
+        return card(clipag_image(tw, caption), caption, note)
     if name == "Mix – FuseDream upscaled":
-        return card(fusedream_image(tw, caption), caption, "toy-world FuseDream, before upscaling")
+        return card(fusedream_image(tw, caption), caption, f"{ILLUSTRATION}: FuseDream before upscaling")
     if name == "Mix – CLIPAG init for SD 1.5 img2img":
-        return card(clipag_image(tw, caption), caption, "toy-world CLIPAG init (SD 1.5 not run)")
+        return card(clipag_image(tw, caption), caption, f"{ILLUSTRATION}: the CLIPAG init (SD 1.5 not run)")
     if name == "Mix – rank loaded images":
         return ranking_card(tw, caption)
     if name == "Mix – SD 1.5 batch ranked by AugCLIP":
@@ -250,7 +258,7 @@ def make(name: str, tw, kandinsky: tuple[str, str] | None):
         image = kandinsky_image(kandinsky, caption, method)
         if image.shape[-1] > 32:  # the card's picture area holds 32 px at ×PIXELS
             image = torch.nn.functional.interpolate(image, size=(32, 32), mode="area")
-        return card(image, caption, "toy Kandinsky 2.2 output")
+        return card(image, caption, "toy Kandinsky 2.2 output" if own else ILLUSTRATION)
     what = "OVI prior" if method == "ovi" else "text embedding as image embedding"
     return card(None, caption, f"Kandinsky 2.2 ({what} + decoder). No toy-world Kandinsky model yet: the picture "
                                "needs the real Kandinsky 2.2 weights.")

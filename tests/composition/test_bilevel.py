@@ -203,6 +203,8 @@ def test_whole_composition_workflow_runs_through_the_nodes_inside_inference_mode
     assert frames.shape == (4, 32, 32, 3)
     series = out["ui"]["fusedream_series"][0]
     assert series["steps"] == [1, 2, 3, 4] and set(series["series"]) == {"augclip", "lpips"}
+    # the chart's per-batch progress (docs/monitor.md): 2 steps per batch of 2 cells, in grid order
+    assert series["segment"] == {"unit": "batch", "size": 2, "labels": ["0.65 center +1", "0.5 center +1"]}
     topk_series = fg_basis["ui"]["fusedream_series"][0]  # kept in the history: a cached Top-k still shows its chart
     assert topk_series["label"] == "top-k" and topk_series["steps"] and topk_series["series"]
 

@@ -27,10 +27,11 @@ import sys
 import tempfile
 import time
 import traceback
+import urllib.error
 import urllib.request
 
-from comfy_server import (CAPS, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, WebSocket, _die_with_parent,
-                          free_port, write_fixture_models)
+from comfy_server import (CAPS, PACK_DIR, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, WebSocket, _die_with_parent,
+                          free_port, toyworld_model_roots, write_fixture_models)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -158,6 +159,7 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
         workflow = json.load(f)
     browser.call("Page.navigate", {"url": server.url + "/"})
     browser.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && typeof LiteGraph !== 'undefined' "
+                     "&& window.comfyAPI.app.app.canvas "  # Escape before the canvas exists: "getCanvas" toasts
                      "&& LiteGraph.registered_node_types['FuseDreamProbe_Monitor'])", timeout=120)
     time.sleep(2.0)  # the first-visit dialog (templates) opens a moment after the node types are registered
     report["extension_registered"] = browser.wait_for(
@@ -232,9 +234,11 @@ def check(server: ComfyServer, browser: Browser, out: str) -> dict:
 PACK_MARKERS = ("fusedream", PACK_LINK_NAME.lower())
 # Reduced settings for a CPU run with the tiny stand-in models: the work-size caps of the e2e tests, plus one
 # composition cell and a short Poisson blend.
-TEMPLATE_CAPS = {**CAPS, "blend_iterations": 50, "max_iterations": 50}
-TEMPLATE_TEXT = {"scales": "0.65", "positions": "center"}
-CANCEL_STEPS = 400
+TEMPLATE_CAPS = {**CAPS, "blend_iterations": 50, "max_iterations": 50, "cells_per_batch": 1}  # cells one by one
+TEMPLATE_TEXT = {"scales": "0.65", "positions": "center, center-left"}  # two composition cells: boundaries show
+CANCEL_STEPS = 3000  # long enough not to end during a page reload; the run is cancelled
+PREVIEW_WIDGET = "$$canvas-image-preview"
+PREVIEW_SPACE = "fusedream_preview_space"
 
 # Every node's rectangle in canvas units (title included), every optimizing node's chart as drawn, the zoom.
 PAGE_STATE = """(() => {
@@ -250,13 +254,18 @@ PAGE_STATE = """(() => {
       const r = c.root.getBoundingClientRect();
       const nodeScreen = [canvasRect.left + (b[0] + ds.offset[0]) * ds.scale, canvasRect.top + (b[1] + ds.offset[1]) * ds.scale,
                           b[2] * ds.scale, b[3] * ds.scale];
-      chart = {points: Number(d.points || 0), step: Number(d.step || 0), total: Number(d.total || 0), state: d.state || '',
+      chart = {points: Number(d.points || 0), first: Number(d.first || 0), step: Number(d.step || 0),
+               total: Number(d.total || 0), state: d.state || '', caption: d.caption || '',
+               boundaries: Number(d.boundaries || 0),
                mark: d.mark || '', prompt: d.prompt || '', series: d.series || '', panels: Number(d.panels || 0),
                panelHeights: (d.panelHeights || '').split(',').filter(Boolean).map(Number),
                cssHeight: r.height, screen: [r.left, r.top, r.width, r.height], nodeScreen,
                visible: r.width > 0 && r.height > 0};
     }
-    return {id: String(n.id), type: n.type, rect: [b[0], b[1], b[2], b[3]], size: [n.size[0], n.size[1]], chart};
+    const widgets = (n.widgets || []).map(w => [w.name, Math.round(w.computedHeight ?? 0)]);
+    const steps = (n.widgets || []).find(w => w.name === 'steps')?.value ?? null;
+    return {id: String(n.id), type: n.type, rect: [b[0], b[1], b[2], b[3]], size: [n.size[0], n.size[1]], chart,
+            widgets, steps, preview: !!app.nodePreviewImages?.[String(n.id)]};
   });
   return {graphId: app.graph.id, workflow: app.extensionManager.workflow.activeWorkflow?.path ?? null,
           scale: ds.scale, nodes};
@@ -298,7 +307,10 @@ class TemplateRun:
         self.slug = name.replace(" ", "_").replace("–", "-")
         self.results: list[dict] = []
         self.sizes: dict[str, list[float]] = {}
+        self.heights: dict[str, dict[str, int]] = {}
         self.monitored: list[str] = []
+        with open(os.path.join(PACK_DIR, "example_workflows", f"{name}.json"), encoding="utf-8") as f:
+            self.description = json.load(f)["extra"]["fusedream"]["description"]
 
     # -- assertions
     def record(self, step: str, what: str, ok: bool, detail="") -> bool:
@@ -353,6 +365,14 @@ class TemplateRun:
         self.record(step, "no node grew since it was loaded", not grown, grown)
         self.record(step, "every chart lies inside its node on screen", not chart_outside_node(nodes),
                     chart_outside_node(nodes))
+        jumps = []
+        for n in nodes:
+            if n["id"] not in self.heights:
+                continue
+            now = {(PREVIEW_SPACE if k == PREVIEW_WIDGET else k): h for k, h in n["widgets"]}
+            jumps += [f"{n['id']} {n['type']} {k}: {h} -> {now[k]}" for k, h in self.heights[n["id"]].items()
+                      if k in now and abs(now[k] - h) > 1]
+        self.record(step, "no widget changed height since load (the preview's place is held)", not jumps, jumps)
         return state
 
     def expected_charts(self) -> dict[str, dict]:
@@ -381,7 +401,11 @@ class TemplateRun:
                     exp = {"state": "cached" if nid in cached else "done", "last_step": series[-1]["steps"][-1],
                            "points": len(series[-1]["steps"]), "prompt": pid}
                 elif stop == nid or item["status"]["status_str"] == "error":
-                    exp = {"state": "cancelled_or_stale", "prompt": pid, "stop": stop}
+                    try:
+                        kept = self.server.get(f"/fusedream/series/{pid}").get(nid, {}).get("entry", {})
+                    except urllib.error.HTTPError:  # a pack without the route: nothing kept
+                        kept = {}
+                    exp = {"state": "cancelled", "prompt": pid, "stop": stop, "kept_steps": kept.get("steps", [])}
             expect[nid] = exp
         return expect
 
@@ -396,15 +420,31 @@ class TemplateRun:
             if e["state"] in ("done", "cached"):
                 ok = (c["state"] == e["state"] and c["step"] == e["last_step"] and c["points"] == e["points"]
                       and c["prompt"] == e["prompt"])
-            elif e["state"] == "cancelled_or_stale":
-                want = "cancelled" if live_cancel == nid else "stale"
-                ok = c["state"] == want and c["prompt"] == e["prompt"] and bool(c["mark"])
+            elif e["state"] == "cancelled":  # live and after a reload alike: the series the server kept
+                kept = e["kept_steps"]
+                ok = (c["state"] == "cancelled" and c["prompt"] == e["prompt"] and c["mark"].startswith("cancelled")
+                      and bool(kept) and c["first"] == kept[0] and c["step"] == kept[-1]
+                      and c["points"] == len(kept))
             else:
                 ok = c["state"] == "idle" and c["points"] == 0
             self.record(step, f"node {nid} chart matches its latest run", ok, {"chart": c, "expected": e})
             if c["points"]:
                 low = [h for h in c["panelHeights"] if h < 56]
                 self.record(step, f"node {nid} chart panels are at least 56 px high", not low, c["panelHeights"])
+            node = next(n for n in state["nodes"] if n["id"] == nid)
+            if node["type"] == "FuseDreamCompositionGridSearch" and c["points"]:
+                # per cell, in the widget's units: "cell 2 / 2 (0.65 center-left) · step 6 / 6", cells bounded
+                import re
+                m = re.search(r"cell (\d+) / (\d+) \(.*\) · step (\d+) / (\d+)", c["caption"])
+                ok = bool(m) and int(m.group(2)) == 2 and int(m.group(4)) == node["steps"]
+                self.record(step, f"node {nid} grid chart says cell k / 2 and step s / {node['steps']} (its steps)",
+                            ok, c["caption"])
+                self.record(step, f"node {nid} grid chart draws the cell boundary", c["boundaries"] == 1,
+                            c["boundaries"])
+                if c["state"] == "cancelled":
+                    self.record(step, f"node {nid} grid cancel mark is in the widget's units",
+                                re.match(r"cancelled in cell \d+ / 2 .* at step \d+ / \d+$", c["mark"]) is not None
+                                and c["mark"].endswith(f"/ {node['steps']}"), c["mark"])
 
     def pack_errors(self) -> list[str]:
         return [e for e in self.browser.console if e.startswith(("error", "exception", "network"))
@@ -431,10 +471,15 @@ class TemplateRun:
             return img && img.naturalWidth > 0 && p && p.textContent !== {json.dumps(self.name)}
               ? {{thumbnail: img.naturalWidth, description: p.textContent}} : null; }})()""", timeout=30)
         self.record("card", "the template card shows its thumbnail", info["thumbnail"] > 0, info["thumbnail"])
-        self.record("card", "the template card shows its description", len(info["description"]) > 60,
-                    info["description"])
-        time.sleep(0.5)
+        time.sleep(1.0)
+        full = b.js(f"""(() => {{ const p = {card}.querySelector('p');
+            return {{text: p.textContent, clamped: p.scrollHeight > p.clientHeight + 2 || p.classList.contains('line-clamp-2')}}; }})()""")
+        self.record("card", "the template card shows its whole description, not cut",
+                    full["text"] == self.description and not full["clamped"], full)
+        self.record("card", "the description leads with what the user needs", self.description.startswith("Needs"),
+                    self.description[:80])
         self.shot("0_card")
+        self.check_list_view_and_search()
         b.js(f"(() => {{ {card}.click(); return true; }})()")
         b.wait_for("document.querySelectorAll('.p-dialog').length === 0 && window.comfyAPI.app.app.extensionManager"
                    f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)})", timeout=60)
@@ -442,14 +487,80 @@ class TemplateRun:
         state = self.state()
         self.sizes = {n["id"]: n["size"] for n in state["nodes"]}
         self.monitored = [n["id"] for n in state["nodes"] if n["chart"]]
+        self.heights = {n["id"]: dict(n["widgets"]) for n in state["nodes"] if n["id"] in self.monitored}
+        self.record("loaded", "each optimizing node holds its preview's place from the start",
+                    all(PREVIEW_SPACE in self.heights[i] for i in self.monitored), self.heights)
         self.record("loaded", "optimizing nodes have their chart from the start", bool(self.monitored), self.monitored)
         self.check_layout("loaded", state)
         self.check_charts("loaded", state)
         self.check_sizes_of_new_and_saved_nodes()
+        self.check_fit_view()
         self.shot("1_loaded_80pct")
         self.set_zoom(1.0)
         self.check_layout("loaded at 100 %")
         self.shot("1_loaded_100pct")
+        self.set_zoom(0.8)
+
+    def check_list_view_and_search(self) -> None:
+        """The List view's Description column holds the description (not the file name), and searching for words
+        of the description finds the template. A failure is recorded and the dialog put back in the grid view."""
+        try:
+            self._list_view_and_search()
+        except TimeoutError as exc:
+            self.record("list view", "the List view and the search show the template's description", False, str(exc))
+        b = self.browser
+        toggles = "[...document.querySelectorAll('[data-testid=\"template-workflows-content\"] .p-togglebutton')]"
+        b.js("""(() => { const i = document.querySelector('[data-testid="template-workflows-content"] input');
+            i.value = ''; i.dispatchEvent(new Event('input', {bubbles: true})); return true; })()""")
+        b.js(f"(() => {{ {toggles}[0].click(); return true; }})()")
+        name = json.dumps(self.name)
+        card = f"document.querySelector('[data-testid=\"template-workflow-' + {name} + '\"]')"
+        b.wait_for(f"!!{card}", timeout=20)
+        b.js(f"(() => {{ {card}.scrollIntoView(); return true; }})()")
+        time.sleep(0.5)
+
+    def _list_view_and_search(self) -> None:
+        b = self.browser
+        toggles = "[...document.querySelectorAll('[data-testid=\"template-workflows-content\"] .p-togglebutton')]"
+        b.js(f"(() => {{ {toggles}[1].click(); return true; }})()")
+        name = json.dumps(self.name)
+        row = f"[...document.querySelectorAll('.p-datatable-tbody tr')].find(r => r.children[0]?.textContent.trim() === {name})"
+        got = b.wait_for(f"(() => {{ const r = {row}; const d = r?.children[1]?.textContent;"
+                         f" return d && d !== {name} && d.length > 60 ? d : null; }})()", timeout=20, poll=0.3)
+        self.record("list view", "the List view's Description column holds the description", got == self.description,
+                    got)
+        self.shot("0_list_view")
+        words = " ".join(self.description.split()[1:4]).lower()  # after "Needs": in the description only
+        b.js(f"""(() => {{ const i = document.querySelector('[data-testid="template-workflows-content"] input');
+            i.value = {json.dumps(words)}; i.dispatchEvent(new Event('input', {{bubbles: true}})); return true; }})()""")
+        found = b.wait_for(f"""(() => {{ const rows = [...document.querySelectorAll('.p-datatable-tbody tr')]
+            .map(r => r.children[0]?.textContent.trim()); return rows.includes({name}) ? rows : null; }})()""",
+                           timeout=20, poll=0.3)
+        self.record("list view", f"searching for '{words}' (words of the description) finds the template", bool(found),
+                    found)
+
+    def check_fit_view(self) -> None:
+        """The template opens at a zoom where LiteGraph draws node text (>= 0.6), and Fit View in a 1920 x 1080
+        window keeps it there, except the composition templates: their grid-search node alone is ~1220 px tall."""
+        b = self.browser
+        opened = b.js("window.comfyAPI.app.app.canvas.ds.scale")
+        self.record("loaded", "the template opens at a zoom that shows node text (>= 0.6)", opened >= 0.6, opened)
+        b.call("Emulation.setDeviceMetricsOverride", {"width": 1920, "height": 1080, "deviceScaleFactor": 1,
+                                                      "mobile": False})
+        try:
+            time.sleep(1.5)
+            b.js("window.comfyAPI.app.app.extensionManager.command.execute('Comfy.Canvas.FitView').then(() => true)")
+            time.sleep(1.5)
+            fit = b.js("window.comfyAPI.app.app.canvas.ds.scale")
+            self.shot("1_fit_view_1920")
+        finally:
+            b.call("Emulation.clearDeviceMetricsOverride")
+            time.sleep(1.0)
+        if "composition" in self.name:
+            self.record("loaded", "Fit View (1920 x 1080) of a composition template: recorded, its tallest node "
+                                  "limits it", fit > 0.45, fit)
+        else:
+            self.record("loaded", "Fit View in a 1920 x 1080 window keeps node text drawn (zoom >= 0.6)", fit >= 0.6, fit)
         self.set_zoom(0.8)
 
     def check_sizes_of_new_and_saved_nodes(self) -> None:
@@ -461,15 +572,17 @@ class TemplateRun:
             got = self.browser.js(f"""(() => {{ const app = window.comfyAPI.app.app;
               const n = LiteGraph.createNode({json.dumps(node_type)}); n.pos = [-20000, -20000]; app.graph.add(n);
               const fresh = [n.size[0], n.size[1]]; const min = n.computeSize();
+              const space = n.widgets.find(w => w.name === {json.dumps(PREVIEW_SPACE)})?.computeLayoutSize?.(n)?.minHeight ?? 0;
               const data = n.serialize();
               n.configure({{...data, size: [100, 100]}}); const small = [n.size[0], n.size[1]];
               n.configure({{...data, size: [fresh[0] + 100, fresh[1] + 300]}}); const large = [n.size[0], n.size[1]];
               app.graph.remove(n);
-              return {{fresh, min: [min[0], min[1]], small, large}}; }})()""")
+              return {{fresh, min: [min[0], min[1]], small, large, space}}; }})()""")
+            # computeSize counts the widget holding the preview's place (220 px, the preview widget's minimum)
             self.record("loaded", f"a new {node_type} has room for its chart and preview from creation",
-                        got["fresh"][1] >= got["min"][1] + 220, got)
+                        got["fresh"][1] >= got["min"][1] and got["space"] >= 220, got)
             self.record("loaded", f"a smaller saved size of {node_type} is enlarged at load",
-                        got["small"][0] >= got["min"][0] and got["small"][1] >= got["min"][1] + 220, got)
+                        got["small"][0] >= got["min"][0] and got["small"][1] >= got["min"][1], got)
             self.record("loaded", f"a larger saved size of {node_type} is kept",
                         got["large"] == [got["fresh"][0] + 100, got["fresh"][1] + 300], got)
 
@@ -480,7 +593,8 @@ class TemplateRun:
             if (w.name in caps && typeof w.value === 'number' && w.value > caps[w.name])
               w.value = Math.max(caps[w.name], w.options?.min ?? 0);
             if (w.name in text && typeof w.value === 'string') w.value = text[w.name];
-            if (String(n.id) in over && w.name === 'steps') w.value = over[String(n.id)];
+            // half the widget's maximum at most: the Kandinsky decoder fails at its maximum (1000: index out of bounds)
+            if (String(n.id) in over && w.name === 'steps') w.value = Math.min(over[String(n.id)], Math.floor((w.options?.max ?? Infinity) / 2));
           }}
           return true; }})()""")
 
@@ -518,25 +632,51 @@ class TemplateRun:
         self.shot("2_after_run")
         self.overview("2_after_run_overview")
 
-    def run_and_cancel(self) -> str:
-        """Re-run with many steps on the last optimizing node (the others are cached) and cancel it mid-run."""
+    def click_cancel(self) -> None:
+        """A real mouse click on the action bar's "Cancel current run" button."""
+        x, y = self.browser.wait_for("""(() => { const b = document.querySelector('button[aria-label="Cancel current run"]');
+            if (!b || b.disabled) return null; const r = b.getBoundingClientRect();
+            return [r.left + r.width / 2, r.top + r.height / 2]; })()""", timeout=30)
+        for kind in ("mouseMoved", "mousePressed", "mouseReleased"):
+            self.browser.call("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                           "clickCount": 1})
+
+    def chart_of(self, nid: str) -> dict:
+        return next(n["chart"] for n in self.state()["nodes"] if n["id"] == nid)
+
+    def run_reload_cancel(self) -> str:
+        """A long run of the last optimizing node (the others are cached): reload the page mid-run (the chart must
+        come back whole, from step 1, still live), cancel it with the Cancel button, reload again (the cancel must
+        stay, with its series)."""
         last = self.monitored[-1]
         self.reduce_settings({last: CANCEL_STEPS})
         before = self.queue()
-        self.browser.wait_for(f"(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({json.dumps(last)}) ?? "
-                              f"window.comfyAPI.app.app.graph.getNodeById({last}); const d = n.fusedreamChart.root.dataset; "
-                              "return d.state === 'running' && Number(d.points) >= 2; })()", timeout=600, poll=0.1)
-        self.check_layout("3_cancel (running)")
-        self.shot("3_cancel_running")
-        self.browser.js("window.comfyAPI.api.api.interrupt().then(() => true)")
-        item = self.wait_done(before, "3_cancel")
+        cond = (f"(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({json.dumps(last)}) ?? "
+                f"window.comfyAPI.app.app.graph.getNodeById({last}); const d = n?.fusedreamChart?.root.dataset; "
+                "return d && d.state === 'running' && Number(d.points) >= MIN_POINTS ? Number(d.points) : null; })()")
+        self.browser.wait_for(cond.replace("MIN_POINTS", "3"), timeout=600, poll=0.1)
+        self.check_layout("4_reload_mid_run (running)")
+        self.shot("4_running_before_reload")
+        seen = self.chart_of(last)
+        self.reload("after reload mid-run", charts=False)
+        self.browser.wait_for(cond.replace("MIN_POINTS", str(seen["points"] + 1)), timeout=120, poll=0.2)
+        c = self.chart_of(last)
+        running = self.server.get("/queue")["queue_running"]
+        pid = running[0][1] if running else None
+        self.record("after reload mid-run", "the chart is live again, for the running prompt, from its first step",
+                    c["state"] == "running" and c["prompt"] == pid and c["first"] == 1 and c["points"] > seen["points"],
+                    {"before": seen, "after": c, "running": pid})
+        self.shot("4_running_after_reload")
+        self.click_cancel()
+        item = self.wait_done(before, "5_cancel")
         interrupted = [d for e, d in item["status"]["messages"] if e == "execution_interrupted"]
-        self.record("cancel", "the run was interrupted in the last optimizing node",
+        self.record("cancel", "the Cancel button interrupted the run in the last optimizing node",
                     bool(interrupted) and interrupted[0]["node_id"] == last, interrupted)
         time.sleep(1.5)
         state = self.check_layout("after cancel")
-        self.check_charts("after cancel", state, live_cancel=last)
-        self.shot("3_after_cancel")
+        self.check_charts("after cancel", state)
+        self.shot("5_after_cancel")
+        self.reload("after reload after cancel")
         return last
 
     def switch_tabs(self, cancelled: str) -> None:
@@ -546,7 +686,7 @@ class TemplateRun:
         b.wait_for(f"!window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes({json.dumps(self.name)})")
         time.sleep(1.0)
         b.js(f"""(() => {{ const t = [...document.querySelectorAll('.workflow-tabs .p-togglebutton')]
-          .find(e => e.textContent.includes({json.dumps(self.name)})); t.click(); return true; }})()""")
+          .filter(e => e.textContent.includes({json.dumps(self.name)})).at(-1); t.click(); return true; }})()""")
         b.wait_for("window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes("
                    f"{json.dumps(self.name)})", timeout=30)
         self.settle()
@@ -558,7 +698,7 @@ class TemplateRun:
         self.record("after tab switch", "every chart is as it was before the switch", same, {"before": before, "after": after})
         self.shot("4_after_tab_switch")
 
-    def reload(self) -> None:
+    def reload(self, step: str = "after reload", charts: bool = True) -> None:
         b = self.browser
         b.js("window.__fusedreamOldPage = true")
         b.call("Page.reload", {"ignoreCache": False})
@@ -567,17 +707,17 @@ class TemplateRun:
                    f".workflow.activeWorkflow?.path?.includes({json.dumps(self.name)}))", timeout=120)
         self.settle()
         dialogs = b.js("[...document.querySelectorAll('.p-dialog')].map(d => d.textContent.slice(0, 120))")
-        self.record("after reload", "no dialog is left open by the reload", not dialogs, dialogs)
-        state = self.check_layout("after reload")
-        self.check_charts("after reload", state)
-        self.shot("5_after_reload")
+        self.record(step, "no dialog is left open by the reload", not dialogs, dialogs)
+        state = self.check_layout(step)
+        if charts:  # mid-run the history does not hold the running prompt yet: checked by the caller
+            self.check_charts(step, state)
+        self.shot(step.replace(" ", "_"))
 
     def run_all(self) -> list[dict]:
         self.load_from_menu()
         self.run_reduced()
-        cancelled = self.run_and_cancel()
+        cancelled = self.run_reload_cancel()
         self.switch_tabs(cancelled)
-        self.reload()
         errors = self.pack_errors()
         self.record("end", "the console shows no error from the pack", not errors, errors)
         return self.results
@@ -586,6 +726,7 @@ class TemplateRun:
 def open_page(server: ComfyServer, browser: Browser) -> None:
     browser.call("Page.navigate", {"url": server.url + "/"})
     browser.wait_for("!!(window.comfyAPI && window.comfyAPI.app.app.graph && typeof LiteGraph !== 'undefined' "
+                     "&& window.comfyAPI.app.app.canvas "  # Escape before the canvas exists: "getCanvas" error toasts
                      "&& window.comfyAPI.app.app.extensions.some(e => e.name === 'FuseDream.ScoreChart'))", timeout=120)
     time.sleep(2.0)
     for _ in range(3):  # the first visit opens the templates dialog
@@ -596,7 +737,80 @@ def open_page(server: ComfyServer, browser: Browser) -> None:
 
 
 TEMPLATES = ("FuseDream – single image", "CLIPAG – generator-free", "OVI – Kandinsky 2.2", "TextEmb – Kandinsky 2.2",
-             "FuseDream – composition")
+             "FuseDream – composition", "Toy world – OVI", "Toy world – composition")
+# A run in the first template's tab while the second's is shown: CLIPAG's optimizer has the id of TextEmb's
+# "Kandinsky 2.2 Text Encode" (issue 20: that node got the chart, grew and covered its neighbour).
+CROSS_TAB = ("CLIPAG – generator-free", "TextEmb – Kandinsky 2.2")
+
+
+def stop_everything(server: ComfyServer) -> None:
+    """After a step that failed: nothing left queued or running for the next check."""
+    server.post("/queue", {"clear": True})
+    server.post("/interrupt")
+    deadline = time.monotonic() + 120
+    while server.get("/queue")["queue_running"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def cross_tab(server: ComfyServer, browser: Browser, out: str, results: list[dict]) -> None:
+    """Queue the first template's run, show the second template's tab while it runs, and check that nothing of
+    the run lands there: no chart on a node type without one, no node grown, no live preview; back on the first
+    tab, its chart shows the run live; then cancel it. Assertions go to ``results``."""
+    running_name, shown_name = CROSS_TAB
+    shown = TemplateRun(server, browser, shown_name, out)
+    shown.results = results
+    shown.slug = "cross_tab_shown"
+    shown.load_from_menu()
+    at_load = {n["id"]: n for n in shown.state()["nodes"]}
+    run = TemplateRun(server, browser, running_name, out)
+    run.slug = "cross_tab_running"
+    run.results = shown.results
+    run.load_from_menu()
+    last = run.monitored[-1]
+    run.reduce_settings({last: CANCEL_STEPS})
+    browser.js("(() => { window.__fdEvents = 0; window.comfyAPI.api.api.addEventListener('fusedream.progress', "
+               "() => { window.__fdEvents += 1; }); return true; })()")  # the harness's own count of the run's events
+    before = run.queue()
+    graph_id = browser.js("window.comfyAPI.app.app.graph.id")
+    mine = ("(async () => (await (await fetch('/queue')).json()).queue_running"
+            f".find(q => q[3]?.extra_pnginfo?.workflow?.id === {json.dumps(graph_id)})?.[1] ?? null)()")
+    pid = browser.wait_for(mine, timeout=120)
+    browser.js(f"""(() => {{ const t = [...document.querySelectorAll('.workflow-tabs .p-togglebutton')]
+      .filter(e => e.textContent.includes({json.dumps(shown_name)})).at(-1); t.click(); return true; }})()""")
+    browser.wait_for(f"window.comfyAPI.app.app.extensionManager.workflow.activeWorkflow?.path?.includes({json.dumps(shown_name)})",
+                     timeout=30)
+    start = browser.js("window.__fdEvents")
+    try:  # the run goes on while the other tab is shown: ten more of its events
+        browser.wait_for(f"window.__fdEvents >= {start + 10}", timeout=300, poll=0.5)
+    except TimeoutError:
+        pass  # recorded below
+    time.sleep(1.0)
+    state = shown.state()
+    foreign = [f"{n['id']} {n['type']}" for n in state["nodes"] if n["chart"] and not at_load[n["id"]]["chart"]]
+    shown.record("cross tab", "no node of the shown tab gets a chart it does not have", not foreign, foreign)
+    grown = [f"{n['id']} {n['type']} {at_load[n['id']]['size']} -> {n['size']}" for n in state["nodes"]
+             if n["size"][1] > at_load[n["id"]]["size"][1] + 0.5 or n["size"][0] > at_load[n["id"]]["size"][0] + 0.5]
+    shown.record("cross tab", "no node of the shown tab grows while the other tab's run goes on", not grown, grown)
+    added = [f"{n['id']} {n['type']}" for n in state["nodes"]
+             if n["preview"] or (PREVIEW_WIDGET in dict(n["widgets"]) and PREVIEW_WIDGET not in dict(at_load[n["id"]]["widgets"]))]
+    shown.record("cross tab", "no live preview of the other tab's run lands on the shown tab", not added, added)
+    seen = browser.js("window.__fdEvents")
+    shown.record("cross tab", "the run did go on meanwhile (10 more progress events)", seen >= start + 10, [start, seen])
+    shown.shot("shown_while_other_runs")
+    browser.js(f"""(() => {{ const t = [...document.querySelectorAll('.workflow-tabs .p-togglebutton')]
+      .filter(e => e.textContent.includes({json.dumps(running_name)})).at(-1); t.click(); return true; }})()""")
+    run.settle()
+    try:
+        c = browser.wait_for(f"""(() => {{ const n = window.comfyAPI.app.app.graph.getNodeById({last});
+          const d = n?.fusedreamChart?.root.dataset; return d && d.state === 'running' ? {{...d}} : null; }})()""",
+                             timeout=60)
+    except TimeoutError:
+        c = {}
+    shown.record("cross tab", "back on the running tab its chart is live, for its prompt",
+                 c.get("prompt") == pid and int(c.get("points", 0)) >= 10, c)
+    run.shot("back_on_running_tab")
+    run.click_cancel()
+    run.wait_done(before, "cross_tab_cancel")
 
 
 def main(argv=None) -> int:
@@ -608,6 +822,8 @@ def main(argv=None) -> int:
                         help="run only this template (repeatable; default: all five)")
     parser.add_argument("--skip-probe", action="store_true", help="leave out the probe-node chart check")
     parser.add_argument("--skip-templates", action="store_true", help="only the probe-node chart check")
+    parser.add_argument("--skip-cross-tab", action="store_true", help="leave out the run-in-another-tab check")
+    parser.add_argument("--cross-tab-only", action="store_true", help="only the run-in-another-tab check")
     args = parser.parse_args(argv)
     chromium = find_chromium()
     if not (args.comfyui and chromium):
@@ -615,7 +831,8 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.out, exist_ok=True)
     base = tempfile.mkdtemp(prefix="fusedream-browser-")
-    server = ComfyServer(args.comfyui, args.python, base=base, extra_packs=(PROBE_PACK_DIR,))
+    server = ComfyServer(args.comfyui, args.python, base=base, extra_packs=(PROBE_PACK_DIR,),
+                         extra_config=toyworld_model_roots())
     browser = None
     report: dict = {}
     failed = 0
@@ -628,13 +845,15 @@ def main(argv=None) -> int:
             report["probe"] = check(server, browser, args.out)
         if not args.skip_templates:
             open_page(server, browser)
-            for name in args.template or TEMPLATES:
+            for name in [] if args.cross_tab_only else (args.template or TEMPLATES):
                 start = time.monotonic()
                 run = TemplateRun(server, browser, name, args.out)
                 try:
                     run.run_all()
                 except Exception as exc:  # a step that could not run is a failed assertion, the others go on
                     run.record("?", "the check ran to the end", False, "".join(traceback.format_exception(exc))[-3000:])
+                    run.shot("FAILED")
+                    stop_everything(server)
                     open_page(server, browser)
                 results = run.results
                 report[name] = {"seconds": round(time.monotonic() - start, 1), "results": results}
@@ -644,6 +863,23 @@ def main(argv=None) -> int:
                       f"({report[name]['seconds']} s)", flush=True)
                 for r in bad:
                     print(f"  FAILED [{r['step']}] {r['assert']}: {json.dumps(r['detail'], default=str)[:1500]}", flush=True)
+        if not args.skip_templates and not args.skip_cross_tab:
+            start = time.monotonic()
+            results: list[dict] = []
+            try:
+                stop_everything(server)
+                cross_tab(server, browser, args.out, results)
+            except Exception as exc:
+                browser.screenshot(os.path.join(args.out, "cross_tab__FAILED.png"))
+                results.append({"step": "?", "assert": "the cross-tab check ran to the end", "ok": False,
+                                "detail": "".join(traceback.format_exception(exc))[-3000:]})
+            report["cross tab"] = {"seconds": round(time.monotonic() - start, 1), "results": results}
+            bad = [r for r in results if not r["ok"]]
+            failed += len(bad)
+            print(f"cross tab: {len(results) - len(bad)} assertions passed, {len(bad)} failed "
+                  f"({report['cross tab']['seconds']} s)", flush=True)
+            for r in bad:
+                print(f"  FAILED [{r['step']}] {r['assert']}: {json.dumps(r['detail'], default=str)[:1500]}", flush=True)
         with open(os.path.join(args.out, "report.json"), "w") as f:
             json.dump(report, f, indent=1, default=str)
         print(f"report: {os.path.join(args.out, 'report.json')}; screenshots in {args.out}")

@@ -245,9 +245,21 @@ class RunResult:
         return self.history.get("outputs", {})
 
 
+TOYWORLD_FIXTURES = os.path.join(PACK_DIR, "tests", "fixtures", "toyworld")
+
+
+def toyworld_model_roots() -> str:
+    """The two ``extra_model_paths.yaml`` sections the docs give users for the toy-world templates
+    (docs/toyworld.md, docs/toyworld_composition.md)."""
+    return (f"toyworld:\n    base_path: {TOYWORLD_FIXTURES}\n    kandinsky22: kandinsky22\n"
+            f"    ovi_reference: ovi_reference\n"
+            f"toyworld_composition:\n    base_path: {os.path.join(TOYWORLD_FIXTURES, 'composition')}\n"
+            f"    biggan: biggan\n    open_clip: open_clip\n    lpips: lpips\n")
+
+
 class ComfyServer:
     def __init__(self, comfyui: str, python: str, base: Optional[str] = None, models_dir: Optional[str] = None,
-                 extra_packs: tuple[str, ...] = (), port: Optional[int] = None):
+                 extra_packs: tuple[str, ...] = (), port: Optional[int] = None, extra_config: str = ""):
         self.comfyui = os.path.abspath(comfyui)
         self.python = python
         self.base = base or tempfile.mkdtemp(prefix="fusedream-e2e-")
@@ -258,6 +270,7 @@ class ComfyServer:
         self.client_id = uuid.uuid4().hex
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = os.path.join(self.base, "server.log")
+        self.extra_config = extra_config
 
     # -- setup
     def write_config(self) -> str:
@@ -276,7 +289,7 @@ class ComfyServer:
                     lines.append(f"    {name}: {os.path.relpath(os.path.join(self.models_dir, name), self.base)}")
         path = os.path.join(self.base, "extra_model_paths.yaml")
         with open(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write("\n".join(lines) + "\n" + self.extra_config)
         return path
 
     def command(self) -> list[str]:

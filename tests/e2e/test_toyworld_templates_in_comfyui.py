@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comfy_server import PACK_DIR, ComfyServer, ui_to_api
+from comfy_server import PACK_DIR, ComfyServer, toyworld_model_roots, ui_to_api
 
 pytestmark = pytest.mark.comfyui
 
@@ -28,25 +28,11 @@ if not (COMFYUI_PATH and COMFYUI_PYTHON):
     pytest.skip("set COMFYUI_PATH and COMFYUI_PYTHON to run the real-ComfyUI tests", allow_module_level=True)
 
 
-class ToyWorldServer(ComfyServer):
-    """ComfyUI with the toy-world fixtures added as models roots the way the docs tell users to
-    (docs/toyworld.md, docs/toyworld_composition.md: two ``extra_model_paths.yaml`` sections)."""
-
-    def write_config(self) -> str:
-        path = super().write_config()
-        with open(path, "a") as f:
-            f.write(f"toyworld:\n    base_path: {FIXTURES}\n    kandinsky22: kandinsky22\n"
-                    f"    ovi_reference: ovi_reference\n"
-                    f"toyworld_composition:\n    base_path: {os.path.join(FIXTURES, 'composition')}\n"
-                    f"    biggan: biggan\n    open_clip: open_clip\n    lpips: lpips\n")
-        return path
-
-
 @pytest.fixture(scope="module")
 def server():
     base = tempfile.mkdtemp(prefix="fusedream-toyworld-e2e-")
     try:
-        with ToyWorldServer(COMFYUI_PATH, COMFYUI_PYTHON, base=base) as srv:
+        with ComfyServer(COMFYUI_PATH, COMFYUI_PYTHON, base=base, extra_config=toyworld_model_roots()) as srv:
             yield srv
     finally:
         shutil.rmtree(base, ignore_errors=True)

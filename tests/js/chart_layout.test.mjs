@@ -9,6 +9,7 @@ import {
   MIN_PLOT_HEIGHT,
   SeriesBuffer,
   chartModel,
+  describeProgress,
   groupSeries,
   layoutPanels,
   runState,
@@ -74,4 +75,22 @@ test("run states say what the chart shows", () => {
   assert.ok(runState("stale").text.startsWith("stale"));
   assert.ok(runState("cached").text.startsWith("cached"));
   assert.equal(runState("bogus").kind, "idle");
+});
+
+test("a composition grid's chart reads per cell: one line per cell, boundaries, captions in the widget's units", () => {
+  // Issue 20: 18 cells of 10 steps were one sawtooth captioned "step 180 / 180", cancelled "at step 31 / 18000".
+  // Checked: without the segment (the old caption and line) every assertion below fails.
+  const segment = { unit: "cell", size: 10, labels: ["0.65 top-left", "0.65 top-center", "0.65 top-right"] };
+  const buf = new SeriesBuffer();
+  for (let s = 1; s <= 24; s++) {
+    buf.addEvent({ node: "9", step: s, total: 180, series: { augclip: 0.2 + (s % 10) * 0.01 }, segment });
+  }
+  const model = chartModel(buf, 400, CHART_HEIGHT);
+  assert.equal(model.caption, "cell 3 / 18 (0.65 top-right) · step 4 / 10");
+  assert.deepEqual(model.boundaries.slice(0, 3), [10, 20, 30]);
+  const line = model.panels[0].series[0].line;
+  assert.deepEqual(line.starts.map((i) => line.xs[i]), [11, 21], "a new line starts with each cell");
+  assert.equal(runState("cancelled", 31, 18000, { ...segment, size: 1000 }).text,
+    "cancelled in cell 1 / 18 (0.65 top-left) at step 31 / 1000");
+  assert.equal(describeProgress(40, 40, null), "step 40 / 40");
 });

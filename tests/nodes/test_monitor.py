@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from fusedream_pack.fusedream_ops.core.progress import Step, report
+from fusedream_pack.nodes import comfy as comfy_adapter
 from fusedream_pack.nodes import monitor as monitor_module
-from fusedream_pack.nodes.monitor import EVENT, MONITOR_INPUTS, UI_KEY, FrameRecorder, NodeMonitor, SeriesLog
+from fusedream_pack.nodes import run_series
+from fusedream_pack.nodes.monitor import EVENT, MONITOR_INPUTS, UI_KEY, FrameRecorder, NodeMonitor, SeriesLog, segments
 
 
 class FakeClock:
@@ -29,9 +31,21 @@ def comfy_server(monkeypatch):
     """Records what the adapter sends to ComfyUI: events, progress updates with their previews, interrupts."""
     sent = types.SimpleNamespace(events=[], progress=[], interrupt_at=None, checks=0)
 
+    class Routes:
+        def __init__(self):
+            self.paths = {}
+
+        def get(self, path):
+            def add(handler):
+                self.paths[path] = handler
+                return handler
+            return add
+
     class PromptServer:
         instance = None
         client_id = "client-1"
+        last_prompt_id = "prompt-1"
+        routes = Routes()
 
         def send_sync(self, event, data, sid=None):
             json.dumps(data)  # what the websocket does with it
@@ -95,8 +109,8 @@ def test_event_payload_matches_the_documented_schema(comfy_server):
     assert [e[0] for e in events] == [EVENT] * 3
     assert all(sid == "client-1" for _, _, sid in events)
     first = events[0][1]
-    assert set(first) == {"node", "label", "step", "total", "series", "chunk"}
-    assert first["node"] == "12" and first["label"] == "optimize"
+    assert set(first) == {"node", "prompt_id", "label", "step", "total", "series", "chunk"}
+    assert first["node"] == "12" and first["label"] == "optimize" and first["prompt_id"] == "prompt-1"
     assert (first["step"], first["total"]) == (1, 3)
     assert first["series"] == {"augclip": 1.5, "lpips": 0.25}
     assert first["chunk"] == {"steps": [1], "series": {"augclip": [1.5], "lpips": [0.25]}}
@@ -163,7 +177,7 @@ def test_previews_every_n_steps_and_at_the_last_step(comfy_server):
     with_preview = [value for _, value, _, preview in comfy_server.progress if preview is not None]
     assert with_preview == [5, 10, 12]
     kind, image, max_size = next(p[3] for p in comfy_server.progress if p[3] is not None)
-    assert kind == "JPEG" and image.size == (8, 8) and image.mode == "RGB" and max_size == 512
+    assert kind == "JPEG" and image.size == (8, 8) and image.mode == "RGB" and max_size == 8  # never enlarged
     assert all(node == "5" for node, *_ in comfy_server.progress)
 
 
@@ -251,3 +265,56 @@ def test_monitor_inputs_have_tooltips_and_valid_defaults():
     for name, (kind, opts) in MONITOR_INPUTS.items():
         assert kind == "INT" and opts["tooltip"]
         assert opts["min"] <= opts["default"] <= opts["max"]
+
+
+def test_a_cancelled_nodes_series_stays_on_the_server_for_the_page(comfy_server):
+    """ComfyUI's history has no ui output for a node that did not finish: the store keeps the series the page
+    lost on a reload (issue 20). Checked: without ``run_series.remember`` in NodeMonitor this fails (``{}``)."""
+    comfy_server.interrupt_at = 43
+    mon = NodeMonitor("9", total=5000, label="pixels")
+    with pytest.raises(comfy_server.Interrupted):
+        fake_run(mon, 5000, size=4)
+    kept = run_series.store().of_prompt("prompt-1")
+    assert kept["9"]["complete"] is False
+    assert kept["9"]["entry"]["steps"] == list(range(1, 43)) and kept["9"]["entry"]["total"] == 5000
+    assert kept["9"]["entry"]["label"] == "pixels"
+    comfy_server.interrupt_at = None
+    done = NodeMonitor("10", total=3)
+    fake_run(done, 3, size=4)
+    assert run_series.store().of_prompt("prompt-1")["10"] == {"entry": done.ui()[UI_KEY][0], "complete": True}
+    assert "/fusedream/series/{prompt_id}" in type(comfy_server_instance()).routes.paths
+    assert run_series.store().of_prompt("another prompt") == {}
+
+
+def comfy_server_instance():
+    return sys.modules["server"].PromptServer.instance
+
+
+def test_the_store_forgets_the_oldest_prompts():
+    store = run_series.RecentSeries(max_prompts=3)
+    for k in range(5):
+        mon = NodeMonitor(str(k), total=2)
+        fake_run(mon, 2, size=2)
+        store.add(f"p{k}", str(k), mon.series)
+    assert store.of_prompt("p0") == {} and store.of_prompt("p1") == {}
+    assert list(store.of_prompt("p4")) == ["4"]
+
+
+def test_segments_go_into_every_event_and_the_ui_entry(comfy_server):
+    seg = segments("cell", 2, ["0.65 center", "0.5 center"])
+    clock = FakeClock()
+    mon = NodeMonitor("4", total=4, clock=clock, segment=seg)
+    for i in range(1, 5):
+        clock.now += 1.0
+        mon(Step(i, 4, {"augclip": 0.1 * i}))
+    assert all(e["segment"] == seg for e in progress_events(comfy_server))
+    assert mon.ui()[UI_KEY][0]["segment"] == {"unit": "cell", "size": 2, "labels": ["0.65 center", "0.5 center"]}
+    many = segments("cell", 1, [f"label {k}" * 10 for k in range(1000)])
+    assert many["labels"] == [] and segments("cell", 1, ["x" * 100])["labels"] == ["x" * 40]
+
+
+@pytest.mark.parametrize("size, side", [((32, 32), 32), ((224, 100), 224), ((1024, 768), 512), ((1, 1), 1)])
+def test_live_previews_are_never_enlarged(size, side):
+    """ComfyUI scales a preview to fit the side it is given, up as well as down (ImageOps.contain): a 32 px image
+    sent with 512 arrived as 512 x 512 (issue 20). Checked: with the old constant 512 the small cases fail."""
+    assert comfy_adapter.preview_side(size) == side

@@ -50,6 +50,7 @@ export class SeriesBuffer {
   reset(label = "", total = 0) {
     this.label = label;
     this.total = total;
+    this.segment = null;
     this.steps = [];
     this.rows = [];
     this.names = [];
@@ -65,11 +66,19 @@ export class SeriesBuffer {
     return this.steps.length ? this.steps[this.steps.length - 1] : 0;
   }
 
-  #addNames(names) {
-    for (const name of names) {
-      if (this.names.length >= MAX_SERIES) return;
-      if (!this.names.includes(name)) this.names.push(name);
+  /** The names of `source` (an object) this buffer draws: the known ones it has, then new ones for which
+   * `accept(value)` holds, until MAX_SERIES names are known. Each key is looked at once and the loop stops at
+   * the cap, so an event with thousands of series costs no more than one with MAX_SERIES. */
+  #columns(source, accept) {
+    const out = this.names.filter((name) => Object.hasOwn(source, name) && accept(source[name]));
+    if (this.names.length >= MAX_SERIES) return out;
+    for (const name in source) {
+      if (!Object.hasOwn(source, name) || this.names.includes(name) || !accept(source[name])) continue;
+      this.names.push(name);
+      out.push(name);
+      if (this.names.length >= MAX_SERIES) break;
     }
+    return out;
   }
 
   /** Add the values at `step`; a step not after the last one starts a new run (the node was re-run).
@@ -77,7 +86,7 @@ export class SeriesBuffer {
   addPoint(step, values, last = false) {
     if (!isNum(step)) return;
     if (this.steps.length && step <= this.lastStep) this.reset(this.label, this.total);
-    if (values && typeof values === "object") this.#addNames(Object.keys(values).filter((k) => isNum(values[k])));
+    if (values && typeof values === "object") this.#columns(values, isNum);
     const keep = last || this.seen % this.stride === 0;
     this.seen += 1;
     if (!keep) return;
@@ -103,7 +112,8 @@ export class SeriesBuffer {
     const chunk = detail.chunk;
     if (chunk && typeof chunk === "object" && Array.isArray(chunk.steps) && chunk.steps.length) {
       const series = chunk.series && typeof chunk.series === "object" ? chunk.series : {};
-      const columns = Object.keys(series).filter((name) => Array.isArray(series[name]));
+      if (chunk.steps[0] <= this.lastStep) this.reset(this.label, this.total); // a re-run: its names start over
+      const columns = this.#columns(series, Array.isArray); // capped before the loop over the steps
       chunk.steps.forEach((step, i) => {
         const values = {};
         for (const name of columns) values[name] = series[name][i];
@@ -112,6 +122,7 @@ export class SeriesBuffer {
     } else {
       this.addPoint(detail.step, detail.series, detail.step === detail.total);
     }
+    if ("segment" in detail) this.segment = cleanSegment(detail.segment);
   }
 
   /** Replace the content with one entry of the node's `ui` output (`{label, total, steps, series}`).
@@ -141,6 +152,21 @@ export class SeriesBuffer {
     this.names = names.filter((name) => used.has(name));
     while (this.steps.length > this.maxPoints) this.#thin(true);
     if (!this.total && this.steps.length) this.total = this.lastStep;
+    this.segment = ok ? cleanSegment(entry.segment) : null;
+  }
+
+  /** A copy holding this buffer's points and, after them, the points of `newer` past its last step (a series
+   * the server kept, completed by what the page saw live after it). */
+  extendedWith(newer) {
+    const out = new SeriesBuffer(this.maxPoints);
+    out.loadUi({ label: this.label, total: this.total, steps: this.steps, segment: this.segment,
+                 series: Object.fromEntries(this.names.map((n) => [n, this.rows.map((r) => r[n] ?? null)])) });
+    if (!newer) return out;
+    newer.rows.forEach((row, i) => {
+      if (newer.steps[i] > out.lastStep) out.addPoint(newer.steps[i], row, newer.steps[i] === newer.total);
+    });
+    if (newer.total) out.total = newer.total;
+    return out;
   }
 
   /** The points of one series as parallel arrays, steps without a value skipped. */
@@ -161,6 +187,42 @@ export class SeriesBuffer {
     return null;
   }
 }
+
+/** Labels kept of a segment, and their length (the server sends at most 256 of 40 characters). */
+export const MAX_SEGMENT_LABELS = 256;
+const MAX_LABEL = 40;
+
+/**
+ * A node that runs one optimisation after another (the composition grid search: one per cell) says so with
+ * `segment: {unit, size, labels}`: `size` steps per run, one label per run. Null when absent or malformed.
+ */
+export function cleanSegment(segment) {
+  if (!segment || typeof segment !== "object" || !isNum(segment.size) || segment.size < 1) return null;
+  const unit = typeof segment.unit === "string" && segment.unit ? segment.unit.slice(0, 16) : "run";
+  const labels = Array.isArray(segment.labels)
+    ? segment.labels.slice(0, MAX_SEGMENT_LABELS).map((l) => (typeof l === "string" ? l.slice(0, MAX_LABEL) : ""))
+    : [];
+  return { unit, size: Math.floor(segment.size), labels };
+}
+
+/**
+ * Where a run stands, in the units of the node's widgets: "step 7 / 10", or for a segmented run "cell 4 / 18
+ * (0.65 center) · step 7 / 10" — the cell's own step, not the 67th of 180.
+ */
+export function describeProgress(step, total, segment = null) {
+  const s = isNum(step) ? step : 0;
+  const t = isNum(total) && total > 0 ? total : 0;
+  if (!segment) return `step ${s} / ${t || "?"}`;
+  const size = segment.size;
+  const index = Math.max(1, Math.ceil(s / size));
+  const count = t ? Math.max(index, Math.ceil(t / size)) : "?";
+  const label = segment.labels[index - 1];
+  const within = s - (index - 1) * size;
+  return `${segment.unit} ${index} / ${count}${label ? ` (${label})` : ""} · step ${within} / ${size}`;
+}
+
+/** The run (0-based) a step of a segmented run belongs to. */
+export const segmentOf = (step, size) => Math.max(0, Math.ceil(step / size) - 1);
 
 /** The last run entry of a node's `ui` output, or null when the output carries no series. */
 export function seriesFromOutput(output) {
@@ -376,16 +438,24 @@ export function chartModel(buffer, width, height, state = null) {
   const names = [...columns.keys()];
   const x0 = 0;
   const x1 = Math.max(isNum(buffer.total) ? buffer.total : 0, buffer.lastStep, 1);
-  const model = { names, panels: [], hidden: 0, x0, x1, caption: "", state };
+  const model = { names, panels: [], hidden: 0, x0, x1, caption: "", state, boundaries: [] };
   if (!names.length) return model;
   const lines = new Map();
   const ranges = {};
   const plotW = Math.max(1, (isNum(width) ? width : 0) - 52);
+  const seg = buffer.segment;
   for (const name of names) {
     const { xs, ys } = columns.get(name);
     const line = downsampleMinMax(xs, ys, plotW, x0, x1);
+    // a segmented run is one line per run (cell), not one sawtooth: a new sub-path where the run changes
+    line.starts = seg ? line.xs.flatMap((x, i) => (i && segmentOf(x, seg.size) !== segmentOf(line.xs[i - 1], seg.size) ? [i] : [])) : [];
     lines.set(name, line);
     ranges[name] = valueRange(line.ys);
+  }
+  model.boundaries = [];
+  if (seg) {
+    const count = Math.ceil(x1 / seg.size);
+    if (count - 1 <= plotW / 4) for (let k = 1; k < count; k++) model.boundaries.push(k * seg.size);
   }
   const groups = groupSeries(names, ranges);
   const band = state?.text ? MARK_HEIGHT : 0; // the run-state mark gets its own line above the panels
@@ -400,22 +470,27 @@ export function chartModel(buffer, width, height, state = null) {
     return { ...rect, axis, series };
   });
   const head = buffer.label ? `${buffer.label} · ` : "";
-  model.caption = `${head}step ${buffer.lastStep} / ${buffer.total || "?"}`;
+  model.caption = `${head}${describeProgress(buffer.lastStep, buffer.total, seg)}`;
   return model;
 }
 
 /**
  * The state a chart shows, from what is known about the node in the latest run of its workflow:
- * `running`, `done`, `cached` (the output is the cached one of an earlier run), `cancelled` / `error` (the
+ * `running`, `waiting` (a run is on its way to the node: the series is the previous run's), `done`, `cached`
+ * (the output is the cached one of an earlier run), `cancelled` / `error` (the
  * latest run stopped in this node: the series is partial), `stale` (the latest run stopped before this node
  * finished: the series is from an earlier run) or `idle` (nothing known). Returns `{kind, text}`; `text` is
  * the mark drawn on the chart ("" for running, done and idle).
  */
-export function runState(kind, step = null, total = null) {
-  const at = isNum(step) && step > 0 ? ` at step ${step}${isNum(total) && total > 0 ? ` / ${total}` : ""}` : "";
+export function runState(kind, step = null, total = null, segment = null) {
+  const where = segment ? describeProgress(step, total, segment).replace(" · step ", " at step ") : null;
+  const at = isNum(step) && step > 0
+    ? (where ? ` in ${where}` : ` at step ${step}${isNum(total) && total > 0 ? ` / ${total}` : ""}`) : "";
   switch (kind) {
     case "running":
       return { kind, text: "" };
+    case "waiting":
+      return { kind, text: "previous run: the current run has not reached this node yet" };
     case "done":
       return { kind, text: "" };
     case "cached":

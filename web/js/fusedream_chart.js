@@ -10,15 +10,21 @@ import { MAX_RUNS, RunLog } from "./run_log.js";
 const WIDGET_NAME = "fusedream_chart";
 /** ComfyUI's image preview widget (frontend 1.2x): added on a node's first preview with a 220 px minimum. */
 const PREVIEW_WIDGET = "$$canvas-image-preview";
+const PREVIEW_MIN_HEIGHT = 220;
 const PREVIEW_RESERVE = 230;
+/** Holds the preview's place until the first preview arrives, with the preview widget's own layout request, so the
+ * node's other widgets (the chart, a prompt box) keep their heights when it arrives. */
+const PREVIEW_SPACE = "fusedream_preview_space";
+const SERIES_ROUTE = "/fusedream/series/";
 const MIN_NODE_WIDTH = 340;
 /** Optimizing node types without the monitor's `keep_frames_every` widget (they send events all the same). */
 const MONITORED_TYPES = new Set(["FuseDreamTopK"]);
 const COLORS = ["#4fc3f7", "#ffb74d", "#81c784", "#f06292", "#ba68c8", "#fff176"];
 const BG = "#1b1b1b";
 const GRID = "rgba(255,255,255,0.10)";
+const BOUNDARY = "rgba(255,255,255,0.28)";
 const TEXT = "#c8c8c8";
-const MARK = { cancelled: "#ffb74d", error: "#ef5350", stale: "#ffb74d", cached: "#90a4ae" };
+const MARK = { cancelled: "#ffb74d", error: "#ef5350", stale: "#ffb74d", cached: "#90a4ae", waiting: "#90a4ae" };
 const FONT = "12px sans-serif";
 const TITLE_FONT = "bold 12px sans-serif";
 
@@ -47,10 +53,48 @@ function isMonitoredNodeDef(nodeData) {
 function reserveSize(node) {
   const min = node.computeSize?.();
   if (!min || !node.size) return;
-  const hasPreview = node.widgets?.some((w) => w.name === PREVIEW_WIDGET);
+  const hasPreview = node.widgets?.some((w) => w.name === PREVIEW_WIDGET || w.name === PREVIEW_SPACE);
   const w = Math.max(node.size[0], min[0], MIN_NODE_WIDTH);
   const h = Math.max(node.size[1], min[1] + (hasPreview ? 0 : PREVIEW_RESERVE));
   if (w !== node.size[0] || h !== node.size[1]) node.setSize([w, h]);
+}
+
+/** A widget that draws a placeholder where the live preview will be and asks for the preview widget's layout. */
+function previewSpace() {
+  return {
+    name: PREVIEW_SPACE,
+    type: "fusedream_preview_space",
+    value: "",
+    serialize: false,
+    options: { serialize: false },
+    y: 0,
+    computeLayoutSize: () => ({ minHeight: PREVIEW_MIN_HEIGHT, minWidth: 1 }),
+    draw(ctx, node, width, y, height) {
+      const h = this.computedHeight ?? height ?? PREVIEW_MIN_HEIGHT;
+      ctx.save();
+      ctx.strokeStyle = "rgba(255,255,255,0.12)";
+      ctx.setLineDash([4, 4]);
+      ctx.strokeRect(15, y + 4, width - 30, h - 8);
+      ctx.fillStyle = "rgba(255,255,255,0.35)";
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.font = "12px sans-serif";
+      ctx.fillText("live preview (when the node sends one)", width / 2, y + h / 2);
+      ctx.restore();
+    },
+  };
+}
+
+/** The preview's place is held by the spacer exactly while ComfyUI's preview widget is absent (and the spacer is
+ * the last widget, where the preview widget is added). Run before every layout (the node's onDrawBackground, where
+ * ComfyUI adds the preview widget). */
+function syncPreviewSpace(node) {
+  const widgets = node.widgets ?? [];
+  const hasPreview = widgets.some((w) => w.name === PREVIEW_WIDGET);
+  const at = widgets.findIndex((w) => w.name === PREVIEW_SPACE);
+  if (hasPreview && at >= 0) widgets.splice(at, 1);
+  if (!hasPreview && at < 0 && !node.flags?.collapsed) node.addCustomWidget(previewSpace());
+  if (!hasPreview && at >= 0 && at !== widgets.length - 1) widgets.push(...widgets.splice(at, 1));
 }
 
 class ScoreChart {
@@ -110,6 +154,7 @@ class ScoreChart {
     const { buffer, state, promptId } = this.view();
     const data = this.root.dataset;
     data.points = String(buffer.length);
+    data.first = String(buffer.steps[0] ?? 0);
     data.step = String(buffer.lastStep);
     data.total = String(buffer.total || 0);
     data.state = state.kind;
@@ -131,6 +176,8 @@ class ScoreChart {
     ctx.textBaseline = "middle";
     const model = chartModel(buffer, cssW, cssH, state);
     data.series = model.names.join(",");
+    data.caption = model.caption;
+    data.boundaries = String(model.boundaries.length);
     data.panels = String(model.panels.length);
     data.panelHeights = model.panels.map((p) => Math.round(p.h)).join(",");
     if (!model.panels.length) {
@@ -141,7 +188,7 @@ class ScoreChart {
     }
     let color = 0;
     for (const panel of model.panels) {
-      this.drawPanel(ctx, panel, model.x0, model.x1, color);
+      this.drawPanel(ctx, panel, model.x0, model.x1, color, model.boundaries);
       color += panel.series.length;
     }
     const bottom = model.panels[model.panels.length - 1];
@@ -163,9 +210,18 @@ class ScoreChart {
     ctx.font = FONT;
   }
 
-  drawPanel(ctx, p, x0, x1, firstColor) {
+  drawPanel(ctx, p, x0, x1, firstColor, boundaries = []) {
     const sx = linearScale(x0, x1, p.x, p.x + p.w);
     const sy = linearScale(p.axis.min, p.axis.max, p.y + p.h, p.y);
+    ctx.strokeStyle = BOUNDARY;
+    ctx.lineWidth = 1;
+    for (const b of boundaries) { // where one run (a grid cell) ends and the next starts
+      const x = Math.round(sx(b)) + 0.5;
+      ctx.beginPath();
+      ctx.moveTo(x, p.y);
+      ctx.lineTo(x, p.y + p.h);
+      ctx.stroke();
+    }
     ctx.strokeStyle = GRID;
     ctx.lineWidth = 1;
     ctx.fillStyle = TEXT;
@@ -188,11 +244,20 @@ class ScoreChart {
       ctx.strokeStyle = color;
       ctx.lineWidth = 1.5;
       ctx.beginPath();
-      line.xs.forEach((x, i) => (i ? ctx.lineTo(sx(x), sy(line.ys[i])) : ctx.moveTo(sx(x), sy(line.ys[i]))));
+      const starts = new Set(line.starts ?? []);
+      line.xs.forEach((x, i) => (i && !starts.has(i) ? ctx.lineTo(sx(x), sy(line.ys[i])) : ctx.moveTo(sx(x), sy(line.ys[i]))));
       ctx.stroke();
+      if (line.xs.length === 1) { // one point (a top-k run of one chunk): its level across the plot, not a lone dot
+        ctx.setLineDash([4, 3]);
+        ctx.beginPath();
+        ctx.moveTo(p.x, sy(line.ys[0]));
+        ctx.lineTo(p.x + p.w, sy(line.ys[0]));
+        ctx.stroke();
+        ctx.setLineDash([]);
+      }
       ctx.fillStyle = color;
       ctx.beginPath();
-      ctx.arc(sx(line.xs[line.xs.length - 1]), sy(line.ys[line.ys.length - 1]), 2.5, 0, 2 * Math.PI);
+      ctx.arc(sx(line.xs[line.xs.length - 1]), sy(line.ys[line.ys.length - 1]), line.xs.length === 1 ? 4 : 2.5, 0, 2 * Math.PI);
       ctx.fill();
       ctx.restore();
       ctx.font = TITLE_FONT;
@@ -215,6 +280,14 @@ function attachChart(node) {
   if (chartOf(node)) return chartOf(node);
   const chart = new ScoreChart(node);
   node.fusedreamChart = chart;
+  syncPreviewSpace(node);
+  const drawBackground = node.onDrawBackground; // ComfyUI's (on the prototype): adds the preview widget
+  node.onDrawBackground = function (...args) {
+    previews.restore(this);
+    const result = drawBackground?.apply(this, args);
+    syncPreviewSpace(this);
+    return result;
+  };
   chain(node, "onRemoved", () => {
     chart.destroy();
     node.fusedreamChart = null;
@@ -222,45 +295,130 @@ function attachChart(node) {
   return chart;
 }
 
-/** The node of the current graph with this id; one without a chart (a node of another pack that sends the
- * series) gets one on its first event, at its current size. */
-function attachToId(id) {
-  if (id === null || id === undefined) return;
-  const key = String(id);
-  for (const chart of charts) if (String(chart.node.id) === key) return;
-  const node = app.graph?.getNodeById?.(key) ?? app.graph?.getNodeById?.(Number(key));
-  if (node) attachChart(node);
-}
-
 function redrawAll() {
   for (const chart of charts) chart.requestDraw();
   app.graph?.setDirtyCanvas?.(true, false);
 }
 
-/** The running prompt's workflow id and node types, from `/queue` (it may have been queued from any tab). */
-async function describeRunning(promptId) {
+async function getJson(path) {
+  const res = await api.fetchApi(path, { cache: "no-store" });
+  return res.ok ? res.json() : null;
+}
+
+/** The running or queued prompt's workflow id and node types, from `/queue` (it may have been queued from any
+ * tab or another window). Returns the ids of the prompts running. */
+async function describeQueue() {
+  const running = [];
   try {
-    const res = await api.fetchApi("/queue", { cache: "no-store" });
-    const queue = await res.json();
+    const queue = await getJson("/queue");
     for (const item of [...(queue?.queue_running ?? []), ...(queue?.queue_pending ?? [])]) {
-      if (Array.isArray(item) && item[1] === promptId) {
-        log.describe(promptId, item[3]?.extra_pnginfo?.workflow?.id ?? null, item[2]);
-        redrawAll();
-      }
+      if (!Array.isArray(item) || typeof item[1] !== "string") continue;
+      log.describe(item[1], item[3]?.extra_pnginfo?.workflow?.id ?? null, item[2]);
     }
+    for (const item of queue?.queue_running ?? []) if (Array.isArray(item)) running.push(item[1]);
   } catch (err) {
     console.warn("[FuseDream] could not read the queue for the chart:", err);
   }
+  redrawAll();
+  return running;
+}
+
+/** The series the server kept for `promptId` (the points a reloaded page missed, a cancelled node's series). */
+async function restoreSeries(promptId) {
+  try {
+    const kept = await getJson(SERIES_ROUTE + encodeURIComponent(promptId));
+    if (kept) log.restore(promptId, kept);
+  } catch (err) {
+    console.warn("[FuseDream] could not read the kept series for the chart:", err);
+  }
+  redrawAll();
+}
+
+/** When a prompt ends: its history entry (the complete series of every node that finished) and the server's series
+ * of the node it stopped in, so a run the page saw only in part ends drawn whole. */
+async function completeRun(promptId) {
+  if (typeof promptId !== "string") return;
+  try {
+    // the server writes the history entry just after the last event: ask again until it is there
+    for (const pause of [0, 250, 500, 1000, 2000, 4000]) {
+      if (pause) await new Promise((resolve) => setTimeout(resolve, pause));
+      const item = await getJson(`/history/${encodeURIComponent(promptId)}`);
+      if (item?.[promptId]) {
+        log.loadHistory(item);
+        break;
+      }
+    }
+  } catch (err) {
+    console.warn("[FuseDream] could not read the history for the chart:", err);
+  }
+  if (log.needsRestore().includes(promptId)) await restoreSeries(promptId);
+  redrawAll();
 }
 
 async function loadHistory() {
   try {
-    const res = await api.fetchApi(`/history?max_items=${MAX_RUNS}`, { cache: "no-store" });
-    log.loadHistory(await res.json());
-    redrawAll();
+    log.loadHistory(await getJson(`/history?max_items=${MAX_RUNS}`));
   } catch (err) {
     console.warn("[FuseDream] could not read the history for the charts:", err);
   }
+  const running = await describeQueue();
+  for (const id of running) log.seen(id);
+  await Promise.all(log.needsRestore().map(restoreSeries));
+  redrawAll();
+}
+
+/** A prompt first seen in an event (the page was loaded while it ran): ask what it is and what was missed. */
+function onSeen(promptId) {
+  if (!log.seen(promptId)) return;
+  describeQueue().then(() => restoreSeries(promptId));
+}
+
+/**
+ * Live previews, routed like the charts: ComfyUI puts a preview on the node with the running node's id in the graph
+ * shown, whatever workflow queued the prompt. A preview of another workflow's run is taken off the shown graph, and
+ * the last preview of each node of each workflow is kept (as its own blob) and put back when its tab is shown again.
+ */
+class PreviewKeeper {
+  constructor() {
+    this.kept = new Map(); // `${workflow}|${node}` -> blob URL
+  }
+
+  received({ blob, displayNodeId, promptId }) {
+    if (!(blob instanceof Blob) || displayNodeId == null) return;
+    const workflow = log.workflowOf(promptId);
+    const shown = app.graph?.id ?? null;
+    if (workflow !== null && workflow !== shown) delete app.nodePreviewImages?.[String(displayNodeId)];
+    if (workflow === null) return;
+    const key = `${workflow}|${displayNodeId}`;
+    const old = this.kept.get(key);
+    if (old) URL.revokeObjectURL(old);
+    this.kept.set(key, URL.createObjectURL(blob));
+  }
+
+  /** Put the kept preview back on `node` when the shown graph has none for it. */
+  restore(node) {
+    const images = app.nodePreviewImages;
+    const id = String(node.id);
+    if (!images || images[id]?.length || node.imgs?.length || app.nodeOutputs?.[id]?.images?.length) return;
+    const url = this.kept.get(`${app.graph?.id}|${id}`);
+    if (url) images[id] = [url];
+  }
+}
+
+const previews = new PreviewKeeper();
+
+/** The prompt id the server gives a prompt queued from this page, with its workflow id, as soon as it is queued. */
+function recordQueued() {
+  const queuePrompt = api.queuePrompt;
+  if (typeof queuePrompt !== "function") return;
+  api.queuePrompt = async function (number, data, ...rest) {
+    const res = await queuePrompt.call(this, number, data, ...rest);
+    if (typeof res?.prompt_id === "string") {
+      log.describe(res.prompt_id, data?.workflow?.id ?? null, data?.output);
+      redrawAll();
+    }
+    return res;
+  };
 }
 
 app.registerExtension({
@@ -271,20 +429,27 @@ app.registerExtension({
       fn(detail);
       redrawAll();
     });
+    recordQueued();
     on("execution_start", (d) => {
       log.start(d?.prompt_id, d?.timestamp);
-      if (d?.prompt_id) describeRunning(d.prompt_id);
+      if (d?.prompt_id && log.workflowOf(d.prompt_id) === null) describeQueue();
     });
     on("execution_cached", (d) => log.cached(d?.prompt_id, d?.nodes));
     on("executing", (d) => log.executing(d && typeof d === "object" ? d.display_node ?? d.node : d));
+    on("progress", (d) => onSeen(d?.prompt_id));
     on(EVENT, (d) => {
+      onSeen(d?.prompt_id);
       log.progress(d);
-      attachToId(d?.node);
     });
     on("executed", (d) => log.executed(d?.prompt_id, d?.display_node ?? d?.node, d?.output));
-    on("execution_success", (d) => log.finished(d?.prompt_id, "success"));
-    on("execution_interrupted", (d) => log.finished(d?.prompt_id, "interrupted", d?.node_id));
-    on("execution_error", (d) => log.finished(d?.prompt_id, "error", d?.node_id));
+    for (const [type, status] of [["execution_success", "success"], ["execution_interrupted", "interrupted"],
+      ["execution_error", "error"]]) {
+      on(type, (d) => {
+        log.finished(d?.prompt_id, status, d?.node_id);
+        completeRun(d?.prompt_id);
+      });
+    }
+    api.addEventListener("b_preview_with_metadata", ({ detail }) => previews.received(detail ?? {}));
     await loadHistory();
   },
 

@@ -86,6 +86,11 @@ export class RunLog {
     this.#changed();
   }
 
+  /** The workflow that queued `promptId`, or null while not known. */
+  workflowOf(promptId) {
+    return this.#run(promptId, false)?.workflowId ?? null;
+  }
+
   /** `execution_cached`: these nodes will not run; their stored output (sent as `executed`) is an older run's. */
   cached(promptId, nodeIds) {
     const run = this.#run(promptId);
@@ -108,14 +113,29 @@ export class RunLog {
     this.#changed();
   }
 
-  /** A `fusedream.progress` event of the current prompt (a page opened mid-run gets a run of its own). */
+  /**
+   * A prompt seen running (an event that names it): a page loaded mid-run learns of it here. Returns true when the
+   * run was not known, so the caller can ask the server what it missed (its workflow, the series so far).
+   */
+  seen(promptId) {
+    const id = str(promptId);
+    if (id === null) return false;
+    const known = this.runs.has(id);
+    const run = this.#run(id);
+    if (!run.order) { // new, or only described (queued) so far: it is running now, after every finished run
+      run.order = Date.now();
+      this.#changed();
+    }
+    if (run.status === "running") this.current = id;
+    return !known;
+  }
+
+  /** A `fusedream.progress` event: it belongs to the prompt it names (`prompt_id`), else to the current one. */
   progress(detail) {
     if (!detail || typeof detail !== "object" || str(detail.node) === null) return;
-    let run = this.#run(this.current, false);
-    if (!run || run.status !== "running") {
-      this.start(`live-${this.counter + 1}`);
-      run = this.#run(this.current, false);
-    }
+    if (str(detail.prompt_id) !== null) this.seen(detail.prompt_id);
+    const run = this.#run(str(detail.prompt_id) ?? this.current, false);
+    if (!run || run.status !== "running") return; // an event of no known running prompt: nowhere to draw it
     const nr = this.#node(run, detail.node);
     if (nr.state === "pending" || nr.state === "cached") nr.state = "running";
     nr.buffer.addEvent(detail);
@@ -151,11 +171,16 @@ export class RunLog {
     this.#changed();
   }
 
-  /** Runs from the server's `/history` (an object keyed by prompt id); runs already known are kept as they are. */
+  /**
+   * Runs from the server's `/history` (an object keyed by prompt id). The history is what the server recorded, so
+   * it also completes a run the page saw only in part (loaded mid-run): its order, workflow, status and the series
+   * of every node that finished replace what the page had. Its stopped node keeps the partial series the page has
+   * (the history has none; `restore` brings the server's).
+   */
   loadHistory(history) {
     if (!history || typeof history !== "object") return;
     for (const [promptId, item] of Object.entries(history)) {
-      if (this.runs.has(promptId) || !item || typeof item !== "object") continue;
+      if (!item || typeof item !== "object") continue;
       const prompt = Array.isArray(item.prompt) ? item.prompt : [];
       const messages = Array.isArray(item.status?.messages) ? item.status.messages : [];
       const run = this.#run(promptId);
@@ -181,20 +206,61 @@ export class RunLog {
         run.nodes.set(nodeId, { state: cached.includes(nodeId) ? "cached" : "done", buffer });
       }
       run.status = status;
-      if (stopNode !== null && status !== "success" && !run.nodes.has(stopNode)) {
-        const state = status === "interrupted" ? "cancelled" : "error";
-        run.nodes.set(stopNode, { state, buffer: new SeriesBuffer() });
+      if (this.current === run.id) this.current = null;
+      const stop = status === "interrupted" ? "cancelled" : "error";
+      for (const nr of run.nodes.values()) if (nr.state === "running" || nr.state === "pending") nr.state = stop;
+      if (stopNode !== null && status !== "success") {
+        const nr = this.#node(run, stopNode);
+        if (!WITH_SERIES.has(nr.state)) nr.state = stop;
       }
     }
     this.#trim();
     this.#changed();
   }
 
-  /** Runs of `workflowId` that hold node `nodeId` of type `classType`, newest first. A run whose workflow is
-   * not known yet (its `/queue` entry not read) counts for any workflow, as does one without node types. */
+  /**
+   * The series the server kept for a prompt (`GET /fusedream/series/{prompt_id}`: `{node: {entry, complete}}`):
+   * a node's series from its first step, where the page saw only the end (it was reloaded mid-run) or nothing
+   * (the node was cancelled: the history has no output for it). A live series that already starts where the
+   * server's does is kept (it has more points). A node not known yet gets the state its run implies.
+   */
+  restore(promptId, nodes) {
+    const run = this.#run(promptId, false);
+    if (!run || !nodes || typeof nodes !== "object") return;
+    for (const [nodeId, kept] of Object.entries(nodes)) {
+      if (!kept || typeof kept !== "object") continue;
+      const server = new SeriesBuffer();
+      server.loadUi(kept.entry);
+      if (!server.length) continue;
+      const nr = this.#node(run, nodeId);
+      if (!nr || WITH_SERIES.has(nr.state) && nr.buffer.length) continue; // finished: its own full series
+      const live = nr.buffer;
+      if (live.length && live.steps[0] <= server.steps[0] && live.lastStep >= server.lastStep) continue;
+      nr.buffer = server.extendedWith(live.length ? live : null);
+      if (nr.state === "pending") {
+        const stop = run.status === "interrupted" ? "cancelled" : run.status === "error" ? "error" : "running";
+        nr.state = kept.complete === true ? "done" : stop;
+      }
+    }
+    this.#changed();
+  }
+
+  /** Prompts whose stopped or running node the server may hold a series of that the page lacks. */
+  needsRestore() {
+    const ids = [];
+    for (const run of this.runs.values()) {
+      const partial = [...run.nodes.values()].some((nr) => ["cancelled", "error", "running"].includes(nr.state));
+      if (run.status === "running" || partial) ids.push(run.id);
+    }
+    return ids;
+  }
+
+  /** Runs queued from workflow `workflowId` that hold node `nodeId` of type `classType`, newest first. A run
+   * whose workflow is not known (yet) is drawn nowhere: every event goes to the workflow that queued it. */
   #runsOf(workflowId, nodeId, classType) {
+    if (workflowId === null) return [];
     return [...this.runs.values()]
-      .filter((run) => run.workflowId === null || run.workflowId === workflowId)
+      .filter((run) => run.workflowId === workflowId)
       .filter((run) => {
         const type = run.classTypes[nodeId];
         return type === undefined ? run.nodes.has(nodeId) : type === classType;
@@ -232,14 +298,17 @@ export class RunLog {
     }
     if (nr && (nr.state === "cancelled" || nr.state === "error")) {
       if (nr.buffer.length) {
-        const state = runState(nr.state, nr.buffer.lastStep, nr.buffer.total);
+        const state = runState(nr.state, nr.buffer.lastStep, nr.buffer.total, nr.buffer.segment);
         return { buffer: nr.buffer, state, promptId: latest.id };
       }
       const prev = earlier();
       return { buffer: prev ? prev.nr.buffer : new SeriesBuffer(), state: runState("stale"), promptId: latest.id };
     }
     const prev = earlier();
-    if (latest.status === "running" || latest.status === "success") {
+    if (latest.status === "running") {
+      return prev ? { buffer: prev.nr.buffer, state: runState("waiting"), promptId: prev.run.id } : empty;
+    }
+    if (latest.status === "success") {
       return prev ? { buffer: prev.nr.buffer, state: runState(prev.nr.state), promptId: prev.run.id } : empty;
     }
     return { buffer: prev ? prev.nr.buffer : new SeriesBuffer(), state: runState("stale"), promptId: latest.id };

@@ -1,7 +1,9 @@
-// Descriptions on the pack's template cards. ComfyUI's frontend (1.27 to 1.58 at least) lists a custom node
-// pack's `example_workflows/*.json` with the file name as both title and description and no other source for
-// either; each of the pack's templates carries its description in `extra.fusedream.description`, and this
-// fills it into the card's description line (and its tooltip) when the Templates dialog shows the card.
+// Descriptions of the pack's templates in ComfyUI's Templates dialog. The frontend (1.27 to 1.58 at least) gives a
+// custom node pack's `example_workflows/*.json` its file name as title and description, and has no other source;
+// each of the pack's templates carries its description in `extra.fusedream.description`. This puts it where the
+// dialog reads descriptions from, the frontend's template store (so the cards, the List view's Description column
+// and the search all have it), and writes it into cards and list rows already shown; a card shows it in full.
+import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 /** The pack's folder name under custom_nodes, as the templates route names it (`/extensions/<folder>/js/…`). */
@@ -37,29 +39,75 @@ function namesOfPack() {
   return ourNames;
 }
 
-async function fill(card) {
-  if (card.dataset.fusedreamDescribed) return;
-  card.dataset.fusedreamDescribed = "1";
+/** The frontend's template store (Pinia `workflowTemplates`), or null when this frontend has none. */
+function templateStore() {
+  const pinia = document.querySelector("#vue-app")?.__vue_app__?.config?.globalProperties?.$pinia;
+  return pinia?._s?.get?.("workflowTemplates") ?? null;
+}
+
+/** Our templates' entries in the store get their descriptions (once the store has loaded them). */
+async function describeInStore() {
+  const store = templateStore();
+  const modules = (store?.groupedTemplates ?? []).flatMap((group) => group?.modules ?? []);
+  const ours = modules.filter((m) => m?.moduleName === MODULE).flatMap((m) => m.templates ?? []);
+  for (const template of ours) {
+    const text = await descriptionOf(template.name);
+    if (text && template.description !== text) template.description = text;
+  }
+  return ours.length > 0;
+}
+
+/** The text the frontend shows for a custom template's description (it turns '-' and '_' into spaces). */
+const shownAs = (text) => text.replace(/[-_]/g, " ").trim();
+
+async function fillCard(card) {
   const name = card.getAttribute("data-testid").slice(PREFIX.length);
   if (!(await namesOfPack()).has(name)) return;
   const text = await descriptionOf(name);
   const line = card.querySelector("p");
-  if (!text || !line) return;
+  if (!text || !line || (line.textContent === text && card.dataset.fusedreamDescribed)) return;
+  card.dataset.fusedreamDescribed = "1";
   line.textContent = text;
   line.title = text;
+  line.classList.remove("line-clamp-2"); // what a user needs (weights, time) must not be cut after 60 characters
+  line.style.whiteSpace = "normal";
 }
 
-const SELECTOR = `[data-testid^="${PREFIX}"]`;
+/** A List-view row of ours: its description cell as written (not the file name, not with '-' made spaces). */
+async function fillRow(row) {
+  const names = await namesOfPack();
+  const title = row.children[0]?.textContent?.trim();
+  const cell = row.children[1]?.querySelector("span") ?? row.children[1];
+  if (!title || !cell || !names.has(title)) return;
+  const text = await descriptionOf(title);
+  if (!text || cell.textContent === text) return;
+  if (cell.textContent === title || cell.textContent === shownAs(title) || cell.textContent === shownAs(text)) {
+    cell.textContent = text;
+    cell.title = text;
+    cell.style.whiteSpace = "normal";
+  }
+}
+
+const CARDS = `[data-testid^="${PREFIX}"]`;
+const ROWS = ".p-datatable-tbody tr";
+let storeDescribed = false;
 
 function scan(node) {
   if (!node?.querySelectorAll) return;
-  const card = node.closest?.(SELECTOR);
-  if (card) fill(card);
-  for (const inner of node.querySelectorAll(SELECTOR)) fill(inner);
+  const inDialog = node.closest?.('[data-testid="template-workflows-content"]') || node.querySelector?.(
+    '[data-testid="template-workflows-content"]');
+  // not before the canvas exists: changing the store under the first-visit dialog, opened during the app's setup,
+  // made the frontend show "getCanvas: canvas is null" errors
+  if (inDialog && !storeDescribed && app.canvas) describeInStore().then((done) => (storeDescribed = done)).catch(() => {});
+  for (const card of [node.closest?.(CARDS), ...node.querySelectorAll(CARDS)]) if (card) fillCard(card);
+  for (const row of [node.closest?.(ROWS), ...node.querySelectorAll(ROWS)]) if (row) fillRow(row);
 }
 
 if (MODULE && typeof MutationObserver === "function" && typeof document !== "undefined") {
   new MutationObserver((records) => {
-    for (const record of records) for (const node of record.addedNodes) scan(node);
-  }).observe(document.body, { childList: true, subtree: true });
+    for (const record of records) {
+      for (const node of record.addedNodes) scan(node.nodeType === 1 ? node : node.parentElement);
+      if (record.type === "characterData") scan(record.target.parentElement);
+    }
+  }).observe(document.body, { childList: true, subtree: true, characterData: true });
 }
