@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+from hang_guard import HANG_S
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKIP = shutil.ignore_patterns(".venv", ".git", "tiny-models", "models", "__pycache__", ".pytest_cache", "*.png",
                               "node_modules", "mutants")
@@ -34,7 +36,7 @@ def test_tests_pass_in_a_checkout_named_comfyui_fusedream(tmp_path):
     checkout = tmp_path / "ComfyUI" / "custom_nodes" / "ComfyUI-FuseDream"
     shutil.copytree(ROOT, checkout, ignore=SKIP)
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/test_compose.py"], cwd=checkout,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=HANG_S)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert re.search(r"\d+ passed", run.stdout)
 

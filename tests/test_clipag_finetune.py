@@ -10,6 +10,8 @@ from fusedream_pack.fusedream_ops.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, tiny_clip
 from fusedream_pack.fusedream_ops.fixtures.clipag import save_training_checkpoint, write_shape_pairs
 
+from hang_guard import HANG_S
+
 FAST = dict(steps=4, batch_size=4, accumulation=2, save_every=2, lr=2e-3, val_fraction=0.0)
 
 
@@ -195,7 +197,7 @@ def test_torchrun_with_two_processes_trains_with_ddp(data, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "fusedream_ops.clipag_finetune", "--data", str(root / "pairs"), "--checkpoint", checkpoint,
          "--out", str(tmp_path), "--steps", "1", "--batch-size", "2", "--accumulation", "2", "--val-fraction", "0",
-         "--workers", "0", "--no-progress"], cwd=pack, env=env, capture_output=True, text=True, timeout=240)
+         "--workers", "0", "--no-progress"], cwd=pack, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "12 training pairs, 0 held out; architecture CLIPAG_tiny; 2 process(es) on cpu" in run.stdout
     trained = load_clip("auto", str(tmp_path / "clipag-step000001.safetensors")).model.state_dict()

@@ -21,6 +21,7 @@ from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, 
 from fusedream_pack.fusedream_ops.safety.pickle_globals import pickle_globals
 from fusedream_pack.nodes import comfy
 
+from hang_guard import HANG_S
 from workflows import run_node
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,7 +100,7 @@ def test_a_hostile_pickle_in_a_kandinsky_folder_is_refused_before_diffusers_read
 def test_the_convert_command_refuses_a_hostile_pickle_with_exit_code_2_and_no_traceback(hostile):
     files, marker = hostile
     run = subprocess.run([sys.executable, "-m", "fusedream_ops.convert", files[1]], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=HANG_S)
     assert run.returncode == 2 and "Traceback" not in run.stderr and "[FuseDream]" in run.stderr
     assert not os.path.exists(marker)
 
@@ -320,7 +321,7 @@ def test_configs_describing_huge_models_fail_before_allocating_them(tmp_path, ti
              "warm_clip": os.path.join(tiny_models, "open_clip", "ViT-B-32.safetensors"),
              "warm_decoder": km.decoder_folder()}
     run = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, ROOT, json.dumps(cases)], capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=HANG_S)
     assert run.returncode == 0, run.stderr[-2000:]
     peaks = json.loads(run.stdout.strip().splitlines()[-1])
     print(peaks)
