@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from testkit import ROOT
+from testkit.hang_guard import HANG_S
 
 _SKIP_ANYWHERE = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", "*.png", "node_modules", "mutants")
 _SKIP_AT_TOP = {"tiny-models", "models"}  # the checkout's own model folders, not the library's fusedream_ops/models
@@ -41,7 +42,7 @@ def test_tests_pass_in_a_checkout_named_comfyui_fusedream(tmp_path):
     checkout = tmp_path / "ComfyUI" / "custom_nodes" / "ComfyUI-FuseDream"
     shutil.copytree(ROOT, checkout, ignore=SKIP)
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/composition/test_geometry.py"], cwd=checkout,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=HANG_S)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert re.search(r"\d+ passed", run.stdout)
 

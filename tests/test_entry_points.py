@@ -9,9 +9,9 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 import fusedream_pack.fusedream_ops as ops
 from testkit import ROOT

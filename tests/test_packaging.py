@@ -11,6 +11,7 @@ import zipfile
 import pytest
 
 from testkit import ROOT
+from testkit.hang_guard import HANG_S
 
 COMMANDS = {"fusedream", "fusedream-batch", "fusedream-evaluate", "fusedream-fixtures", "fusedream-convert",
             "fusedream-clipag-finetune", "fusedream-toyworld-build"}
@@ -34,7 +35,7 @@ def wheel(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
     out = tmp / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    _source_copy(tmp), "-w", str(out)], check=True, capture_output=True, timeout=300)
+                    _source_copy(tmp), "-w", str(out)], check=True, capture_output=True, timeout=HANG_S)
     (path,) = out.glob("*.whl")
     return str(path)
 
@@ -70,14 +71,15 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
     """A fresh venv gets the wheel; its dependencies come from this interpreter's site-packages (a .pth line),
     so nothing is downloaded. The commands then run from a folder with no checkout in it."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=HANG_S)
     py = venv / "bin" / "python"
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     deps = [p for p in sys.path if p.endswith("site-packages")]
     with open(os.path.join(site, "outer-deps.pth"), "w") as f:
         f.write("\n".join(deps) + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True, timeout=300)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], check=True,
+                   timeout=HANG_S)
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -86,11 +88,11 @@ def test_installed_wheel_works_outside_the_checkout(wheel, tmp_path):
                             "print(fusedream_ops.__file__, len(i.IMAGENET_CLASSES))"],
                            cwd=work, env=env, check=True, capture_output=True, text=True).stdout
     assert site in where and where.strip().endswith("1000")
-    subprocess.run([str(venv / "bin" / "fusedream-fixtures"), "models"], cwd=work, env=env, check=True, timeout=300)
+    subprocess.run([str(venv / "bin" / "fusedream-fixtures"), "models"], cwd=work, env=env, check=True, timeout=HANG_S)
     subprocess.run([str(venv / "bin" / "fusedream"), "a red circle", "--models", "models", "--candidates", "4",
                     "--k", "2", "--steps", "2", "--copies", "2", "-o", "out.png"],
-                   cwd=work, env=env, check=True, timeout=300)
+                   cwd=work, env=env, check=True, timeout=HANG_S)
     assert (work / "out.png").stat().st_size > 0
     for command in ("fusedream-batch", "fusedream-evaluate"):
-        subprocess.run([str(venv / "bin" / command), "--help"], cwd=work, env=env, check=True, timeout=120,
+        subprocess.run([str(venv / "bin" / command), "--help"], cwd=work, env=env, check=True, timeout=HANG_S,
                        capture_output=True)

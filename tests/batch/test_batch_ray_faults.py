@@ -21,8 +21,7 @@ sys.path.insert(0, ROOT)
 
 from fusedream_ops.batch import MethodSpec, PromptItem, pools, read_manifest, run_batch  # noqa: E402
 from fusedream_ops.core.errors import FuseDreamError  # noqa: E402
-from fusedream_ops.fixtures.faulty_workers import (BREAK, CRASH, CrashingWorker,  # noqa: E402
-                                                   StickyDeviceWorker)
+from fusedream_ops.fixtures.faulty_workers import BREAK, CRASH, CrashingWorker, StickyDeviceWorker  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

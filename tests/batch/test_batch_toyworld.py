@@ -19,6 +19,7 @@ import pytest
 from fusedream_pack.fusedream_ops.batch import MethodSpec, read_manifest, run_batch
 from fusedream_pack.fusedream_ops.toyworld import measure, world
 from testkit import ROOT
+from testkit.hang_guard import HANG_S
 
 FIX = measure.FIXTURES
 MODELS = {"biggan": os.path.join(FIX, "biggan", "toyworld_biggan"),
@@ -96,7 +97,10 @@ def embedded_runs(world_files):
 
 @pytest.fixture(scope="module")
 def ray_address():
-    context = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    """A local 2-CPU cluster whose workers run at normal priority. Ray nices its workers to 15 by default, so on a
+    busy machine they got about 2 % of a core each (load ≈ 15: one method's 24 images took 14 min, not 1)."""
+    context = ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+                       _system_config={"worker_niceness": 0})
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
@@ -134,15 +138,22 @@ def _image_workers(busy: bool = False) -> list[int]:
     return pids
 
 
-def _wait_for_records(out, count: int, process, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
+def _records(out) -> int:
+    """Records the run has committed (a record being written is a ``.tmp-`` file until it is renamed)."""
     folder = os.path.join(out, "records")
-    while time.monotonic() < deadline:
-        if os.path.isdir(folder) and len([n for n in os.listdir(folder) if n.endswith(".json")]) >= count:
-            return
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sum(n.endswith(".json") and not n.startswith(".tmp-") for n in names)
+
+
+def _wait_for(value, process):
+    """The first truthy ``value()``, polled while ``process`` runs: the test waits on the condition, not on a clock
+    (a slow machine only makes it wait longer; the limit catches a hang)."""
+    deadline = time.monotonic() + HANG_S
+    while not (result := value()):
         assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"still waiting for {value.__name__} after {HANG_S} s"
         time.sleep(0.02)
-    raise AssertionError(f"no {count} records in {timeout} s")
+    return result
 
 
 def _assert_complete_and_identical(out, reference: dict, count: int) -> None:
@@ -158,7 +169,7 @@ def test_ray_cluster_makes_byte_identical_images_to_the_embedded_run(world_files
     for method in SETTINGS:
         out = world_files / "ray" / method
         done = subprocess.run(_batch_command(world_files / "captions.txt", out, method, "--ray", ray_address),
-                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+                              cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=HANG_S)
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Ray, 2 worker(s)" in done.stdout
         rows = read_manifest(str(out))
@@ -206,12 +217,15 @@ def test_a_killed_ray_worker_loses_only_its_images_in_flight(world_files, embedd
     out = world_files / "fault-worker"
     process = subprocess.Popen(_batch_command(world_files / "first.txt", out, "augclip", "--ray", ray_address),
                                cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_records(str(out), 1, process)
-    assert len(_image_workers()) == 2
-    victim = _image_workers(busy=True)[0]  # killed while making an image
+
+    def busy_workers_after_the_first_image():
+        """Both actors started, one image made, and the actors making an image now (none between two calls)."""
+        return _records(out) >= 1 and len(_image_workers()) == 2 and _image_workers(busy=True)
+
+    victim = _wait_for(busy_workers_after_the_first_image, process)[0]  # killed while making an image
     os.kill(victim, signal.SIGKILL)
-    assert len(os.listdir(out / "records")) < FAULT_CAPTIONS  # killed mid-run
-    stdout, stderr = process.communicate(timeout=600)
+    assert _records(out) < FAULT_CAPTIONS  # killed mid-run
+    stdout, stderr = process.communicate(timeout=HANG_S)
     assert process.returncode == 0, stderr[-3000:]
     _assert_complete_and_identical(out, embedded_runs["augclip"], FAULT_CAPTIONS)
 
@@ -220,12 +234,16 @@ def test_a_killed_run_resumes_where_it_stopped_with_identical_images(world_files
     out = world_files / "fault-run"
     command = _batch_command(world_files / "first.txt", out, "augclip")
     process = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for_records(str(out), 2, process)
+
+    def two_images_made():
+        return _records(out) >= 2
+
+    _wait_for(two_images_made, process)
     process.kill()
     process.wait()
-    finished = len(os.listdir(out / "records"))
+    finished = _records(out)
     assert finished < FAULT_CAPTIONS
-    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{FAULT_CAPTIONS - finished} made now" in done.stdout
     _assert_complete_and_identical(out, embedded_runs["augclip"], FAULT_CAPTIONS)
@@ -246,7 +264,7 @@ def test_evaluation_on_ray_workers_gives_the_local_numbers(world_files, embedded
     done = subprocess.run([sys.executable, "-m", "fusedream_ops.evaluation", *args, "--cache-dir",
                            str(world_files / "cache-ray2"), "--ray", ray_address, "--workers", "2",
                            "--json", str(world_files / "ray.json")],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr[-3000:]
     local = json.loads((world_files / "local.json").read_text())["runs"][0]
     remote = json.loads((world_files / "ray.json").read_text())["runs"][0]

@@ -13,6 +13,7 @@ from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, 
 from fusedream_pack.fusedream_ops.fixtures.clipag import save_training_checkpoint, write_shape_pairs
 from fusedream_pack.fusedream_ops.models.clip import load_clip
 from testkit import ROOT
+from testkit.hang_guard import HANG_S
 
 FAST = dict(steps=4, batch_size=4, accumulation=2, save_every=2, lr=2e-3, val_fraction=0.0)
 
@@ -199,7 +200,7 @@ def test_torchrun_with_two_processes_trains_with_ddp(data, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "fusedream_ops.clipag.finetune", "--data", str(root / "pairs"), "--checkpoint", checkpoint,
          "--out", str(tmp_path), "--steps", "1", "--batch-size", "2", "--accumulation", "2", "--val-fraction", "0",
-         "--workers", "0", "--no-progress"], cwd=pack, env=env, capture_output=True, text=True, timeout=240)
+         "--workers", "0", "--no-progress"], cwd=pack, env=env, capture_output=True, text=True, timeout=HANG_S)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "12 training pairs, 0 held out; architecture CLIPAG_tiny; 2 process(es) on cpu" in run.stdout
     trained = load_clip("auto", str(tmp_path / "clipag-step000001.safetensors")).model.state_dict()

@@ -300,7 +300,7 @@ class ComfyServer:
                 "--temp-directory", os.path.join(b, "temp"), "--user-directory", os.path.join(b, "user"),
                 "--database-url", "sqlite:///:memory:", "--disable-api-nodes"]
 
-    def start(self, timeout: float = 240.0) -> "ComfyServer":
+    def start(self, timeout: float = 1800.0) -> "ComfyServer":
         self.write_config()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
         self.log = open(self.log_path, "w")
@@ -367,7 +367,7 @@ class ComfyServer:
             return r.read()
 
     # -- running prompts
-    def run(self, prompt: dict, timeout: float = 600.0,
+    def run(self, prompt: dict, timeout: float = 1800.0,
             on_message: Optional[Callable[["ComfyServer", dict], None]] = None) -> RunResult:
         """Queue ``prompt`` and follow the websocket until it succeeds, fails or is interrupted."""
         ws = WebSocket("127.0.0.1", self.port, f"/ws?clientId={self.client_id}")

@@ -18,6 +18,7 @@ import pytest
 
 from comfy_server import CAPS, PACK_DIR, PACK_LINK_NAME, PROBE_PACK_DIR, ComfyServer, ui_to_api, write_fixture_models
 from workflow_check import load_snapshot, object_info_problems, trimmed, without_absent_files
+from testkit.hang_guard import HANG_S
 
 pytestmark = pytest.mark.comfyui
 
@@ -71,11 +72,12 @@ def write_frames_gif(path):
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
-def probe_prompt(steps, keep_frames_every=0, preview_every=5, step_delay=0.0, save_frames=False):
+def probe_prompt(steps, keep_frames_every=0, preview_every=5, step_delay=0.0, save_frames=False, wait_for_cancel=False):
     prompt = {
         "1": {"class_type": "FuseDreamProbe_Monitor",
               "inputs": {"steps": steps, "size": 32, "seed": 3, "step_delay": step_delay,
-                         "preview_every": preview_every, "keep_frames_every": keep_frames_every}},
+                         "preview_every": preview_every, "keep_frames_every": keep_frames_every,
+                         "wait_for_cancel": wait_for_cancel}},
         "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
     }
     if save_frames:
@@ -115,13 +117,13 @@ def test_chart_extension_is_served_to_the_browser(server):
 
 def test_optimizing_node_streams_its_series_keeps_frames_and_stores_the_chart(server):
     result = server.run(probe_prompt(40, keep_frames_every=10, preview_every=10, step_delay=0.005, save_frames=True),
-                        timeout=120)
+                        timeout=HANG_S)
     assert result.status == "success", result.history
     events = result.of_type(EVENT)
     assert events and all(e["node"] == "1" and e["total"] == 40 for e in events)
     assert events[0]["step"] == 1 and events[-1]["step"] == 40
     assert [s for e in events for s in e["chunk"]["steps"]] == list(range(1, 41))
-    assert len(events) < 40  # rate limited: 40 steps in ~0.3 s
+    assert len(events) < 40  # rate limited: 40 steps of 0.005 s on the probe's step clock
     assert result.binary_frames == 4  # previews at steps 10, 20, 30, 40
     (series,) = result.outputs["1"][UI_KEY]
     assert series["steps"] == list(range(1, 41)) and set(series["series"]) == {"augclip", "lpips"}
@@ -135,15 +137,17 @@ def test_optimizing_node_streams_its_series_keeps_frames_and_stores_the_chart(se
 
 
 def test_cancel_stops_an_optimizing_node_within_a_step(server):
+    """The probe holds after step 1 until the interrupt flag is set, so the steps after Cancel are counted, not
+    timed. Checked: with the monitor swallowing the interrupt (its own check and the progress bar's), it fails."""
     def interrupt_on_first_event(srv, msg):
         if msg["type"] == EVENT and msg["data"]["step"] == 1:
             srv.post("/interrupt")
 
-    result = server.run(probe_prompt(3000, step_delay=0.01), timeout=120, on_message=interrupt_on_first_event)
+    result = server.run(probe_prompt(3000, step_delay=0.01, wait_for_cancel=True), timeout=HANG_S,
+                        on_message=interrupt_on_first_event)
     kinds = [m["type"] for m in result.messages]
     assert "execution_interrupted" in kinds and "execution_success" not in kinds
-    assert max(e["step"] for e in result.of_type(EVENT)) < 300
-    assert result.seconds < 20
+    assert max(e["step"] for e in result.of_type(EVENT)) == 1  # step 2 stopped at its interrupt check
 
 
 def cap_work(prompt, object_info):
@@ -182,7 +186,7 @@ def test_example_workflow_runs_and_its_optimizers_report(server, object_info, pa
         assert kept & {"SaveImage", "PreviewImage"}, "nothing of the template runs without stock weights"
     else:
         assert not dropped, "the pack's own templates need no stock weights"
-    result = server.run(prompt, timeout=900)
+    result = server.run(prompt, timeout=HANG_S)
     errors = result.of_type("execution_error")
     assert result.status == "success", json.dumps(errors or result.history.get("status"), indent=1)[:4000]
     nodes_with_events = {e["node"] for e in result.of_type(EVENT)}

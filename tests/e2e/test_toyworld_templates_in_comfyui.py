@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from comfy_server import PACK_DIR, ComfyServer, toyworld_model_roots, ui_to_api
+from testkit.hang_guard import HANG_S
 
 pytestmark = pytest.mark.comfyui
 
@@ -41,7 +42,7 @@ def server():
 def run_template(server, name: str):
     with open(os.path.join(PACK_DIR, "example_workflows", f"{name}.json")) as f:
         prompt = ui_to_api(json.load(f), server.object_info())
-    result = server.run(prompt, timeout=1200)
+    result = server.run(prompt, timeout=HANG_S)
     assert result.status == "success", json.dumps(result.of_type("execution_error"), indent=1)[:4000]
     return prompt, result
 

@@ -20,18 +20,17 @@ from hypothesis import strategies as st
 from PIL import Image
 from torch.nn.modules import module as torch_module
 
-from testkit import kandinsky_models as km
-from fusedream_pack.fusedream_ops.models.biggan import load_biggan
-from fusedream_pack.fusedream_ops.models.clip import load_clip, save_clip
 from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.fixtures.biggan_clip import TINY_CLIP_CONFIG, tiny_clip
+from fusedream_pack.fusedream_ops.models.biggan import load_biggan
+from fusedream_pack.fusedream_ops.models.clip import load_clip, save_clip
 from fusedream_pack.fusedream_ops.models.kandinsky import load_decoder
 from fusedream_pack.fusedream_ops.safety.image_files import read_image
 from fusedream_pack.fusedream_ops.safety.scheduler_config import MAX_TRAIN_TIMESTEPS, require_scheduler_config
 from fusedream_pack.fusedream_ops.validation.names import require_file_name
 from fusedream_pack.fusedream_ops.validation.prompts import MAX_PROMPT_CHARS, parse_prompts
 from fusedream_pack.nodes import comfy
-
+from testkit import kandinsky_models as km
 from testkit.workflows import run_node
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))

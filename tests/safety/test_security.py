@@ -21,6 +21,7 @@ from fusedream_pack.fusedream_ops.models.clip import load_clip, save_clip
 from fusedream_pack.fusedream_ops.safety.pickle_globals import pickle_globals
 from fusedream_pack.nodes import comfy
 from testkit import ROOT
+from testkit.hang_guard import HANG_S
 from testkit.workflows import run_node
 
 
@@ -78,10 +79,10 @@ def test_convert_refuses_a_hostile_pickle_without_trust_and_runs_it_only_with_tr
 def test_a_hostile_pickle_in_a_kandinsky_folder_is_refused_before_diffusers_reads_it(hostile, tmp_path):
     import shutil
 
-    from testkit import kandinsky_models as km
     from safetensors.torch import load_file
 
     from fusedream_pack.fusedream_ops.models.kandinsky import load_decoder
+    from testkit import kandinsky_models as km
 
     files, marker = hostile
     folder = shutil.copytree(km.decoder_folder(), tmp_path / "decoder")
@@ -98,7 +99,7 @@ def test_a_hostile_pickle_in_a_kandinsky_folder_is_refused_before_diffusers_read
 def test_the_convert_command_refuses_a_hostile_pickle_with_exit_code_2_and_no_traceback(hostile):
     files, marker = hostile
     run = subprocess.run([sys.executable, "-m", "fusedream_ops.core.convert", files[1]], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=HANG_S)
     assert run.returncode == 2 and "Traceback" not in run.stderr and "[FuseDream]" in run.stderr
     assert not os.path.exists(marker)
 
@@ -319,7 +320,7 @@ def test_configs_describing_huge_models_fail_before_allocating_them(tmp_path, ti
              "warm_clip": os.path.join(tiny_models, "open_clip", "ViT-B-32.safetensors"),
              "warm_decoder": km.decoder_folder()}
     run = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, ROOT, json.dumps(cases)], capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=HANG_S)
     assert run.returncode == 0, run.stderr[-2000:]
     peaks = json.loads(run.stdout.strip().splitlines()[-1])
     print(peaks)

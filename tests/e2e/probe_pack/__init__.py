@@ -3,6 +3,10 @@
 It loads the FuseDream pack by path (as ``tests/conftest.py`` does) and uses its real ``NodeMonitor`` and
 ``report``, so the events, previews, interrupt, ``ui`` series and frames output go through ComfyUI's real
 server exactly as an optimizing node's do, without models and at a chosen speed. Never shipped with the pack.
+
+The monitor's clock is the steps' nominal time (step i at i × ``step_delay``), so how many events a run sends does
+not depend on how busy the machine is; ``wait_for_cancel`` holds the run after its first step until ComfyUI's
+interrupt flag is set (a step still running when the user presses Cancel), so a test counts the steps after it.
 """
 import importlib.util
 import os
@@ -26,6 +30,20 @@ from fusedream_probe_target.fusedream_ops.core.images import to_image_batch  # n
 from fusedream_probe_target.nodes.monitor import MONITOR_INPUTS, NodeMonitor  # noqa: E402
 
 
+HANG_S = 1800
+
+
+def _wait_until_interrupted() -> None:
+    """Poll ComfyUI's interrupt flag (set by Cancel / POST /interrupt) until it is set; HANG_S only catches a hang."""
+    import comfy.model_management as mm
+
+    deadline = time.monotonic() + HANG_S
+    while not mm.processing_interrupted():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"probe: no Cancel within {HANG_S} s")
+        time.sleep(0.01)
+
+
 class FuseDreamProbeMonitor:
     """Fades seeded noise into a colour gradient; reports a rising 'augclip' and a falling 'lpips'."""
 
@@ -47,22 +65,32 @@ class FuseDreamProbeMonitor:
                                          "tooltip": "Seconds each step sleeps (stands in for an optimizer step)."}),
                 **MONITOR_INPUTS,
             },
+            "optional": {
+                "wait_for_cancel": ("BOOLEAN", {"default": False,
+                                                "tooltip": "After step 1, wait until Cancel is pressed."}),
+            },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def run(self, steps, size, seed, step_delay, preview_every, keep_frames_every, unique_id=None):
+    def run(self, steps, size, seed, step_delay, preview_every, keep_frames_every, wait_for_cancel=False,
+            unique_id=None):
         g = torch.Generator().manual_seed(seed)
         noise = torch.rand(1, 3, size, size, generator=g)
         ramp = torch.linspace(0, 1, size)
         target = torch.stack([ramp[None, :].expand(size, size), ramp[:, None].expand(size, size),
                               torch.full((size, size), 0.5)])[None]
-        monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="probe")
+        step = [0]
+        monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="probe",
+                              clock=lambda: step[0] * step_delay)
         image = noise
         for i in range(1, steps + 1):
+            step[0] = i
             t = i / steps
             image = (1 - t) * noise + t * target
             values = {"augclip": 0.2 + 0.1 * t + 0.01 * float(torch.rand((), generator=g)), "lpips": 1.0 - 0.8 * t}
             report(monitor, i, steps, values, image)
+            if wait_for_cancel and i == 1:
+                _wait_until_interrupted()
             if step_delay:
                 time.sleep(step_delay)
         return {"ui": monitor.ui(), "result": (to_image_batch(image), monitor.frames())}
