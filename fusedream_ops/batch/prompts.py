@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 
 from ..core.errors import FuseDreamError, require
+from ..validation.names import require_text
+from ..validation.prompts import require_prompt
 from ..validation.ranges import SEED
 
 MAX_IMAGES = 1_000_000
@@ -32,8 +34,10 @@ def _item(row: dict, number: int, where: str) -> PromptItem:
     prompt = row.get("prompt")
     require(isinstance(prompt, str) and prompt.strip() != "",
             f"{where}: 'prompt' is missing or empty (columns: id, prompt, seed; prompt is required).")
+    require_prompt(prompt, f"{where}: prompt")
     raw_id = row.get("id")
     item_id = f"{number:05d}" if raw_id is None or str(raw_id).strip() == "" else str(raw_id).strip()
+    require_text(item_id, f"{where}: id")
     seed = row.get("seed")
     if seed is not None and str(seed).strip() != "":
         try:

@@ -310,3 +310,16 @@ def test_an_embedded_run_stops_when_its_device_is_lost_and_resumes_in_a_new_proc
     monkeypatch.undo()
     again = run_batch(items, out, naive_spec(tiny_models, steps=1), attempts=1, progress=False)
     assert (again.ok, again.failed, again.made_now) == (1, 1, 1)
+
+
+def test_a_prompt_file_line_too_long_or_an_id_with_control_characters_is_refused_when_read(tmp_path):
+    """Prompt files go through the same bounds as every prompt input, before any model loads. Checked: without the
+    two checks in ``batch/prompts._item`` both files are read without error."""
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"id": "a", "prompt": "x" * 5000}) + "\n")
+    with pytest.raises(FuseDreamError, match="prompt is 5,000 characters long"):
+        read_prompts(str(long))
+    bad_id = tmp_path / "ids.jsonl"
+    bad_id.write_text(json.dumps({"id": "a\x07b", "prompt": "a red bus"}) + "\n")
+    with pytest.raises(FuseDreamError, match="control character"):
+        read_prompts(str(bad_id))
