@@ -15,122 +15,95 @@ from ..fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.validation import ranges
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
-from .monitor import MONITOR_INPUTS, NodeMonitor
+from .monitor import MONITOR_INPUTS, NodeMonitor, cancel_and_progress
 from .node_inputs import checked_node_function
-from .widgets import HIDDEN, seed_input
+from .node_schema import FuseDreamNode
+from .widgets import ranged, seed_input
 
 INIT_MODES = ("noise", "color", "image", "gaussian")
-DEFAULTS = PixelSynthesisSettings()
+RECIPE = PixelSynthesisSettings()
+"""The authors' recipe, the widgets' defaults."""
 R = ranges.CLIPAG_SYNTHESIS
 SEED = seed_input("init noise, crops, augmentations")
 
 
-def _cancel_and_progress(unique_id, total: int):
-    """An ``on_step`` for the init's loops: Cancel is honoured and the progress bar moves (no chart: no scores)."""
-    bar = comfy.ProgressBar(total, None if unique_id is None else str(unique_id))
-
-    def on_step(step):
-        comfy.throw_if_interrupted()
-        bar.update(step.step, step.total)
-
-    return on_step
-
-
-def _advanced(kind: str, default, tip: str, **limits):
-    return (kind, {"default": default, "advanced": True, "tooltip": tip, **limits})
-
-
-class ReferenceImageGaussian:
-    DESCRIPTION = ("CLIPAG's init model: shrinks a folder of reference images to 16×16 and fits one full-covariance "
-                   "Gaussian per class (per sub-folder, or the whole folder as one class). The synthesis node samples "
-                   "it and starts from the sample CLIP likes best. Cached while the folder setting is unchanged.")
-    CATEGORY = "FuseDream/CLIPAG"
-    FUNCTION = "fit"
-    RETURN_TYPES = ("CLIPAG_IMAGE_GAUSSIAN",)
-    RETURN_NAMES = ("gaussian",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "folder": ("STRING", {"default": "", "tooltip": "A folder of images in ComfyUI's input folder (e.g. "
-                                                            "'tiny-imagenet' for input/tiny-imagenet): one sub-folder "
-                                                            "per class, or images directly inside; at least 2 images "
-                                                            "per class. Other roots: see FUSEDREAM_EXTRA_ROOTS."}),
-            "small_size": ("INT", {"default": SMALL_SIZE, "min": 4, "max": 32,
-                                   "tooltip": "Side the images are shrunk to before fitting (authors: 16). The model "
-                                              "keeps (3·side²)² floats per class: 2.25 MiB at 16, 36 MiB at 32."}),
-        }, **HIDDEN}
+class ReferenceImageGaussian(FuseDreamNode, category="FuseDream/CLIPAG"):
+    """CLIPAG's init model: shrinks a folder of reference images to 16×16 and fits one full-covariance Gaussian
+    per class (per sub-folder, or the whole folder as one class). The synthesis node samples it and starts from
+    the sample CLIP likes best. Cached while the folder setting is unchanged."""
+    OUTPUTS = {"gaussian": "CLIPAG_IMAGE_GAUSSIAN"}
+    INPUTS = {
+        "folder": ("STRING", {"default": "", "tooltip": "A folder of images in ComfyUI's input folder (e.g. "
+                                                        "'tiny-imagenet' for input/tiny-imagenet): one sub-folder "
+                                                        "per class, or images directly inside; at least 2 images "
+                                                        "per class. Other roots: see FUSEDREAM_EXTRA_ROOTS."}),
+        "small_size": ("INT", {"default": SMALL_SIZE, "min": 4, "max": 32,
+                               "tooltip": "Side the images are shrunk to before fitting (authors: 16). The model "
+                                          "keeps (3·side²)² floats per class: 2.25 MiB at 16, 36 MiB at 32."}),
+    }
 
     @checked_node_function
     def fit(self, folder, small_size, unique_id=None):
         with no_grad_normal_tensors():
             source = comfy.resolve_input_folder(folder, "reference folder")
             groups = load_reference_groups(source.path, small_size, comfy.folder_roots(source))
-            monitor = _cancel_and_progress(unique_id, len(groups))
+            monitor = cancel_and_progress(unique_id, len(groups))
             return (SmallImageGaussians.fit(groups, small_size, on_step=monitor),)
 
 
-class GeneratorFreeSynthesis:
-    DESCRIPTION = ("CLIPAG generator-free text-to-image: optimises the pixels of an image so the CLIP scorer matches "
-                   "the prompt, over 32 DiffAugment views plus 32 random crops per step, with AdamW, gradient "
-                   "clipping and dynamic thresholding (the authors' recipe as defaults). Use a perceptually aligned "
-                   "CLIP (CLIPAG_ViTB32.pt) for recognisable images; plain CLIP gives adversarial noise, which shows "
-                   "the difference. Returns the best iterate, with live preview, progress and Cancel every step.")
-    CATEGORY = "FuseDream/CLIPAG"
-    FUNCTION = "synthesize"
-    RETURN_TYPES = ("IMAGE", "IMAGE", "FLOAT", "IMAGE")
-    RETURN_NAMES = ("image", "init", "score", "frames")
-    OUTPUT_TOOLTIPS = ("The best iterate of every image.", "The starting images.",
-                       "Mean global CLIP score of the returned images at their steps.",
-                       "Frames kept every 'keep_frames_every' steps plus the final one.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        d = DEFAULTS
-        return {"required": {
-            "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer, e.g. CLIPAG_ViTB32.pt from the CLIP loader."}),
-            "prompt": ("STRING", {"default": "a watercolor painting of a lighthouse at sunset", "multiline": True,
-                                  "tooltip": SYNTAX}),
-            "init": (list(INIT_MODES), {"default": "noise",
-                                        "tooltip": "noise: N(0.5, 0.25²) pixels; color: a flat colour; image: the "
-                                                   "init_image input (the best CLIP matches if it holds more images "
-                                                   "than batch_size); gaussian: the best of 'candidates' samples of "
-                                                   "the init_gaussian input (the authors' init)."}),
-            "size": ("INT", {"default": 224, **R["size"].widget(), "step": 8,
-                             "tooltip": "Side of the square image (authors: 224 = ViT-B/32's input)."}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 16,
-                                   "tooltip": "Images optimised side by side (independent runs in one batch)."}),
-            "steps": ("INT", {"default": d.steps, **R["steps"].widget(), "tooltip": "AdamW steps (authors: 100)."}),
-            "lr": ("FLOAT", {"default": d.lr, **R["lr"].widget(), "step": 0.0005, "round": False,
-                             "tooltip": "AdamW learning rate on the pixels (authors: 0.0175)."}),
-            "seed": SEED,
-            "color": ("STRING", {"default": "#808080",
-                                 "tooltip": "Colour for init 'color': '#RRGGBB' or 'r, g, b' (0-255)."}),
-            "candidates": ("INT", {"default": 1000, "min": 1, "max": 100_000,
-                                   "tooltip": "Samples of init_gaussian scored with CLIP (authors: 1000)."}),
-            "views": _advanced("INT", d.views, "DiffAugment copies of the whole image per step (authors: 32).",
-                               **R["views"].widget()),
-            "patches": _advanced("INT", d.patches, "Random crops (128/224 of the side) per step, resized to the "
-                                                   "model's input (authors: 32; 0 = none).", **R["patches"].widget()),
-            "patch_weight": _advanced("FLOAT", d.patch_weight, "Weight of the crop loss (authors: 5.0).",
-                                      **R["patch_weight"].widget(), step=0.1),
-            "input_noise": _advanced("FLOAT", d.input_noise, "σ of the noise added to every view (authors: 0.01).",
-                                     **R["input_noise"].widget(), step=0.001),
-            "grad_clip": _advanced("FLOAT", d.grad_clip, "Largest gradient norm per image (authors: 0.001; "
-                                                         "0 = no clipping).", **R["grad_clip"].widget(), step=0.0001,
-                                   round=False),
-            "threshold": _advanced("FLOAT", d.threshold, "Dynamic-thresholding quantile after each step (authors: "
-                                                         "0.95); 0 clamps to [0, 1] instead.",
-                                   **R["threshold"].widget(), step=0.01),
-            "weight_decay": _advanced("FLOAT", d.weight_decay, "AdamW weight decay on the pixels (authors keep "
-                                                               "torch's 0.01).",
-                                      **R["weight_decay"].widget(), step=0.001),
-            **MONITOR_INPUTS,
-        }, "optional": {
-            "init_image": ("IMAGE", {"tooltip": "Starting image(s) for init 'image' (centre-cropped to a square)."}),
-            "init_gaussian": ("CLIPAG_IMAGE_GAUSSIAN", {"tooltip": "From Reference Image Gaussian, for init "
-                                                                   "'gaussian'."}),
-        }, **HIDDEN}
+class GeneratorFreeSynthesis(FuseDreamNode, category="FuseDream/CLIPAG"):
+    """CLIPAG generator-free text-to-image: optimises the pixels of an image so the CLIP scorer matches the
+    prompt, over 32 DiffAugment views plus 32 random crops per step, with AdamW, gradient clipping and dynamic
+    thresholding (the authors' recipe as defaults). Use a perceptually aligned CLIP (CLIPAG_ViTB32.pt) for
+    recognisable images; plain CLIP gives adversarial noise, which shows the difference. Returns the best
+    iterate, with live preview, progress and Cancel every step."""
+    OUTPUTS = {"image": ("IMAGE", "The best iterate of every image."),
+               "init": ("IMAGE", "The starting images."),
+               "score": ("FLOAT", "Mean global CLIP score of the returned images at their steps."),
+               "frames": ("IMAGE", "Frames kept every 'keep_frames_every' steps plus the final one.")}
+    INPUTS = {
+        "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer, e.g. CLIPAG_ViTB32.pt from the CLIP loader."}),
+        "prompt": ("STRING", {"default": "a watercolor painting of a lighthouse at sunset", "multiline": True,
+                              "tooltip": SYNTAX}),
+        "init": (list(INIT_MODES), {"default": "noise",
+                                    "tooltip": "noise: N(0.5, 0.25²) pixels; color: a flat colour; image: the "
+                                               "init_image input (the best CLIP matches if it holds more images "
+                                               "than batch_size); gaussian: the best of 'candidates' samples of "
+                                               "the init_gaussian input (the authors' init)."}),
+        "size": ranged(R["size"], 224, "Side of the square image (authors: 224 = ViT-B/32's input).", step=8),
+        "batch_size": ("INT", {"default": 1, "min": 1, "max": 16,
+                               "tooltip": "Images optimised side by side (independent runs in one batch)."}),
+        "steps": ranged(R["steps"], RECIPE.steps, "AdamW steps (authors: 100)."),
+        "lr": ranged(R["lr"], RECIPE.lr, "AdamW learning rate on the pixels (authors: 0.0175).", step=0.0005,
+                     round=False),
+        "seed": SEED,
+        "color": ("STRING", {"default": "#808080",
+                             "tooltip": "Colour for init 'color': '#RRGGBB' or 'r, g, b' (0-255)."}),
+        "candidates": ("INT", {"default": 1000, "min": 1, "max": 100_000,
+                               "tooltip": "Samples of init_gaussian scored with CLIP (authors: 1000)."}),
+        "views": ranged(R["views"], RECIPE.views, "DiffAugment copies of the whole image per step (authors: 32).",
+                        advanced=True),
+        "patches": ranged(R["patches"], RECIPE.patches, "Random crops (128/224 of the side) per step, resized to "
+                                                        "the model's input (authors: 32; 0 = none).", advanced=True),
+        "patch_weight": ranged(R["patch_weight"], RECIPE.patch_weight, "Weight of the crop loss (authors: 5.0).",
+                               step=0.1, advanced=True),
+        "input_noise": ranged(R["input_noise"], RECIPE.input_noise, "σ of the noise added to every view (authors: "
+                                                                    "0.01).", step=0.001, advanced=True),
+        "grad_clip": ranged(R["grad_clip"], RECIPE.grad_clip, "Largest gradient norm per image (authors: 0.001; 0 = "
+                                                              "no clipping).", step=0.0001, round=False, advanced=True),
+        "threshold": ranged(R["threshold"], RECIPE.threshold, "Dynamic-thresholding quantile after each step "
+                                                              "(authors: 0.95); 0 clamps to [0, 1] instead.",
+                            step=0.01, advanced=True),
+        "weight_decay": ranged(R["weight_decay"], RECIPE.weight_decay, "AdamW weight decay on the pixels (authors "
+                                                                       "keep torch's 0.01).", step=0.001,
+                               advanced=True),
+        **MONITOR_INPUTS,
+    }
+    OPTIONAL = {
+        "init_image": ("IMAGE", {"tooltip": "Starting image(s) for init 'image' (centre-cropped to a square)."}),
+        "init_gaussian": ("CLIPAG_IMAGE_GAUSSIAN", {"tooltip": "From Reference Image Gaussian, for init "
+                                                               "'gaussian'."}),
+    }
 
     @checked_node_function
     def synthesize(self, clip, prompt, init, size, batch_size, steps, lr, seed, color, candidates, views, patches,
@@ -171,10 +144,10 @@ class GeneratorFreeSynthesis:
             pool = square_resize(from_image_batch(ordinary(init_image).cpu(), "init_image"), size)
             if pool.shape[0] >= batch_size:
                 return best_matches(objective, pool, batch_size,
-                                    on_step=_cancel_and_progress(unique_id, pool.shape[0]))
+                                    on_step=cancel_and_progress(unique_id, pool.shape[0]))
             return pool.repeat((batch_size + pool.shape[0] - 1) // pool.shape[0], 1, 1, 1)[:batch_size]
         return best_gaussian_samples(objective, init_gaussian, candidates, size, batch_size, seed,
-                                     on_step=_cancel_and_progress(unique_id, candidates))
+                                     on_step=cancel_and_progress(unique_id, candidates))
 
 
 NODE_CLASS_MAPPINGS = {

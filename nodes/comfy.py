@@ -245,6 +245,12 @@ def model_roots(name: str) -> list[str]:
     return model_folder_paths(name) + extra_roots()
 
 
+def load_model_entry(load, name: str, entry: str, *args):
+    """``load(path, *args, roots)``: the pack loader ``load`` on the ``models/<name>`` entry ``entry``, every file
+    it opens kept inside :func:`model_roots` (the one path every model-folder loader node takes)."""
+    return load(resolve_model_entry(name, entry), *args, model_roots(name))
+
+
 def folder_roots(folder) -> list[str]:
     """Where the files read below an allowed folder input may lie: its root and the roots of
     ``$FUSEDREAM_EXTRA_ROOTS``."""

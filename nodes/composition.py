@@ -13,13 +13,13 @@ from ..fusedream_ops.core.autograd import no_grad_normal_tensors
 from ..fusedream_ops.core.errors import require
 from ..fusedream_ops.core.images import from_image_batch, to_image_batch
 from ..fusedream_ops.core.precision import AUTO as AUTO_PRECISION
-from ..fusedream_ops.fusedream.basis import BASIS_MODES
 from ..fusedream_ops.models.lpips import NETS, find_backbone, load_lpips
 from ..fusedream_ops.validation.images import LPIPS_MIN_SIZE, require_batches_match, require_image, require_same_size
 from . import comfy
-from .monitor import MONITOR_INPUTS, NodeMonitor, segments
+from .monitor import MONITOR_INPUTS, NodeMonitor, cancel_and_progress, segments
 from .node_inputs import checked_loader_function, checked_node_function
-from .widgets import HIDDEN, PRECISION, seed_input
+from .node_schema import FuseDreamNode
+from .widgets import BASIS_MODE, LATENT_NOISE, OPTIMIZE_Y, PRECISION, seed_input
 
 LPIPS_FOLDER = "lpips"
 comfy.register_model_folder(LPIPS_FOLDER, (".pth",))
@@ -30,25 +30,34 @@ SCALE = ("FLOAT", {"default": 0.65, "min": 0.05, "max": 0.95, "step": 0.01,
                    "tooltip": "α: the foreground's size relative to the background (the paper tries 0.65 and 0.5)."})
 POSITION = (list(POSITIONS), {"default": "center", "tooltip": "t: where the scaled foreground is pasted."})
 
+OPTIMIZER_SOCKETS = {
+    "generator": ("BIGGAN", {"tooltip": "The BigGAN generator (both images come from it)."}),
+    "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "s_Fuse: the AugCLIP objective of the fused image."}),
+    "lpips": ("FUSEDREAM_LPIPS", {"tooltip": "ℓ_Fuse: LPIPS between the foreground and the background "
+                                             "under it."}),
+    "foreground": ("BIGGAN_LATENT", {"tooltip": "Foreground basis latents (e.g. Top-k init)."}),
+}
+"""The sockets the fixed-cell optimizer and the grid search share, in their widget order."""
 
-def _optimizer_inputs() -> dict:
-    """The inputs the fixed-cell optimizer and the grid search share, in their widget order."""
-    return {
-        "generator": ("BIGGAN", {"tooltip": "The BigGAN generator (both images come from it)."}),
-        "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "s_Fuse: the AugCLIP objective of the fused image."}),
-        "lpips": ("FUSEDREAM_LPIPS", {"tooltip": "ℓ_Fuse: LPIPS between the foreground and the background "
-                                                 "under it."}),
-        "foreground": ("BIGGAN_LATENT", {"tooltip": "Foreground basis latents (e.g. Top-k init)."}),
-    }
-
-
-OPTIONAL_BACKGROUNDS = {"optional": {
+BACKGROUNDS = {
     "background": ("BIGGAN_LATENT", {"tooltip": "Background basis latents (e.g. Top-k init with another seed or "
                                                 "prompt), optimised together with the foreground. Connect this or "
                                                 "background_image."}),
     "background_image": ("IMAGE", {"tooltip": "A fixed background image of any size instead of generated latents: "
                                               "only the foreground moves. Connect this or background."}),
-}}
+}
+"""The optional background sockets of both optimizers: exactly one is connected."""
+
+
+COMPOSED_IMAGES = {
+    "blended": ("IMAGE", "The foreground Poisson-blended into the background: the final image (one per seed, in seed "
+                         "order)."),
+    "fused": ("IMAGE", "The fused image that was optimised (plain paste; one per seed)."),
+    "foreground": ("IMAGE", "Its foreground."),
+    "background": ("IMAGE", "Its background."),
+    "mask": ("MASK", "Where its foreground lands."),
+}
+"""The first outputs of both optimizers: the chosen composition's images (the grid search's best cell)."""
 
 
 def _background(background, background_image):
@@ -61,47 +70,45 @@ def _background(background, background_image):
         return from_image_batch(background_image[:1].clone(), "background_image")
 
 
-def _optimizer_widgets() -> dict:
-    return {
-        "steps": ("INT", {"default": 1000, "min": 1, "max": 100_000,
-                          "tooltip": "Adam steps per (scale, position) cell (single-image FuseDream: 1000)."}),
-        "lr": ("FLOAT", {"default": 5e-3, "min": 1e-6, "max": 1.0, "step": 1e-4, "round": False,
-                         "tooltip": "Adam learning rate (FuseDream: 5e-3)."}),
-        "method": (list(METHODS), {"default": "bilevel",
-                                   "tooltip": "bilevel: eq. 6, maximise AugCLIP first, lower LPIPS without "
-                                              "lowering it; linear: eq. 7 with a fixed λ; inverse: eq. 8, LPIPS "
-                                              "first (Appendix B, for comparison)."}),
-        "beta": ("FLOAT", {"default": 1.0, "min": 0.001, "max": 100.0, "step": 0.01,
-                           "tooltip": "β of the dynamic barrier (paper: 1): how fast the primary must improve."}),
-        "linear_lambda": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 0.99, "step": 0.01, "advanced": True,
-                                    "tooltip": "λ of the linear method: minimise (1 − λ)·LPIPS − λ·AugCLIP."}),
-        "mode": (list(BASIS_MODES), {"default": "paper",
-                                     "tooltip": "paper: scalar weights 1/k; official: per-element softmax weights."}),
-        "latent_noise": ("FLOAT", {"default": 0.01, "min": 0.0, "max": 1.0, "step": 0.001,
-                                   "tooltip": "Gaussian noise added to the latents each step (FuseDream 0.01)."}),
-        "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
-        "seed": SEED,
-        "batch": ("INT", {"default": 1, "min": 1, "max": 64,
-                          "tooltip": "Independent runs with seeds seed, seed+1, …, optimised together in one batched "
-                                     "forward/backward per step (fills a GPU); each gives what its own seed gives "
-                                     "alone. The image outputs hold one image per seed, in seed order."}),
-        "score_draws": ("INT", {"default": 4, "min": 1, "max": 100, "advanced": True,
-                                "tooltip": "Batches of augmented views averaged for the final AugCLIP score; every "
-                                           "cell is scored on the same views."}),
-        "blend_iterations": ("INT", {"default": 5000, "min": 1, "max": 100_000, "advanced": True,
-                                     "tooltip": "Most conjugate-gradient iterations of the final Poisson blend."}),
-        "keep": (list(KEEP_MODES), {"default": DEFAULT_KEEP, "advanced": True,
-                                    "tooltip": "Which iterate a cell returns. augclip: the step with the highest "
-                                               "AugCLIP (one noisy draw of views per step); last: the final step "
-                                               "(as the official single-image code); eq5: the lowest LPIPS among "
-                                               "the steps whose AugCLIP is within keep_tolerance of the highest "
-                                               "(eq. 5: min LPIPS among the maximisers of AugCLIP)."}),
-        "keep_tolerance": ("FLOAT", {"default": DEFAULT_KEEP_TOLERANCE, "min": 0.0, "max": 1.0, "step": 0.001,
-                                     "round": False, "advanced": True,
-                                     "tooltip": "eq5 only: how far below the highest AugCLIP draw (absolute) a "
-                                                "step still counts as a maximiser. About twice the noise of one "
-                                                "draw; that noise depends on the CLIP model and the copies."}),
-    }
+OPTIMIZER_WIDGETS = {
+    "steps": ("INT", {"default": 1000, "min": 1, "max": 100_000,
+                      "tooltip": "Adam steps per (scale, position) cell (single-image FuseDream: 1000)."}),
+    "lr": ("FLOAT", {"default": 5e-3, "min": 1e-6, "max": 1.0, "step": 1e-4, "round": False,
+                     "tooltip": "Adam learning rate (FuseDream: 5e-3)."}),
+    "method": (list(METHODS), {"default": "bilevel",
+                               "tooltip": "bilevel: eq. 6, maximise AugCLIP first, lower LPIPS without "
+                                          "lowering it; linear: eq. 7 with a fixed λ; inverse: eq. 8, LPIPS "
+                                          "first (Appendix B, for comparison)."}),
+    "beta": ("FLOAT", {"default": 1.0, "min": 0.001, "max": 100.0, "step": 0.01,
+                       "tooltip": "β of the dynamic barrier (paper: 1): how fast the primary must improve."}),
+    "linear_lambda": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 0.99, "step": 0.01, "advanced": True,
+                                "tooltip": "λ of the linear method: minimise (1 − λ)·LPIPS − λ·AugCLIP."}),
+    "mode": BASIS_MODE,
+    "latent_noise": LATENT_NOISE,
+    "optimize_y": OPTIMIZE_Y,
+    "seed": SEED,
+    "batch": ("INT", {"default": 1, "min": 1, "max": 64,
+                      "tooltip": "Independent runs with seeds seed, seed+1, …, optimised together in one batched "
+                                 "forward/backward per step (fills a GPU); each gives what its own seed gives "
+                                 "alone. The image outputs hold one image per seed, in seed order."}),
+    "score_draws": ("INT", {"default": 4, "min": 1, "max": 100, "advanced": True,
+                            "tooltip": "Batches of augmented views averaged for the final AugCLIP score; every "
+                                       "cell is scored on the same views."}),
+    "blend_iterations": ("INT", {"default": 5000, "min": 1, "max": 100_000, "advanced": True,
+                                 "tooltip": "Most conjugate-gradient iterations of the final Poisson blend."}),
+    "keep": (list(KEEP_MODES), {"default": DEFAULT_KEEP, "advanced": True,
+                                "tooltip": "Which iterate a cell returns. augclip: the step with the highest "
+                                           "AugCLIP (one noisy draw of views per step); last: the final step "
+                                           "(as the official single-image code); eq5: the lowest LPIPS among "
+                                           "the steps whose AugCLIP is within keep_tolerance of the highest "
+                                           "(eq. 5: min LPIPS among the maximisers of AugCLIP)."}),
+    "keep_tolerance": ("FLOAT", {"default": DEFAULT_KEEP_TOLERANCE, "min": 0.0, "max": 1.0, "step": 0.001,
+                                 "round": False, "advanced": True,
+                                 "tooltip": "eq5 only: how far below the highest AugCLIP draw (absolute) a "
+                                            "step still counts as a maximiser. About twice the noise of one "
+                                            "draw; that noise depends on the CLIP model and the copies."}),
+}
+"""The widgets the fixed-cell optimizer and the grid search share, in their widget order."""
 
 
 def _options(lr, method, beta, linear_lambda, mode, latent_noise, optimize_y, score_draws, blend_iterations, keep,
@@ -121,23 +128,17 @@ def _mask(masks: torch.Tensor) -> torch.Tensor:
     return masks[:, 0].float().cpu().contiguous()
 
 
-class FuseCrop:
-    DESCRIPTION = ("FuseDream's Fuse and Crop: pastes the foreground, resized by 'scale', at 'position' on the "
-                   "background; also returns the background crop under it, the foreground placed on the canvas "
-                   "(edges extended, ready for Poisson Blend) and the paste mask.")
-    CATEGORY = CATEGORY
-    FUNCTION = "fuse"
-    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "MASK")
-    RETURN_NAMES = ("fused", "crop", "foreground_layer", "mask")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "foreground": ("IMAGE", {"tooltip": "The image to paste (any size; batch 1 or the background's)."}),
-            "background": ("IMAGE", {"tooltip": "The image to paste onto; it sets the output size."}),
-            "scale": SCALE,
-            "position": POSITION,
-        }}
+class FuseCrop(FuseDreamNode, category=CATEGORY):
+    """FuseDream's Fuse and Crop: pastes the foreground, resized by 'scale', at 'position' on the background;
+    also returns the background crop under it, the foreground placed on the canvas (edges extended, ready for
+    Poisson Blend) and the paste mask."""
+    OUTPUTS = {"fused": "IMAGE", "crop": "IMAGE", "foreground_layer": "IMAGE", "mask": "MASK"}
+    INPUTS = {
+        "foreground": ("IMAGE", {"tooltip": "The image to paste (any size; batch 1 or the background's)."}),
+        "background": ("IMAGE", {"tooltip": "The image to paste onto; it sets the output size."}),
+        "scale": SCALE,
+        "position": POSITION,
+    }
 
     @checked_node_function
     def fuse(self, foreground, background, scale, position):
@@ -152,23 +153,17 @@ class FuseCrop:
                     _mask(mask))
 
 
-class LPIPSLoader:
-    DESCRIPTION = ("Loads LPIPS (v0.1) for the composition's perceptual consistency loss. The linear heads ship "
-                   "with the lpips package; the backbone is torchvision's ImageNet checkpoint, read from "
-                   "models/lpips or the torch hub cache ($TORCH_HOME/hub/checkpoints): alexnet-owt-7be5be79.pth "
-                   "for alex, vgg16-397923af.pth for vgg. Nothing is downloaded.")
-    CATEGORY = "FuseDream/loaders"
-    FUNCTION = "load"
-    RETURN_TYPES = ("FUSEDREAM_LPIPS",)
-    RETURN_NAMES = ("lpips",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "net": (list(NETS), {"default": "alex",
-                                 "tooltip": "LPIPS backbone: alex (default, as LPIPS recommends as a loss) or vgg."}),
-            "precision": PRECISION,
-        }}
+class LPIPSLoader(FuseDreamNode, category="FuseDream/loaders"):
+    """Loads LPIPS (v0.1) for the composition's perceptual consistency loss. The linear heads ship with the lpips
+    package; the backbone is torchvision's ImageNet checkpoint, read from models/lpips or the torch hub cache
+    ($TORCH_HOME/hub/checkpoints): alexnet-owt-7be5be79.pth for alex, vgg16-397923af.pth for vgg. Nothing is
+    downloaded."""
+    OUTPUTS = {"lpips": "FUSEDREAM_LPIPS"}
+    INPUTS = {
+        "net": (list(NETS), {"default": "alex",
+                             "tooltip": "LPIPS backbone: alex (default, as LPIPS recommends as a loss) or vgg."}),
+        "precision": PRECISION,
+    }
 
     @checked_loader_function
     def load(self, net, precision=AUTO_PRECISION):
@@ -176,21 +171,14 @@ class LPIPSLoader:
                            precision=comfy.weight_dtype(precision, "vae")),)
 
 
-class LPIPSDistance:
-    DESCRIPTION = "LPIPS distance between two images (or image batches of equal size): lower = more alike."
-    CATEGORY = CATEGORY
-    FUNCTION = "distance"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("FLOAT", "STRING")
-    RETURN_NAMES = ("distance", "distances")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "image_a": ("IMAGE", {"tooltip": "First image(s)."}),
-            "image_b": ("IMAGE", {"tooltip": "Second image(s), same size; a batch of 1 is compared to every a."}),
-            "lpips": ("FUSEDREAM_LPIPS", {"tooltip": "The LPIPS model."}),
-        }}
+class LPIPSDistance(FuseDreamNode, category=CATEGORY, output_node=True):
+    """LPIPS distance between two images (or image batches of equal size): lower = more alike."""
+    OUTPUTS = {"distance": "FLOAT", "distances": "STRING"}
+    INPUTS = {
+        "image_a": ("IMAGE", {"tooltip": "First image(s)."}),
+        "image_b": ("IMAGE", {"tooltip": "Second image(s), same size; a batch of 1 is compared to every a."}),
+        "lpips": ("FUSEDREAM_LPIPS", {"tooltip": "The LPIPS model."}),
+    }
 
     @checked_node_function
     def distance(self, image_a, image_b, lpips):
@@ -208,30 +196,26 @@ class LPIPSDistance:
         return {"ui": {"text": [text]}, "result": (float(values.mean()), text)}
 
 
-class CompositionOptimizer:
-    DESCRIPTION = ("FuseDream-Composition for one scale and position (eq. 5–6): co-optimises a foreground and a "
-                   "background latent so the fused image maximises AugCLIP while LPIPS between the foreground and "
-                   "the background under it falls, with the dynamic-barrier step (no weight to tune). Returns the "
-                   "best iterate and its Poisson blend; live preview of the fused image, AugCLIP and LPIPS chart.")
-    CATEGORY = CATEGORY
-    FUNCTION = "optimize"
-    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "IMAGE", "MASK", "FLOAT", "FLOAT", "BIGGAN_LATENT", "BIGGAN_LATENT",
-                    "IMAGE")
-    RETURN_NAMES = ("blended", "fused", "foreground", "background", "mask", "augclip", "lpips",
-                    "foreground_latent", "background_latent", "frames")
-    OUTPUT_TOOLTIPS = ("The foreground Poisson-blended into the background: the final image.",
-                       "The fused image that was optimised (plain paste).", "The foreground image.",
-                       "The background image.", "Where the foreground lands.",
-                       "AugCLIP of the fused image (with a batch: the highest of the batch).",
-                       "LPIPS between the foreground and the background crop (of that same image).",
-                       "The best foreground latent (one per seed).",
-                       "The best background latent (one per seed; none with a background image).",
-                       "Frames kept every 'keep_frames_every' steps plus the last (the leading run's).")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {**_optimizer_inputs(), "scale": SCALE, "position": POSITION, **_optimizer_widgets(),
-                             **MONITOR_INPUTS}, **OPTIONAL_BACKGROUNDS, **HIDDEN}
+class CompositionOptimizer(FuseDreamNode, category=CATEGORY):
+    """FuseDream-Composition for one scale and position (eq. 5–6): co-optimises a foreground and a background
+    latent so the fused image maximises AugCLIP while LPIPS between the foreground and the background under it
+    falls, with the dynamic-barrier step (no weight to tune). Returns the best iterate and its Poisson blend;
+    live preview of the fused image, AugCLIP and LPIPS chart."""
+    OUTPUTS = {**COMPOSED_IMAGES,
+               "augclip": ("FLOAT", "AugCLIP of the fused image (with a batch: the highest of the batch)."),
+               "lpips": ("FLOAT", "LPIPS between the foreground and the background crop (of that same image)."),
+               "foreground_latent": ("BIGGAN_LATENT", "The best foreground latent (one per seed)."),
+               "background_latent": ("BIGGAN_LATENT", "The best background latent (one per seed; none with a "
+                                                      "background image)."),
+               "frames": ("IMAGE", "Frames kept every 'keep_frames_every' steps plus the last (the leading run's).")}
+    INPUTS = {
+        **OPTIMIZER_SOCKETS,
+        "scale": SCALE,
+        "position": POSITION,
+        **OPTIMIZER_WIDGETS,
+        **MONITOR_INPUTS,
+    }
+    OPTIONAL = BACKGROUNDS
 
     @checked_node_function
     def optimize(self, generator, objective, lpips, foreground, scale, position, steps, lr, method, beta,
@@ -253,41 +237,35 @@ class CompositionOptimizer:
             r.foreground_latent, r.background_latent, monitor.frames())}
 
 
-class CompositionGridSearch:
-    DESCRIPTION = ("FuseDream-Composition (Alg. 2): runs the composition optimizer for every scale × position "
-                   "(paper: 0.65, 0.5 × 9 positions = 18 runs) and returns the one whose fused image has the highest "
-                   "AugCLIP, its Poisson blend, and every candidate as a batch. Several cells ('cells_per_batch') "
-                   "and several seeds ('batch': one best cell per seed) can run as one batch when memory allows.")
-    CATEGORY = CATEGORY
-    FUNCTION = "search"
-    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "IMAGE", "MASK", "FLOAT", "STRING", "FLOAT", "FLOAT", "IMAGE",
-                    "IMAGE", "STRING", "IMAGE")
-    RETURN_NAMES = ("blended", "fused", "foreground", "background", "mask", "scale", "position", "augclip",
-                    "lpips", "candidates", "candidates_blended", "candidate_scores", "frames")
-    OUTPUT_TOOLTIPS = ("The best cell's Poisson blend: the final image (one per seed, in seed order).",
-                       "The best cell's fused image (one per seed).", "Its foreground.", "Its background.",
-                       "Where its foreground lands.",
-                       "The chosen scale α (with a batch: of the seed whose best cell has the highest AugCLIP).",
-                       "The chosen position t (same seed).", "Its AugCLIP (same seed).", "Its LPIPS (same seed).",
-                       "Every cell's fused image, in grid order (scales, then positions); with a batch seed by seed.",
-                       "Every cell's Poisson blend, same order.",
-                       "One line per cell: scale, position, AugCLIP, LPIPS, the best marked *; with a batch one "
-                       "block per seed.",
-                       "Frames kept every 'keep_frames_every' steps plus the last (the leading run's).")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            **_optimizer_inputs(),
-            "scales": ("STRING", {"default": "0.65, 0.5", "tooltip": "Comma-separated scales α in (0, 1)."}),
-            "positions": ("STRING", {"default": "all", "tooltip": "'all' or comma-separated positions among "
-                                                                  f"{', '.join(POSITIONS)}."}),
-            "cells_per_batch": ("INT", {"default": 1, "min": 1, "max": 64, "advanced": True,
-                                        "tooltip": "Cells optimised together as one batch (faster on a large "
-                                                   "GPU, more memory)."}),
-            **_optimizer_widgets(),
-            **MONITOR_INPUTS,
-        }, **OPTIONAL_BACKGROUNDS, **HIDDEN}
+class CompositionGridSearch(FuseDreamNode, category=CATEGORY):
+    """FuseDream-Composition (Alg. 2): runs the composition optimizer for every scale × position (paper: 0.65,
+    0.5 × 9 positions = 18 runs) and returns the one whose fused image has the highest AugCLIP, its Poisson
+    blend, and every candidate as a batch. Several cells ('cells_per_batch') and several seeds ('batch': one best
+    cell per seed) can run as one batch when memory allows."""
+    OUTPUTS = {**COMPOSED_IMAGES,
+               "scale": ("FLOAT", "The chosen scale α (with a batch: of the seed whose best cell has the highest "
+                                  "AugCLIP)."),
+               "position": ("STRING", "The chosen position t (same seed)."),
+               "augclip": ("FLOAT", "Its AugCLIP (same seed)."),
+               "lpips": ("FLOAT", "Its LPIPS (same seed)."),
+               "candidates": ("IMAGE", "Every cell's fused image, in grid order (scales, then positions); with a "
+                                       "batch seed by seed."),
+               "candidates_blended": ("IMAGE", "Every cell's Poisson blend, same order."),
+               "candidate_scores": ("STRING", "One line per cell: scale, position, AugCLIP, LPIPS, the best marked *;"
+                                              " with a batch one block per seed."),
+               "frames": ("IMAGE", "Frames kept every 'keep_frames_every' steps plus the last (the leading run's).")}
+    INPUTS = {
+        **OPTIMIZER_SOCKETS,
+        "scales": ("STRING", {"default": "0.65, 0.5", "tooltip": "Comma-separated scales α in (0, 1)."}),
+        "positions": ("STRING", {"default": "all", "tooltip": "'all' or comma-separated positions among "
+                                                              f"{', '.join(POSITIONS)}."}),
+        "cells_per_batch": ("INT", {"default": 1, "min": 1, "max": 64, "advanced": True,
+                                    "tooltip": "Cells optimised together as one batch (faster on a large "
+                                               "GPU, more memory)."}),
+        **OPTIMIZER_WIDGETS,
+        **MONITOR_INPUTS,
+    }
+    OPTIONAL = BACKGROUNDS
 
     @checked_node_function
     def search(self, generator, objective, lpips, foreground, scales, positions, cells_per_batch, steps, lr, method,
@@ -332,44 +310,32 @@ def _score_lines(r: CompositionResult) -> str:
                      for i, (c, s, l) in enumerate(zip(r.cells, r.augclip.tolist(), r.lpips.tolist())))
 
 
-class PoissonBlend:
-    DESCRIPTION = ("Seamless cloning (Poisson blending): inside the mask, keeps the foreground's gradients and "
-                   "takes the colours at the mask border from the background, so the seam disappears. Works on "
-                   "any aligned IMAGE pair + MASK of the same size, in batches, on the GPU.")
-    CATEGORY = CATEGORY
-    FUNCTION = "blend"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "foreground": ("IMAGE", {"tooltip": "The source, aligned with the background (same size); its pixels "
-                                                "just outside the mask set the gradients at the seam."}),
-            "background": ("IMAGE", {"tooltip": "The destination image."}),
-            "mask": ("MASK", {"tooltip": "Where to clone the foreground (values above 0.5); must leave some "
-                                         "background."}),
-            "max_iterations": ("INT", {"default": 5000, "min": 1, "max": 100_000, "advanced": True,
-                                       "tooltip": "Most conjugate-gradient iterations."}),
-            "tolerance": ("FLOAT", {"default": 1e-5, "min": 1e-9, "max": 0.1, "step": 1e-6, "round": False,
-                                    "advanced": True, "tooltip": "Stop when the residual is this small relative "
-                                                                 "to the right-hand side."}),
-        }, **HIDDEN}
+class PoissonBlend(FuseDreamNode, category=CATEGORY):
+    """Seamless cloning (Poisson blending): inside the mask, keeps the foreground's gradients and takes the
+    colours at the mask border from the background, so the seam disappears. Works on any aligned IMAGE pair +
+    MASK of the same size, in batches, on the GPU."""
+    OUTPUTS = {"image": "IMAGE"}
+    INPUTS = {
+        "foreground": ("IMAGE", {"tooltip": "The source, aligned with the background (same size); its pixels "
+                                            "just outside the mask set the gradients at the seam."}),
+        "background": ("IMAGE", {"tooltip": "The destination image."}),
+        "mask": ("MASK", {"tooltip": "Where to clone the foreground (values above 0.5); must leave some "
+                                     "background."}),
+        "max_iterations": ("INT", {"default": 5000, "min": 1, "max": 100_000, "advanced": True,
+                                   "tooltip": "Most conjugate-gradient iterations."}),
+        "tolerance": ("FLOAT", {"default": 1e-5, "min": 1e-9, "max": 0.1, "step": 1e-6, "round": False,
+                                "advanced": True, "tooltip": "Stop when the residual is this small relative "
+                                                             "to the right-hand side."}),
+    }
 
     @checked_node_function
     def blend(self, foreground, background, mask, max_iterations, tolerance, unique_id=None):
         device = comfy.torch_device()
-        bar = comfy.ProgressBar(max_iterations, None if unique_id is None else str(unique_id))
-
-        def on_step(step):
-            comfy.throw_if_interrupted()
-            if step.step % 10 == 0:
-                bar.update(step.step, step.total)
-
         with no_grad_normal_tensors():
             fg = from_image_batch(foreground.clone(), "foreground").to(device)
             bg = from_image_batch(background.clone(), "background").to(device)
-            out = poisson_blend(fg, bg, mask.clone().to(device), max_iterations, tolerance, on_step=on_step)
+            out = poisson_blend(fg, bg, mask.clone().to(device), max_iterations, tolerance,
+                               on_step=cancel_and_progress(unique_id, max_iterations, every=10))
         return (to_image_batch(out),)
 
 

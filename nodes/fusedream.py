@@ -1,6 +1,8 @@
 """FuseDream single-image nodes: loaders, latent sampler, AugCLIP objective, top-k init, basis optimizer, decode."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..fusedream_ops.core.autograd import no_grad_normal_tensors
@@ -9,7 +11,6 @@ from ..fusedream_ops.core.images import from_image_batch, to_image_batch
 from ..fusedream_ops.core.precision import AUTO as AUTO_PRECISION
 from ..fusedream_ops.core.precision import PRECISIONS
 from ..fusedream_ops.fusedream.augment import AugmentPolicy
-from ..fusedream_ops.fusedream.basis import BASIS_MODES
 from ..fusedream_ops.fusedream.latents import Z_MODES, BigGANLatent, sample_latents
 from ..fusedream_ops.fusedream.objective import AugClipObjective, parse_prompts
 from ..fusedream_ops.fusedream.optimize import Problem, optimize_bases
@@ -17,12 +18,13 @@ from ..fusedream_ops.fusedream.topk import chunk_for_memory, free_memory, topk_l
 from ..fusedream_ops.models.biggan import load_biggan
 from ..fusedream_ops.models.clip import AUTO, load_clip
 from ..fusedream_ops.models.imagenet_classes import parse_class_list
-from ..fusedream_ops.validation import ranges
+from ..fusedream_ops.validation.ranges import FUSEDREAM
 from ..fusedream_ops.validation.prompts import SYNTAX, truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
 from .node_inputs import checked_loader_function, checked_node_function
-from .widgets import HIDDEN, PRECISION, seed_input
+from .node_schema import FuseDreamNode
+from .widgets import BASIS_MODE, LATENT_NOISE, OPTIMIZE_Y, PRECISION, model_files, ranged, seed_input
 
 BIGGAN_FOLDER = "biggan"
 CLIP_FOLDER = "open_clip"
@@ -31,6 +33,7 @@ comfy.register_model_folder(BIGGAN_FOLDER, CHECKPOINT_EXTENSIONS)
 comfy.register_model_folder(CLIP_FOLDER, CHECKPOINT_EXTENSIONS)
 
 SEED = seed_input()
+GENERATOR = ("BIGGAN", {"tooltip": "The BigGAN generator."})
 
 
 def _biggan_entries() -> list[str]:
@@ -45,81 +48,69 @@ def _clip_architectures() -> list[str]:
     return [AUTO] + open_clip.list_models()
 
 
-class BigGANLoader:
-    DESCRIPTION = ("Loads a BigGAN-deep generator (pytorch-pretrained-biggan) from models/biggan: a folder with "
-                   "config.json + pytorch_model.bin or model.safetensors, or a single .safetensors file. Every "
-                   "missing or unexpected weight is an error.")
-    CATEGORY = "FuseDream/loaders"
-    FUNCTION = "load"
-    RETURN_TYPES = ("BIGGAN",)
-    RETURN_NAMES = ("generator",)
+def clip_file_inputs(architecture_tip: str, checkpoint_tip: str) -> dict:
+    """The two widgets that name an open_clip file: its architecture ('auto' detects it) and the checkpoint."""
+    return {"architecture": (_clip_architectures, {"default": AUTO, "tooltip": architecture_tip}),
+            "checkpoint": (model_files(CLIP_FOLDER, CHECKPOINT_EXTENSIONS), {"tooltip": checkpoint_tip})}
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "checkpoint": (_biggan_entries(), {
-                "tooltip": "A BigGAN-deep checkpoint folder (or .safetensors file) in models/biggan."}),
-            "precision": PRECISION,
-        }}
+
+def switch(tooltip: str) -> tuple:
+    """A BOOLEAN widget that starts on."""
+    return ("BOOLEAN", {"default": True, "tooltip": tooltip})
+
+
+class BigGANLoader(FuseDreamNode, category="FuseDream/loaders"):
+    """Loads a BigGAN-deep generator (pytorch-pretrained-biggan) from models/biggan: a folder with config.json +
+    pytorch_model.bin or model.safetensors, or a single .safetensors file. Every missing or unexpected weight is
+    an error."""
+    OUTPUTS = {"generator": "BIGGAN"}
+    INPUTS = {
+        "checkpoint": (_biggan_entries, {
+            "tooltip": "A BigGAN-deep checkpoint folder (or .safetensors file) in models/biggan."}),
+        "precision": PRECISION,
+    }
 
     @checked_loader_function
     def load(self, checkpoint, precision=AUTO_PRECISION):
-        return (load_biggan(comfy.resolve_model_entry(BIGGAN_FOLDER, checkpoint),
-                            comfy.weight_dtype(precision, "vae"), comfy.model_roots(BIGGAN_FOLDER)),)
+        return (comfy.load_model_entry(load_biggan, BIGGAN_FOLDER, checkpoint, comfy.weight_dtype(precision, "vae")),)
 
 
-class CLIPLoader:
-    DESCRIPTION = ("Loads an open_clip model as a frozen scorer for the CLIP-guided nodes. 'auto' reads the "
-                   "architecture from a .json beside the checkpoint or recognises it from the tensor shapes; a "
-                   "checkpoint that does not fit the architecture is an error naming what does fit. Training "
-                   "checkpoints (e.g. CLIPAG_ViTB32.pt) load too.")
-    CATEGORY = "FuseDream/loaders"
-    FUNCTION = "load"
-    RETURN_TYPES = ("FUSEDREAM_CLIP",)
-    RETURN_NAMES = ("clip",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "architecture": (_clip_architectures(), {
-                "default": AUTO,
-                "tooltip": "open_clip architecture. 'auto' detects it (GELU before QuickGELU: choose "
-                           "ViT-B-32-quickgelu for OpenAI-trained weights)."}),
-            "checkpoint": (comfy.list_model_entries(CLIP_FOLDER, want_dirs=False, extensions=CHECKPOINT_EXTENSIONS),
-                           {"tooltip": "An open_clip checkpoint in models/open_clip (.safetensors, .pt, .bin)."}),
-            "precision": PRECISION,
-        }}
+class CLIPLoader(FuseDreamNode, category="FuseDream/loaders"):
+    """Loads an open_clip model as a frozen scorer for the CLIP-guided nodes. 'auto' reads the architecture from
+    a .json beside the checkpoint or recognises it from the tensor shapes; a checkpoint that does not fit the
+    architecture is an error naming what does fit. Training checkpoints (e.g. CLIPAG_ViTB32.pt) load too."""
+    OUTPUTS = {"clip": "FUSEDREAM_CLIP"}
+    INPUTS = {
+        **clip_file_inputs("open_clip architecture. 'auto' detects it (GELU before QuickGELU: choose "
+                           "ViT-B-32-quickgelu for OpenAI-trained weights).",
+                           "An open_clip checkpoint in models/open_clip (.safetensors, .pt, .bin)."),
+        "precision": PRECISION,
+    }
 
     @checked_loader_function
     def load(self, architecture, checkpoint, precision=AUTO_PRECISION):
-        return (load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint),
-                          comfy.weight_dtype(precision, "text_encoder"), comfy.model_roots(CLIP_FOLDER)),)
+        return (comfy.load_model_entry(functools.partial(load_clip, architecture), CLIP_FOLDER, checkpoint,
+                                       comfy.weight_dtype(precision, "text_encoder")),)
 
 
-class LatentSampler:
-    DESCRIPTION = ("Draws M random BigGAN latents: z ~ N(0, I) clamped to [-2, 2] (official FuseDream) or "
-                   "truncated normal, and y = the class embedding of a random class (all classes or the listed ones).")
-    CATEGORY = "FuseDream/latent"
-    FUNCTION = "sample"
-    RETURN_TYPES = ("BIGGAN_LATENT",)
-    RETURN_NAMES = ("candidates",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "generator": ("BIGGAN", {"tooltip": "The generator whose class embeddings initialise y."}),
-            "candidates": ("INT", {"default": 10000, **ranges.FUSEDREAM["candidates"].widget(),
-                                   "tooltip": "M, the number of random latents (the paper uses 10,000)."}),
-            "seed": SEED,
-            "z_mode": (list(Z_MODES), {"default": "clamp",
-                                       "tooltip": "clamp: N(0,1) clamped to [-2,2] like the official code; "
-                                                  "truncated_normal: values outside [-2,2] are redrawn."}),
-            "truncation": ("FLOAT", {"default": 1.0, "min": 0.02, "max": 1.0, "step": 0.02,
-                                     "tooltip": "BigGAN truncation: scales z and selects the batch-norm statistics."}),
-            "classes": ("STRING", {"default": "", "multiline": False,
-                                   "tooltip": "Optional comma-separated class names or indices to draw y from "
-                                              "(e.g. 'golden retriever, 281'); empty = all classes."}),
-        }}
+class LatentSampler(FuseDreamNode, category="FuseDream/latent"):
+    """Draws M random BigGAN latents: z ~ N(0, I) clamped to [-2, 2] (official FuseDream) or truncated normal,
+    and y = the class embedding of a random class (all classes or the listed ones)."""
+    OUTPUTS = {"candidates": "BIGGAN_LATENT"}
+    INPUTS = {
+        "generator": ("BIGGAN", {"tooltip": "The generator whose class embeddings initialise y."}),
+        "candidates": ranged(FUSEDREAM["candidates"], 10000,
+                             "M, the number of random latents (the paper uses 10,000)."),
+        "seed": SEED,
+        "z_mode": (list(Z_MODES), {"default": "clamp",
+                                   "tooltip": "clamp: N(0,1) clamped to [-2,2] like the official code; "
+                                              "truncated_normal: values outside [-2,2] are redrawn."}),
+        "truncation": ("FLOAT", {"default": 1.0, "min": 0.02, "max": 1.0, "step": 0.02,
+                                 "tooltip": "BigGAN truncation: scales z and selects the batch-norm statistics."}),
+        "classes": ("STRING", {"default": "", "multiline": False,
+                               "tooltip": "Optional comma-separated class names or indices to draw y from "
+                                          "(e.g. 'golden retriever, 281'); empty = all classes."}),
+    }
 
     @checked_node_function
     def sample(self, generator, candidates, seed, z_mode, truncation, classes):
@@ -127,31 +118,21 @@ class LatentSampler:
         return (sample_latents(generator, candidates, seed, z_mode, truncation, indices),)
 
 
-class AugCLIPObjectiveNode:
-    DESCRIPTION = ("The AugCLIP score (FuseDream eq. 3): CLIP cosine to the prompt averaged over random "
-                   "DiffAugment copies of the image. One prompt per line; end a line with ':weight' to weight it, "
-                   "a negative weight makes it a negative prompt. Text is encoded once here.")
-    CATEGORY = "FuseDream/objective"
-    FUNCTION = "build"
-    RETURN_TYPES = ("FUSEDREAM_OBJECTIVE",)
-    RETURN_NAMES = ("objective",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        def toggle(tip):
-            return ("BOOLEAN", {"default": True, "tooltip": tip})
-
-        return {"required": {
-            "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer (any open_clip model, e.g. CLIPAG)."}),
-            "prompt": ("STRING", {"default": "a photo of a blue dog", "multiline": True,
-                                  "tooltip": SYNTAX}),
-            "copies": ("INT", {"default": 50, **ranges.FUSEDREAM["copies"].widget(),
-                               "tooltip": "Augmented copies per image per step (official: 50), one CLIP batch."}),
-            "color": toggle("Random brightness ±0.5, saturation ×U(0,2), contrast ×U(0.5,1.5)."),
-            "translation": toggle("Random integer shift up to 1/8 of the size, grey padding."),
-            "resize": toggle("Random zoom ×U(0.8,1.2), shrunk images padded grey, enlarged ones centre-cropped."),
-            "cutout": toggle("Erase a random square of half the image side."),
-        }}
+class AugCLIPObjectiveNode(FuseDreamNode, category="FuseDream/objective"):
+    """The AugCLIP score (FuseDream eq. 3): CLIP cosine to the prompt averaged over random DiffAugment copies of
+    the image. One prompt per line; end a line with ':weight' to weight it, a negative weight makes it a negative
+    prompt. Text is encoded once here."""
+    OUTPUTS = {"objective": "FUSEDREAM_OBJECTIVE"}
+    INPUTS = {
+        "clip": ("FUSEDREAM_CLIP", {"tooltip": "The CLIP scorer (any open_clip model, e.g. CLIPAG)."}),
+        "prompt": ("STRING", {"default": "a photo of a blue dog", "multiline": True, "tooltip": SYNTAX}),
+        "copies": ranged(FUSEDREAM["copies"], 50,
+                         "Augmented copies per image per step (official: 50), one CLIP batch."),
+        "color": switch("Random brightness ±0.5, saturation ×U(0,2), contrast ×U(0.5,1.5)."),
+        "translation": switch("Random integer shift up to 1/8 of the size, grey padding."),
+        "resize": switch("Random zoom ×U(0.8,1.2), shrunk images padded grey, enlarged ones centre-cropped."),
+        "cutout": switch("Erase a random square of half the image side."),
+    }
 
     @checked_node_function
     def build(self, clip, prompt, copies, color, translation, resize, cutout):
@@ -161,37 +142,28 @@ class AugCLIPObjectiveNode:
         return (AugClipObjective(clip, prompts, policy, copies),)
 
 
-class TopKInit:
-    DESCRIPTION = ("FuseDream initialisation: generates and scores every candidate (in chunks, without "
-                   "gradients) and keeps the k best as the basis for the optimizer. Memory is bounded by the chunk "
-                   "size, so M = 10,000 is fine.")
-    CATEGORY = "FuseDream/latent"
-    FUNCTION = "select"
-    RETURN_TYPES = ("BIGGAN_LATENT", "STRING")
-    RETURN_NAMES = ("basis", "scores")
-    OUTPUT_TOOLTIPS = ("The k best latents, best first.", "Their scores.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
-            "candidates": ("BIGGAN_LATENT", {"tooltip": "The M random latents from the latent sampler."}),
-            "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "How candidates are scored."}),
-            "k": ("INT", {"default": 5, **ranges.FUSEDREAM["k"].widget(),
-                          "tooltip": "How many of the best candidates to keep (official 5, paper k ≤ 15)."}),
-            "augment": ("BOOLEAN", {"default": False,
-                                    "tooltip": "Score with AugCLIP (slower) instead of plain CLIP like the "
-                                               "official code."}),
-            "chunk": ("INT", {"default": 0, **ranges.FUSEDREAM["chunk"].widget(), "advanced": True,
-                              "tooltip": "Candidates generated and scored at once; bounds the memory. 0: as many "
-                                         "as half the free memory holds (at most 64)."}),
-            "seed": SEED,
-            "precision": (list(PRECISIONS), {
-                "default": AUTO_PRECISION, "advanced": True,
-                "tooltip": "Precision of the models while scoring candidates (copies in that precision for the "
-                           "duration of the node; the selection is the same as fp32 up to near-ties). auto: "
-                           "ComfyUI's choice for the device, outside it bf16/fp16 where the device is fast at it."}),
-        }, **HIDDEN}
+class TopKInit(FuseDreamNode, category="FuseDream/latent"):
+    """FuseDream initialisation: generates and scores every candidate (in chunks, without gradients) and keeps
+    the k best as the basis for the optimizer. Memory is bounded by the chunk size, so M = 10,000 is fine."""
+    OUTPUTS = {"basis": ("BIGGAN_LATENT", "The k best latents, best first."),
+               "scores": ("STRING", "Their scores.")}
+    INPUTS = {
+        "generator": GENERATOR,
+        "candidates": ("BIGGAN_LATENT", {"tooltip": "The M random latents from the latent sampler."}),
+        "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "How candidates are scored."}),
+        "k": ranged(FUSEDREAM["k"], 5, "How many of the best candidates to keep (official 5, paper k ≤ 15)."),
+        "augment": ("BOOLEAN", {"default": False,
+                                "tooltip": "Score with AugCLIP (slower) instead of plain CLIP like the "
+                                           "official code."}),
+        "chunk": ranged(FUSEDREAM["chunk"], 0, "Candidates generated and scored at once; bounds the memory. 0: as many "
+                                               "as half the free memory holds (at most 64).", advanced=True),
+        "seed": SEED,
+        "precision": (list(PRECISIONS), {
+            "default": AUTO_PRECISION, "advanced": True,
+            "tooltip": "Precision of the models while scoring candidates (copies in that precision for the "
+                       "duration of the node; the selection is the same as fp32 up to near-ties). auto: "
+                       "ComfyUI's choice for the device, outside it bf16/fp16 where the device is fast at it."}),
+    }
 
     @checked_node_function
     def select(self, generator, candidates, objective, k, augment, chunk, seed, precision=AUTO_PRECISION,
@@ -208,42 +180,31 @@ class TopKInit:
         return {"ui": {"text": [text], **monitor.ui()}, "result": (basis, text)}
 
 
-class BasisOptimizer:
-    DESCRIPTION = ("FuseDream optimisation (eq. 4): maximises AugCLIP over ξ = Σ w_i ξ_i, learning the basis "
-                   "latents and their weights with Adam. 'paper': one scalar weight per basis vector (1/k); "
-                   "'official': the released code's per-element softmax weights. Returns the best iterate, with "
-                   "a live preview, progress and Cancel every step.")
-    CATEGORY = "FuseDream/optimize"
-    FUNCTION = "optimize"
-    RETURN_TYPES = ("BIGGAN_LATENT", "IMAGE", "FLOAT", "IMAGE")
-    RETURN_NAMES = ("latent", "image", "score", "frames")
-    OUTPUT_TOOLTIPS = ("The best latent (one per run of the batch).", "Its image (one per run).",
-                       "Its AugCLIP score, re-measured over fresh views (the highest of the batch).",
-                       "Frames kept every 'keep_frames_every' steps plus the final one (the leading run's).")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
-            "basis": ("BIGGAN_LATENT", {"tooltip": "The basis latents (e.g. from Top-k init)."}),
-            "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "What to maximise."}),
-            "steps": ("INT", {"default": 1000, **ranges.FUSEDREAM["steps"].widget(),
-                              "tooltip": "Adam steps (official 1000)."}),
-            "lr": ("FLOAT", {"default": 5e-3, **ranges.FUSEDREAM["lr"].widget(), "step": 1e-4, "round": False,
-                             "tooltip": "Adam learning rate (official 5e-3)."}),
-            "mode": (list(BASIS_MODES), {"default": "paper",
-                                         "tooltip": "paper: scalar weights 1/k; official: per-element softmax "
-                                                    "weights initialised N(0,1)."}),
-            "latent_noise": ("FLOAT", {"default": 0.01, **ranges.FUSEDREAM["latent_noise"].widget(), "step": 0.001,
-                                       "tooltip": "Gaussian noise added to the latent each step (official 0.01)."}),
-            "optimize_y": ("BOOLEAN", {"default": True, "tooltip": "Also learn the class embeddings."}),
-            "seed": SEED,
-            "batch": ("INT", {"default": 1, "min": 1, "max": 64,
-                              "tooltip": "Independent runs from this basis with seeds seed, seed+1, …, optimised "
-                                         "together in one batched forward/backward per step (fills a GPU); each "
-                                         "gives the image its own seed would give alone."}),
-            **MONITOR_INPUTS,
-        }, **HIDDEN}
+class BasisOptimizer(FuseDreamNode, category="FuseDream/optimize"):
+    """FuseDream optimisation (eq. 4): maximises AugCLIP over ξ = Σ w_i ξ_i, learning the basis latents and their
+    weights with Adam. 'paper': one scalar weight per basis vector (1/k); 'official': the released code's
+    per-element softmax weights. Returns the best iterate, with a live preview, progress and Cancel every step."""
+    OUTPUTS = {"latent": ("BIGGAN_LATENT", "The best latent (one per run of the batch)."),
+               "image": ("IMAGE", "Its image (one per run)."),
+               "score": ("FLOAT", "Its AugCLIP score, re-measured over fresh views (the highest of the batch)."),
+               "frames": ("IMAGE", "Frames kept every 'keep_frames_every' steps plus the final one (the leading "
+                                   "run's).")}
+    INPUTS = {
+        "generator": GENERATOR,
+        "basis": ("BIGGAN_LATENT", {"tooltip": "The basis latents (e.g. from Top-k init)."}),
+        "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "What to maximise."}),
+        "steps": ranged(FUSEDREAM["steps"], 1000, "Adam steps (official 1000)."),
+        "lr": ranged(FUSEDREAM["lr"], 5e-3, "Adam learning rate (official 5e-3).", step=1e-4, round=False),
+        "mode": BASIS_MODE,
+        "latent_noise": LATENT_NOISE,
+        "optimize_y": OPTIMIZE_Y,
+        "seed": SEED,
+        "batch": ("INT", {"default": 1, "min": 1, "max": 64,
+                          "tooltip": "Independent runs from this basis with seeds seed, seed+1, …, optimised "
+                                     "together in one batched forward/backward per step (fills a GPU); each "
+                                     "gives the image its own seed would give alone."}),
+        **MONITOR_INPUTS,
+    }
 
     @checked_node_function
     def optimize(self, generator, basis, objective, steps, lr, mode, latent_noise, optimize_y, seed, batch=1,
@@ -258,19 +219,13 @@ class BasisOptimizer:
                 "result": (latent, to_image_batch(images), max(r.best_score for r in results), monitor.frames())}
 
 
-class Decode:
-    DESCRIPTION = "Renders BigGAN latents as images (tanh output mapped linearly to 0..1)."
-    CATEGORY = "FuseDream/latent"
-    FUNCTION = "decode"
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("image",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "generator": ("BIGGAN", {"tooltip": "The BigGAN generator."}),
-            "latent": ("BIGGAN_LATENT", {"tooltip": "One or more latents."}),
-        }}
+class Decode(FuseDreamNode, category="FuseDream/latent"):
+    """Renders BigGAN latents as images (tanh output mapped linearly to 0..1)."""
+    OUTPUTS = {"image": "IMAGE"}
+    INPUTS = {
+        "generator": GENERATOR,
+        "latent": ("BIGGAN_LATENT", {"tooltip": "One or more latents."}),
+    }
 
     @checked_node_function
     def decode(self, generator, latent: BigGANLatent):
@@ -281,24 +236,17 @@ class Decode:
         return (to_image_batch(torch.cat(images)),)
 
 
-class AugCLIPScore:
-    DESCRIPTION = ("Scores images with an objective, averaged over many augmentation draws, e.g. to rank seeds. "
-                   "The FLOAT is the batch mean; every image's score is shown on the node.")
-    CATEGORY = "FuseDream/objective"
-    FUNCTION = "score"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("FLOAT", "STRING")
-    RETURN_NAMES = ("score", "scores")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE", {"tooltip": "Images to score."}),
-            "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "The objective to score them with."}),
-            "draws": ("INT", {"default": 20, "min": 1, "max": 1000,
-                              "tooltip": "Independent batches of augmented copies averaged (official 20)."}),
-            "seed": SEED,
-        }}
+class AugCLIPScore(FuseDreamNode, category="FuseDream/objective", output_node=True):
+    """Scores images with an objective, averaged over many augmentation draws, e.g. to rank seeds. The FLOAT is
+    the batch mean; every image's score is shown on the node."""
+    OUTPUTS = {"score": "FLOAT", "scores": "STRING"}
+    INPUTS = {
+        "image": ("IMAGE", {"tooltip": "Images to score."}),
+        "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "The objective to score them with."}),
+        "draws": ("INT", {"default": 20, "min": 1, "max": 1000,
+                          "tooltip": "Independent batches of augmented copies averaged (official 20)."}),
+        "seed": SEED,
+    }
 
     @checked_node_function
     def score(self, image, objective, draws, seed):

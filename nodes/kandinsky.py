@@ -20,7 +20,8 @@ from ..fusedream_ops.validation.prompts import truncation_warnings
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
 from .node_inputs import checked_loader_function, checked_node_function
-from .widgets import HIDDEN, PRECISION, seed_input
+from .node_schema import FuseDreamNode
+from .widgets import PRECISION, model_files, model_folders, seed_input
 
 KANDINSKY_FOLDER = "kandinsky22"
 comfy.register_model_folder(KANDINSKY_FOLDER, ())
@@ -34,67 +35,49 @@ EMBEDS = "KANDINSKY22_IMAGE_EMBEDS"
 SEED = seed_input()
 
 
-def _folders() -> list[str]:
-    return comfy.list_model_entries(KANDINSKY_FOLDER, want_dirs=True)
-
-
 def node_embeds(embeds: torch.Tensor) -> torch.Tensor:
     """An embedding as a node returns it: detached fp32 on ComfyUI's intermediate device."""
     return embeds.detach().float().to(comfy.intermediate_device())
 
 
-class EncodersLoader:
-    DESCRIPTION = ("Loads the CLIP towers of the Kandinsky 2.2 prior repository (kandinsky-community/"
-                   "kandinsky-2-2-prior) from a folder in models/kandinsky22: image_encoder/ (ViT-bigG/14, 1280-d "
-                   "projection), text_encoder/ and tokenizer/, locally only. A missing subfolder or a checkpoint that "
-                   "does not match its config is an error naming it.")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (ENCODERS,)
-    RETURN_NAMES = ("encoders",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "prior_folder": (_folders(), {"tooltip": "The prior repository folder in models/kandinsky22 (needs "
-                                                     "image_encoder/, text_encoder/, tokenizer/)."}),
-            "precision": PRECISION,
-        }}
+class EncodersLoader(FuseDreamNode, category=CATEGORY):
+    """Loads the CLIP towers of the Kandinsky 2.2 prior repository (kandinsky-community/kandinsky-2-2-prior) from
+    a folder in models/kandinsky22: image_encoder/ (ViT-bigG/14, 1280-d projection), text_encoder/ and
+    tokenizer/, locally only. A missing subfolder or a checkpoint that does not match its config is an error
+    naming it."""
+    OUTPUTS = {"encoders": ENCODERS}
+    INPUTS = {
+        "prior_folder": (model_folders(KANDINSKY_FOLDER), {
+            "tooltip": "The prior repository folder in models/kandinsky22 (needs image_encoder/, text_encoder/, "
+                       "tokenizer/)."}),
+        "precision": PRECISION,
+    }
 
     @checked_loader_function
     def load(self, prior_folder, precision):
-        return (load_encoders(comfy.resolve_model_entry(KANDINSKY_FOLDER, prior_folder),
-                              comfy.weight_dtype(precision, "kandinsky_encoder"),
-                              comfy.model_roots(KANDINSKY_FOLDER)),)
+        return (comfy.load_model_entry(load_encoders, KANDINSKY_FOLDER, prior_folder,
+                                       comfy.weight_dtype(precision, "kandinsky_encoder")),)
 
 
 SINGLE_FILE_EXTENSIONS = (".safetensors", ".sft", ".bin", ".pt", ".pth")
 
 
-class EncodersFromFiles:
-    DESCRIPTION = ("The prior's CLIP towers from single files you may already have: a ViT-bigG/14 vision model with "
-                   "projection from models/clip_vision (e.g. clip_vision_g.safetensors) and the bigG text encoder "
-                   "from models/text_encoders (e.g. SDXL's clip_g.safetensors), in the Hugging Face key layout; the "
-                   "tokenizer is open_clip's bundled one. The architecture is read from the tensor shapes (or a .json "
-                   "config beside the file). The trained prior needs the prior folder instead.")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (ENCODERS,)
-    RETURN_NAMES = ("encoders",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "image_encoder": (comfy.list_model_entries("clip_vision", want_dirs=False,
-                                                       extensions=SINGLE_FILE_EXTENSIONS),
-                              {"tooltip": "CLIP vision model with projection in models/clip_vision (ViT-bigG/14, "
-                                          "1280-d for Kandinsky 2.2)."}),
-            "text_encoder": (comfy.list_model_entries("text_encoders", want_dirs=False,
-                                                      extensions=SINGLE_FILE_EXTENSIONS),
-                             {"tooltip": "CLIP text model with projection in models/text_encoders (the bigG one, "
-                                         "e.g. clip_g.safetensors)."}),
-            "precision": PRECISION,
-        }}
+class EncodersFromFiles(FuseDreamNode, category=CATEGORY):
+    """The prior's CLIP towers from single files you may already have: a ViT-bigG/14 vision model with projection
+    from models/clip_vision (e.g. clip_vision_g.safetensors) and the bigG text encoder from models/text_encoders
+    (e.g. SDXL's clip_g.safetensors), in the Hugging Face key layout; the tokenizer is open_clip's bundled one.
+    The architecture is read from the tensor shapes (or a .json config beside the file). The trained prior needs
+    the prior folder instead."""
+    OUTPUTS = {"encoders": ENCODERS}
+    INPUTS = {
+        "image_encoder": (model_files("clip_vision", SINGLE_FILE_EXTENSIONS),
+                          {"tooltip": "CLIP vision model with projection in models/clip_vision (ViT-bigG/14, "
+                                      "1280-d for Kandinsky 2.2)."}),
+        "text_encoder": (model_files("text_encoders", SINGLE_FILE_EXTENSIONS),
+                         {"tooltip": "CLIP text model with projection in models/text_encoders (the bigG one, "
+                                     "e.g. clip_g.safetensors)."}),
+        "precision": PRECISION,
+    }
 
     @checked_loader_function
     def load(self, image_encoder, text_encoder, precision):
@@ -104,45 +87,33 @@ class EncodersFromFiles:
                                          comfy.model_roots("clip_vision") + comfy.model_roots("text_encoders")),)
 
 
-class DecoderLoader:
-    DESCRIPTION = ("Loads the Kandinsky 2.2 decoder (kandinsky-community/kandinsky-2-2-decoder) from a folder in "
-                   "models/kandinsky22: unet/, movq/ and scheduler/, locally only.")
-    CATEGORY = CATEGORY
-    FUNCTION = "load"
-    RETURN_TYPES = (DECODER,)
-    RETURN_NAMES = ("decoder",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "decoder_folder": (_folders(), {"tooltip": "The decoder repository folder in models/kandinsky22 (needs "
-                                                       "unet/, movq/, scheduler/)."}),
-            "precision": PRECISION,
-        }}
+class DecoderLoader(FuseDreamNode, category=CATEGORY):
+    """Loads the Kandinsky 2.2 decoder (kandinsky-community/kandinsky-2-2-decoder) from a folder in
+    models/kandinsky22: unet/, movq/ and scheduler/, locally only."""
+    OUTPUTS = {"decoder": DECODER}
+    INPUTS = {
+        "decoder_folder": (model_folders(KANDINSKY_FOLDER), {
+            "tooltip": "The decoder repository folder in models/kandinsky22 (needs unet/, movq/, scheduler/)."}),
+        "precision": PRECISION,
+    }
 
     @checked_loader_function
     def load(self, decoder_folder, precision):
-        return (load_decoder(comfy.resolve_model_entry(KANDINSKY_FOLDER, decoder_folder),
-                             comfy.weight_dtype(precision, "vae"), comfy.model_roots(KANDINSKY_FOLDER)),)
+        return (comfy.load_model_entry(load_decoder, KANDINSKY_FOLDER, decoder_folder,
+                                       comfy.weight_dtype(precision, "vae")),)
 
 
-class TextEncode:
-    DESCRIPTION = ("Encodes a prompt (and a negative prompt) with the prior's CLIP text tower, as the trained prior "
-                   "pipeline does: padded to 77 tokens, projected text embedding + hidden states.")
-    CATEGORY = CATEGORY
-    FUNCTION = "encode"
-    RETURN_TYPES = (TEXT, TEXT)
-    RETURN_NAMES = ("text", "negative_text")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "encoders": (ENCODERS, {"tooltip": "The prior's encoders."}),
-            "prompt": ("STRING", {"default": "blue old car on a beach", "multiline": True,
-                                  "tooltip": "What the image should show."}),
-            "negative_prompt": ("STRING", {"default": "", "multiline": True,
-                                           "tooltip": "Encoded too, for a prior's negative output (may be empty)."}),
-        }}
+class TextEncode(FuseDreamNode, category=CATEGORY):
+    """Encodes a prompt (and a negative prompt) with the prior's CLIP text tower, as the trained prior pipeline
+    does: padded to 77 tokens, projected text embedding + hidden states."""
+    OUTPUTS = {"text": TEXT, "negative_text": TEXT}
+    INPUTS = {
+        "encoders": (ENCODERS, {"tooltip": "The prior's encoders."}),
+        "prompt": ("STRING", {"default": "blue old car on a beach", "multiline": True,
+                              "tooltip": "What the image should show."}),
+        "negative_prompt": ("STRING", {"default": "", "multiline": True,
+                                       "tooltip": "Encoded too, for a prior's negative output (may be empty)."}),
+    }
 
     @checked_node_function
     def encode(self, encoders, prompt, negative_prompt):
@@ -154,23 +125,17 @@ class TextEncode:
 NEGATIVE_MODES = ("zero image", "zero tensor")
 
 
-class NegativeEmbeds:
-    DESCRIPTION = ("The decoder's negative (unconditional) embedding. 'zero image': the image encoder applied to an "
-                   "all-zero normalized image, the default of diffusers' prior and ECLIPSE. 'zero tensor': zeros, "
-                   "which gives a violet cast (paper Fig. 1). For a negative prompt, send the negative text through a "
-                   "prior (TextEmb, OVI or the trained prior) instead.")
-    CATEGORY = CATEGORY
-    FUNCTION = "make"
-    RETURN_TYPES = (EMBEDS,)
-    RETURN_NAMES = ("negative_embeds",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "encoders": (ENCODERS, {"tooltip": "The prior's encoders (their image tower and width)."}),
-            "mode": (list(NEGATIVE_MODES), {"default": "zero image",
-                                            "tooltip": "zero image (recommended) or zero tensor (violet cast)."}),
-        }}
+class NegativeEmbeds(FuseDreamNode, category=CATEGORY):
+    """The decoder's negative (unconditional) embedding. 'zero image': the image encoder applied to an all-zero
+    normalized image, the default of diffusers' prior and ECLIPSE. 'zero tensor': zeros, which gives a violet
+    cast (paper Fig. 1). For a negative prompt, send the negative text through a prior (TextEmb, OVI or the
+    trained prior) instead."""
+    OUTPUTS = {"negative_embeds": EMBEDS}
+    INPUTS = {
+        "encoders": (ENCODERS, {"tooltip": "The prior's encoders (their image tower and width)."}),
+        "mode": (list(NEGATIVE_MODES), {"default": "zero image",
+                                        "tooltip": "zero image (recommended) or zero tensor (violet cast)."}),
+    }
 
     @checked_node_function
     def make(self, encoders, mode):
@@ -181,20 +146,14 @@ class NegativeEmbeds:
         return (node_embeds(encoders.zero_image_embed()),)
 
 
-class ImageEncode:
-    DESCRIPTION = ("Image prompt: the projected embedding of images by the prior's image tower (resized to the "
-                   "tower's size, center-cropped, CLIP-normalized). Decode it for variations or mix it with text.")
-    CATEGORY = CATEGORY
-    FUNCTION = "encode"
-    RETURN_TYPES = (EMBEDS,)
-    RETURN_NAMES = ("image_embeds",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "encoders": (ENCODERS, {"tooltip": "The prior's encoders."}),
-            "image": ("IMAGE", {"tooltip": "One or more images; one embedding each."}),
-        }}
+class ImageEncode(FuseDreamNode, category=CATEGORY):
+    """Image prompt: the projected embedding of images by the prior's image tower (resized to the tower's size,
+    center-cropped, CLIP-normalized). Decode it for variations or mix it with text."""
+    OUTPUTS = {"image_embeds": EMBEDS}
+    INPUTS = {
+        "encoders": (ENCODERS, {"tooltip": "The prior's encoders."}),
+        "image": ("IMAGE", {"tooltip": "One or more images; one embedding each."}),
+    }
 
     @checked_node_function
     def encode(self, encoders, image):
@@ -204,32 +163,27 @@ class ImageEncode:
         return (node_embeds(encoders.encode_images(x)),)
 
 
-class EmbedsMix:
-    DESCRIPTION = ("Weighted sum Σ wᵢ·eᵢ of image embeddings (from priors, Image Encode or From CLIP Vision), as "
-                   "diffusers' prior 'interpolate' does. Weights are used as "
-                   "given; make them sum to 1 to keep the embedding's scale.")
-    CATEGORY = CATEGORY
-    FUNCTION = "mix"
-    RETURN_TYPES = (EMBEDS,)
-    RETURN_NAMES = ("image_embeds",)
+def mix_weight(default: float) -> tuple:
+    return ("FLOAT", {"default": default, "min": -10.0, "max": 10.0, "step": 0.05,
+                      "tooltip": "Weight of the embedding above."})
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        def weight(default):
-            return ("FLOAT", {"default": default, "min": -10.0, "max": 10.0, "step": 0.05,
-                              "tooltip": "Weight of the embedding above."})
 
-        return {"required": {
-            "embeds_1": (EMBEDS, {"tooltip": "First embedding."}),
-            "weight_1": weight(0.5),
-            "embeds_2": (EMBEDS, {"tooltip": "Second embedding."}),
-            "weight_2": weight(0.5),
-        }, "optional": {
-            "embeds_3": (EMBEDS, {"tooltip": "Optional third embedding."}),
-            "weight_3": weight(0.0),
-            "embeds_4": (EMBEDS, {"tooltip": "Optional fourth embedding."}),
-            "weight_4": weight(0.0),
-        }}
+class EmbedsMix(FuseDreamNode, category=CATEGORY):
+    """Weighted sum Σ wᵢ·eᵢ of image embeddings (from priors, Image Encode or From CLIP Vision), as diffusers'
+    prior 'interpolate' does. Weights are used as given; make them sum to 1 to keep the embedding's scale."""
+    OUTPUTS = {"image_embeds": EMBEDS}
+    INPUTS = {
+        "embeds_1": (EMBEDS, {"tooltip": "First embedding."}),
+        "weight_1": mix_weight(0.5),
+        "embeds_2": (EMBEDS, {"tooltip": "Second embedding."}),
+        "weight_2": mix_weight(0.5),
+    }
+    OPTIONAL = {
+        "embeds_3": (EMBEDS, {"tooltip": "Optional third embedding."}),
+        "weight_3": mix_weight(0.0),
+        "embeds_4": (EMBEDS, {"tooltip": "Optional fourth embedding."}),
+        "weight_4": mix_weight(0.0),
+    }
 
     @checked_node_function
     def mix(self, embeds_1, weight_1, embeds_2, weight_2, embeds_3=None, weight_3=0.0, embeds_4=None, weight_4=0.0):
@@ -243,19 +197,15 @@ class EmbedsMix:
         return (node_embeds(sum(w * p for p, w in parts).expand(batch, -1)),)
 
 
-class FromClipVision:
-    DESCRIPTION = ("Core's CLIP_VISION_OUTPUT (CLIP Vision Encode) as a Kandinsky 2.2 image embedding, for image "
-                   "variations with stock nodes. The vision model must be ViT-bigG/14 with the 1280-d projection "
-                   "(e.g. clip_vision_g.safetensors); the decoder refuses other widths.")
-    CATEGORY = CATEGORY
-    FUNCTION = "convert"
-    RETURN_TYPES = (EMBEDS,)
-    RETURN_NAMES = ("image_embeds",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"clip_vision_output": ("CLIP_VISION_OUTPUT", {
-            "tooltip": "The output of CLIP Vision Encode (its projected image_embeds are used)."})}}
+class FromClipVision(FuseDreamNode, category=CATEGORY):
+    """Core's CLIP_VISION_OUTPUT (CLIP Vision Encode) as a Kandinsky 2.2 image embedding, for image variations
+    with stock nodes. The vision model must be ViT-bigG/14 with the 1280-d projection (e.g.
+    clip_vision_g.safetensors); the decoder refuses other widths."""
+    OUTPUTS = {"image_embeds": EMBEDS}
+    INPUTS = {
+        "clip_vision_output": ("CLIP_VISION_OUTPUT", {
+            "tooltip": "The output of CLIP Vision Encode (its projected image_embeds are used)."}),
+    }
 
     @checked_node_function
     def convert(self, clip_vision_output):
@@ -264,40 +214,33 @@ class FromClipVision:
         return (node_embeds(embeds),)
 
 
-class Decoder:
-    DESCRIPTION = ("Kandinsky 2.2 decoder: denoises MoVQ latents conditioned on the image embedding with "
-                   "classifier-free guidance against the negative embedding (as diffusers' KandinskyV22Pipeline), "
-                   "then decodes with MoVQ. For image variations with stock nodes, convert core's CLIP_VISION_OUTPUT "
-                   "with 'Kandinsky 2.2 Embeds from CLIP Vision'. Width and height must be "
-                   "multiples of 64 (refused otherwise, not rounded). Progress each step; a preview of the predicted "
-                   "image every 'preview_every' steps (each costs a MoVQ decode).")
-    CATEGORY = CATEGORY
-    FUNCTION = "decode"
-    RETURN_TYPES = ("IMAGE", "IMAGE")
-    RETURN_NAMES = ("image", "frames")
-    OUTPUT_TOOLTIPS = ("The decoded images.", "Predicted images kept every 'keep_frames_every' steps plus the final one.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "decoder": (DECODER, {"tooltip": "The Kandinsky 2.2 decoder."}),
-            "image_embeds": (EMBEDS, {"tooltip": "What to draw: an image embedding from a prior, "
-                                                 "Image Encode, a mix or From CLIP Vision."}),
-            "negative_embeds": (EMBEDS, {"tooltip": "The unconditional embedding (Negative Embeds "
-                                                    "'zero image' is the usual choice)."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
-                              "tooltip": "Denoising steps (ECLIPSE 50, diffusers default 100)."}),
-            "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
-                                   "tooltip": "Classifier-free guidance scale; ≤ 1 disables guidance."}),
-            "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64,
-                              "tooltip": "Image width, a multiple of 64."}),
-            "height": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64,
-                               "tooltip": "Image height, a multiple of 64."}),
-            "seed": SEED,
-            "images_per_embed": ("INT", {"default": 1, "min": 1, "max": 64,
-                                         "tooltip": "Images drawn for each embedding, in one batch."}),
-            **MONITOR_INPUTS,
-        }, **HIDDEN}
+class Decoder(FuseDreamNode, category=CATEGORY):
+    """Kandinsky 2.2 decoder: denoises MoVQ latents conditioned on the image embedding with classifier-free
+    guidance against the negative embedding (as diffusers' KandinskyV22Pipeline), then decodes with MoVQ. For
+    image variations with stock nodes, convert core's CLIP_VISION_OUTPUT with 'Kandinsky 2.2 Embeds from CLIP
+    Vision'. Width and height must be multiples of 64 (refused otherwise, not rounded). Progress each step; a
+    preview of the predicted image every 'preview_every' steps (each costs a MoVQ decode)."""
+    OUTPUTS = {"image": ("IMAGE", "The decoded images."),
+               "frames": ("IMAGE", "Predicted images kept every 'keep_frames_every' steps plus the final one.")}
+    INPUTS = {
+        "decoder": (DECODER, {"tooltip": "The Kandinsky 2.2 decoder."}),
+        "image_embeds": (EMBEDS, {"tooltip": "What to draw: an image embedding from a prior, "
+                                             "Image Encode, a mix or From CLIP Vision."}),
+        "negative_embeds": (EMBEDS, {"tooltip": "The unconditional embedding (Negative Embeds "
+                                                "'zero image' is the usual choice)."}),
+        "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
+                          "tooltip": "Denoising steps (ECLIPSE 50, diffusers default 100)."}),
+        "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                               "tooltip": "Classifier-free guidance scale; ≤ 1 disables guidance."}),
+        "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64,
+                          "tooltip": "Image width, a multiple of 64."}),
+        "height": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64,
+                           "tooltip": "Image height, a multiple of 64."}),
+        "seed": SEED,
+        "images_per_embed": ("INT", {"default": 1, "min": 1, "max": 64,
+                                     "tooltip": "Images drawn for each embedding, in one batch."}),
+        **MONITOR_INPUTS,
+    }
 
     @checked_node_function
     def decode(self, decoder, image_embeds, negative_embeds, steps, guidance, width, height, seed, images_per_embed,

@@ -260,3 +260,16 @@ class NodeMonitor:
 
     def frames(self) -> torch.Tensor:
         return self.recorder.batch()
+
+
+def cancel_and_progress(node_id, total: int = 1, every: int = 1) -> Callable[[Step], None]:
+    """The ``on_step`` of a loop with no chart and no preview (loading, scoring, blending): Cancel is honoured at
+    every step and the progress bar moves every ``every`` steps and at the last one."""
+    bar = comfy.ProgressBar(total, None if node_id is None else str(node_id))
+
+    def on_step(step: Step) -> None:
+        comfy.throw_if_interrupted()
+        if step.step % every == 0 or step.step == step.total:
+            bar.update(step.step, step.total)
+
+    return on_step

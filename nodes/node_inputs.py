@@ -111,7 +111,13 @@ def checked_node_function(method, loads_models: bool = False):
             check_loaded_models(type(self), result)
         return result
 
+    run.checks_node_inputs = True
     return run
+
+
+def is_node_function(value) -> bool:
+    """Whether ``value`` is a method wrapped by :func:`checked_node_function` (the node's ``FUNCTION``)."""
+    return getattr(value, "checks_node_inputs", False) is True
 
 
 def checked_loader_function(method):

@@ -8,8 +8,10 @@ from ..fusedream_ops.fusedream.ranking import rank_images
 from ..fusedream_ops.models.clip import load_clip
 from ..fusedream_ops.models.clip_vision_tower import VisionTowerScorer, require_same_clip
 from . import comfy
-from .fusedream import CHECKPOINT_EXTENSIONS, CLIP_FOLDER, _clip_architectures
+from .fusedream import CLIP_FOLDER, clip_file_inputs
+from .monitor import cancel_and_progress
 from .node_inputs import checked_loader_function, checked_node_function
+from .node_schema import FuseDreamNode
 from .widgets import PRECISION, seed_input
 
 SEED = seed_input("the augmentations; every image sees the same ones")
@@ -20,56 +22,41 @@ def ranking_text(scores, order) -> str:
     return "\n".join(f"{rank}. #{int(i)}  {float(scores[i]):.4f}" for rank, i in enumerate(order.tolist(), start=1))
 
 
-class RankImages:
-    DESCRIPTION = ("Scores every image of an IMAGE batch from anywhere (KSampler + VAE Decode, Load Image, video "
-                   "frames, FuseDream or CLIPAG outputs) with an AugCLIP objective (plain or CLIPAG CLIP, weighted and "
-                   "negative prompts) and returns them sorted best first, the scores (a FLOAT list and text on the "
-                   "node) and the top n. Every image sees the same seeded augmentations; images are scored in chunks, "
-                   "so large batches need bounded memory; Cancel stops between chunks.")
-    CATEGORY = "FuseDream/objective"
-    FUNCTION = "rank"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("IMAGE", "IMAGE", "FLOAT", "INT", "STRING")
-    RETURN_NAMES = ("ranked", "top", "scores", "indices", "text")
+class RankImages(FuseDreamNode, category="FuseDream/objective", output_node=True):
+    """Scores every image of an IMAGE batch from anywhere (KSampler + VAE Decode, Load Image, video frames,
+    FuseDream or CLIPAG outputs) with an AugCLIP objective (plain or CLIPAG CLIP, weighted and negative prompts)
+    and returns them sorted best first, the scores (a FLOAT list and text on the node) and the top n. Every image
+    sees the same seeded augmentations; images are scored in chunks, so large batches need bounded memory; Cancel
+    stops between chunks."""
+    OUTPUTS = {"ranked": ("IMAGE", "Every image, best first."),
+               "top": ("IMAGE", "The n best images, best first."),
+               "scores": ("FLOAT", "The scores, best first (a list: nodes downstream run once per score)."),
+               "indices": ("INT", "The input position (0-based) of each ranked image, best first (a list)."),
+               "text": ("STRING", "One line per image: rank, input position, score.")}
     OUTPUT_IS_LIST = (False, False, True, True, False)
-    OUTPUT_TOOLTIPS = ("Every image, best first.", "The n best images, best first.",
-                       "The scores, best first (a list: nodes downstream run once per score).",
-                       "The input position (0-based) of each ranked image, best first (a list).",
-                       "One line per image: rank, input position, score.")
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "image": ("IMAGE", {"tooltip": "The images to rank (any size; alpha is ignored)."}),
-            "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "What to score them with: AugCLIP Objective (its "
-                                                             "prompts, weights, copies and augmentations)."}),
-            "top_n": ("INT", {"default": 4, "min": 1, "max": 4096,
-                              "tooltip": "How many of the best images the 'top' output holds (at most the batch)."}),
-            "draws": ("INT", {"default": 4, "min": 1, "max": 1000,
-                              "tooltip": "Batches of augmented copies averaged per image (more: steadier scores)."}),
-            "seed": SEED,
-            "augment": ("BOOLEAN", {"default": True,
-                                    "tooltip": "Score with AugCLIP (the objective's augmentations); off: plain CLIP "
-                                               "cosine of each image as it is."}),
-            "chunk": ("INT", {"default": 0, "min": 0, "max": 4096, "advanced": True,
-                              "tooltip": "Images scored at once; bounds the memory. 0: from the free memory (at "
-                                         "most 512 views per CLIP batch)."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+    INPUTS = {
+        "image": ("IMAGE", {"tooltip": "The images to rank (any size; alpha is ignored)."}),
+        "objective": ("FUSEDREAM_OBJECTIVE", {"tooltip": "What to score them with: AugCLIP Objective (its "
+                                                         "prompts, weights, copies and augmentations)."}),
+        "top_n": ("INT", {"default": 4, "min": 1, "max": 4096,
+                          "tooltip": "How many of the best images the 'top' output holds (at most the batch)."}),
+        "draws": ("INT", {"default": 4, "min": 1, "max": 1000,
+                          "tooltip": "Batches of augmented copies averaged per image (more: steadier scores)."}),
+        "seed": SEED,
+        "augment": ("BOOLEAN", {"default": True,
+                                "tooltip": "Score with AugCLIP (the objective's augmentations); off: plain CLIP "
+                                           "cosine of each image as it is."}),
+        "chunk": ("INT", {"default": 0, "min": 0, "max": 4096, "advanced": True,
+                          "tooltip": "Images scored at once; bounds the memory. 0: from the free memory (at "
+                                     "most 512 views per CLIP batch)."}),
+    }
 
     @checked_node_function
     def rank(self, image, objective, top_n, draws, seed, augment, chunk, unique_id=None):
         comfy.load_to_device(objective.scorer.model)
-        bar = None
-
-        def on_step(step):
-            nonlocal bar
-            comfy.throw_if_interrupted()
-            bar = bar or comfy.ProgressBar(step.total, None if unique_id is None else str(unique_id))
-            bar.update(step.step, step.total)
-
         images = from_image_batch(image)
         comfy.throw_if_interrupted()
-        ranking = rank_images(objective, images, draws, seed, augment, chunk, on_step=on_step)
+        ranking = rank_images(objective, images, draws, seed, augment, chunk, on_step=cancel_and_progress(unique_id))
         with no_grad_normal_tensors():
             ranked = to_image_batch(images[ranking.order])
         ordered = ranking.scores[ranking.order]
@@ -79,30 +66,22 @@ class RankImages:
                            [int(i) for i in ranking.order], text)}
 
 
-class CLIPVisionScorer:
-    DESCRIPTION = ("A CLIP scorer from ComfyUI's own CLIP_VISION model (Load CLIP Vision) for the image side and the "
-                   "pack's open_clip file of the same CLIP for the text side: e.g. clip_vision_h.safetensors with "
-                   "laion's ViT-H-14 open_clip_pytorch_model.bin. The two must be one trained CLIP (same architecture "
-                   "and weights), else a clear error names both; SigLIP and DINOv2 CLIP_VISION files cannot score. "
-                   "ComfyUI manages the image tower's memory; the open_clip image tower is dropped after the check.")
-    CATEGORY = "FuseDream/loaders"
-    FUNCTION = "build"
-    RETURN_TYPES = ("FUSEDREAM_CLIP",)
-    RETURN_NAMES = ("clip",)
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "architecture": (_clip_architectures(), {
-                "default": "auto", "tooltip": "open_clip architecture of the text side's file ('auto' detects it; "
-                                              "choose a -quickgelu one for OpenAI-trained weights)."}),
-            "checkpoint": (comfy.list_model_entries(CLIP_FOLDER, want_dirs=False, extensions=CHECKPOINT_EXTENSIONS),
-                           {"tooltip": "The open_clip file of the same CLIP in models/open_clip (its text tower is "
-                                       "used, its image tower only checked)."}),
-            "precision": PRECISION,
-            "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision: a CLIP ViT (clip_vision_h, "
-                                                       "clip_vision_g, OpenAI ViT-L/14)."}),
-        }}
+class CLIPVisionScorer(FuseDreamNode, category="FuseDream/loaders"):
+    """A CLIP scorer from ComfyUI's own CLIP_VISION model (Load CLIP Vision) for the image side and the pack's
+    open_clip file of the same CLIP for the text side: e.g. clip_vision_h.safetensors with laion's ViT-H-14
+    open_clip_pytorch_model.bin. The two must be one trained CLIP (same architecture and weights), else a clear
+    error names both; SigLIP and DINOv2 CLIP_VISION files cannot score. ComfyUI manages the image tower's memory;
+    the open_clip image tower is dropped after the check."""
+    OUTPUTS = {"clip": "FUSEDREAM_CLIP"}
+    INPUTS = {
+        **clip_file_inputs("open_clip architecture of the text side's file ('auto' detects it; choose a "
+                           "-quickgelu one for OpenAI-trained weights).",
+                           "The open_clip file of the same CLIP in models/open_clip (its text tower is used, its "
+                           "image tower only checked)."),
+        "precision": PRECISION,
+        "clip_vision": ("CLIP_VISION", {"tooltip": "From Load CLIP Vision: a CLIP ViT (clip_vision_h, "
+                                                   "clip_vision_g, OpenAI ViT-L/14)."}),
+    }
 
     @checked_loader_function
     def build(self, architecture, checkpoint, precision, clip_vision=None):
