@@ -7,15 +7,23 @@ images (file paths, or ``(name, PNG/JPEG bytes)`` so Ray workers need no shared 
 Inception gets each image as decoded, uint8 at its own size, exactly as torchmetrics' FID/IS ``update`` gets it
 (torch-fidelity's network resizes to 299² itself, with its TF1-compatible bilinear resize): images are grouped by
 size into batches of about ``batch_size`` images' worth of 299² pixels. The toy-world judge takes 32² only:
-other sizes are PIL-bicubic resized for it.
+other sizes are PIL-bicubic resized for it. So every image is decoded whole: :data:`MAX_PIXELS` bounds it (the
+manifest and the reference folder are checked against the same bound from the headers, before any network loads).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ..models.clip import load_clip
+from ..safety.image_files import read_image
 from .features import load_feature_network
-from .image_files import read_rgb
+
+MAX_PIXELS = 4096 * 4096
+"""Largest image the evaluation decodes (16.8 MP, 50 MB as uint8). It is decoded whole, never shrunk, and COCO
+images are at most 640 × 640, generated ones 1024²; the pack's general bound (50 MP) is for images shrunk on
+reading."""
 
 BATCH_PIXELS = 299 * 299
 """``batch_size`` counts images of this many pixels: larger ones go in proportionally smaller batches."""
@@ -24,7 +32,10 @@ BATCH_PIXELS = 299 * 299
 def load_image(source, size: int | None = None) -> torch.Tensor:
     """``[1,3,H,W]`` uint8 from a path or ``(name, encoded bytes)`` (RGB; resized to ``size``² when given)."""
     name, data = source if isinstance(source, tuple) else (source, source)
-    return torch.from_numpy(read_rgb(data, f"image '{name}'", size).copy()).movedim(-1, 0)[None]
+    rgb = read_image(data, name=name, max_pixels=MAX_PIXELS)
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).movedim(-1, 0)[None]
 
 
 def size_batches(images: list[torch.Tensor], batch_size: int) -> list[list[int]]:

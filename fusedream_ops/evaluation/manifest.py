@@ -5,7 +5,7 @@ the evaluation scores the rows with ``status`` ``ok``. A row it cannot trust sto
 network is loaded: a line that is not a JSON object (a truncated file), a row without ``status`` or an ``ok``
 row without ``image``/``prompt``/``method``, an image path that leaves the run folder (absolute, ``..``, or a
 symlink out of it: a manifest only names ``images/<key>.png`` inside its own folder), a missing image, or one
-that is not an image or declares too many pixels (:func:`.image_files.read_rgb`, header only).
+that is not an image or declares more than :data:`.extract.MAX_PIXELS` (the header only, :func:`check_image`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from ..batch.store import MANIFEST
 from ..core.errors import FuseDreamError, require
-from .image_files import read_rgb
+from ..safety.image_files import check_image
+from .extract import MAX_PIXELS
 
 STATUSES = ("ok", "failed")
 OK_FIELDS = ("image", "prompt", "method")
@@ -67,6 +68,6 @@ def read_run(run: str) -> RunImages:
                     f"inside its own folder (images/<key>.png). Refused.")
             require(os.path.isfile(path), f"{where} names image '{image}', which does not exist in '{folder}': "
                                           f"{rebuild}.")
-            read_rgb(path, f"{where}: image '{image}'", decode=False)
+            check_image(path, f"{where}: image", name=image, max_pixels=MAX_PIXELS)
             rows.append(dict(row, path=path))
     return RunImages(folder, manifest, rows)

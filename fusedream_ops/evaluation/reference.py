@@ -21,7 +21,8 @@ import torch
 from ..clipag.init_images import IMAGE_EXTENSIONS
 from ..core.checkpoints import atomic_write
 from ..core.errors import require
-from .image_files import read_rgb
+from ..safety.image_files import check_image
+from .extract import MAX_PIXELS
 from .metrics import real_state
 
 log = logging.getLogger("FuseDream")
@@ -66,7 +67,7 @@ def reference_statistics(folder: str, network: str, network_path: str, cache_dir
     if os.path.isfile(cache):
         return load_file(cache), cache, True
     for path in paths:
-        read_rgb(path, f"reference image '{path}'", decode=False)
+        check_image(path, "reference image", max_pixels=MAX_PIXELS)
     state = real_state(features(paths))
     atomic_write(cache, lambda p: save_file({k: v.contiguous() for k, v in state.items()}, p))
     return state, cache, False

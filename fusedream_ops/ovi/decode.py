@@ -5,10 +5,12 @@ negative embedding as the unconditional branch (``[negative, positive]`` batched
 conditioned only through ``added_cond_kwargs={"image_embeds": ...}`` (no text), the learned-variance channels of the
 positive branch kept for schedulers that use them and dropped otherwise, and ``movq.decode(latents,
 force_not_quantize=True)`` mapped from [-1,1] to [0,1]. Differences: sizes must be multiples of 64 (diffusers
-silently rounds up), one ``torch.Generator`` on the CPU draws all noise so a seed gives the same image on every device,
-and each step is reported so a caller can show progress and cancel between steps: the timestep, ``x0_change`` (mean
-absolute change of the predicted clean latents since the previous step, which falls as the image settles) and, every
-``preview_every`` steps, a preview of the predicted clean image.
+silently rounds up), a step count the scheduler cannot run is refused before any work (diffusers fails at the first
+``scheduler.step``, e.g. at 1000 steps of the Kandinsky 2.2 decoder's own config), one ``torch.Generator`` on the
+CPU draws all noise so a seed gives the same image on every device, and each step is reported so a caller can show
+progress and cancel between steps: the timestep, ``x0_change`` (mean absolute change of the predicted clean latents
+since the previous step, which falls as the image settles) and, every ``preview_every`` steps, a preview of the
+predicted clean image.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Optional
 import torch
 
 from ..core.autograd import no_grad_normal_tensors
-from ..core.errors import require
+from ..core.errors import FuseDreamError, require
 from ..core.progress import StepCallback, report
 from ..models.kandinsky import KandinskyDecoder, require_embed_dim
 
@@ -33,6 +35,53 @@ def check_size(width: int, height: int) -> None:
                 f"them three times), got {v}; use {lower} or {lower + SIZE_MULTIPLE}.")
 
 
+def _steps_problem(scheduler, steps: int) -> Optional[str]:
+    """Why ``scheduler`` cannot run ``steps`` steps, or None: every timestep it spaces them on must index one of its
+    ``num_train_timesteps`` noise levels. 'leading' spacing adds ``steps_offset`` after spacing, so the Kandinsky
+    2.2 decoder's config (offset 1) spaces 1000 steps as 1000…1, past its last level (999); UnCLIP divides by
+    steps − 1."""
+    trained = int(scheduler.config.num_train_timesteps)
+    if steps > trained:
+        return f"more than the {trained} timesteps it was trained with"
+    try:
+        scheduler.set_timesteps(steps)
+    except (ValueError, ZeroDivisionError) as exc:
+        return f"it cannot space them ({type(exc).__name__}: {exc})"
+    last = int(scheduler.timesteps.max())
+    if last >= trained:
+        return f"they would start at timestep {last}, past its last one ({trained - 1})"
+    return None
+
+
+def _spans(values: list[int], most: int = 8) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` → ``"1–3, 7, 9–10"`` (at most ``most`` spans, then ``…``)."""
+    spans: list[list[int]] = []
+    for v in values:
+        if spans and v == spans[-1][1] + 1:
+            spans[-1][1] = v
+        else:
+            spans.append([v, v])
+    text = ", ".join(f"{a}–{b}" if b > a else f"{a}" for a, b in spans[:most])
+    return (text + (", …" if len(spans) > most else "")) or "none (fix its config)"
+
+
+def require_steps(decoder: KandinskyDecoder, steps: int):
+    """The decoder's scheduler, made after refusing (before any work) a step count it cannot run; the error names the
+    step counts it can run."""
+    require(steps >= 1, f"steps must be at least 1, got {steps}.")
+    scheduler = decoder.make_scheduler()
+    problem = _steps_problem(scheduler, steps)
+    if problem is None:
+        return scheduler
+    config = scheduler.config
+    settings = ", ".join(f"{k} {getattr(config, k)!r}" for k in ("num_train_timesteps", "timestep_spacing",
+                                                                 "steps_offset") if hasattr(config, k))
+    usable = [n for n in range(1, int(config.num_train_timesteps) + 1) if _steps_problem(scheduler, n) is None]
+    raise FuseDreamError(f"steps ({steps}) cannot run with the {type(scheduler).__name__} of "
+                         f"'{decoder.folder}/scheduler' ({settings}): {problem}; steps that run with it: "
+                         f"{_spans(usable)}.")
+
+
 def movq_to_image(decoder: KandinskyDecoder, latents: torch.Tensor) -> torch.Tensor:
     """MoVQ latents -> ``[B,3,H,W]`` float32 in 0..1."""
     image = decoder.movq.decode(latents, force_not_quantize=True).sample
@@ -46,7 +95,6 @@ def decode_image_embeds(decoder: KandinskyDecoder, image_embeds: torch.Tensor, n
     """Images ``[B·images_per_embed,3,H,W]`` (float32, CPU, 0..1) for embeddings ``[B,D]``; ``negative_embeds`` is
     ``[1,D]`` (shared) or ``[B,D]``. ``preview_every=0`` never decodes intermediate previews (each costs a MoVQ
     decode); the last step always carries the final image."""
-    require(steps >= 1, f"steps must be at least 1, got {steps}.")
     require(images_per_embed >= 1, f"images_per_embed must be at least 1, got {images_per_embed}.")
     check_size(width, height)
     dim = decoder.embed_dim
@@ -55,6 +103,7 @@ def decode_image_embeds(decoder: KandinskyDecoder, image_embeds: torch.Tensor, n
     batch = image_embeds.shape[0]
     require(negative_embeds.shape[0] in (1, batch),
             f"negative_embeds must hold 1 or {batch} embeddings (one per image embedding), got {negative_embeds.shape[0]}.")
+    scheduler = require_steps(decoder, steps)
 
     unet = decoder.unet
     param = next(unet.parameters())
@@ -67,10 +116,6 @@ def decode_image_embeds(decoder: KandinskyDecoder, image_embeds: torch.Tensor, n
         cfg = guidance > 1.0
         embeds = torch.cat([negative, positive]) if cfg else positive
 
-        scheduler = decoder.make_scheduler()
-        trained = int(scheduler.config.num_train_timesteps)
-        require(steps <= trained, f"steps ({steps}) cannot exceed the {trained} timesteps the decoder's scheduler was "
-                                  f"trained with ('{decoder.folder}/scheduler').")
         scheduler.set_timesteps(steps, device=device)
         generator = torch.Generator().manual_seed(int(seed))
         shape = (positive.shape[0], channels, height // scale, width // scale)

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.evaluation import EvaluationSettings, evaluate_runs, image_files, reference
-from fusedream_pack.fusedream_ops.evaluation.extract import load_image
+from fusedream_pack.fusedream_ops.evaluation import EvaluationSettings, evaluate_runs, reference
+from fusedream_pack.fusedream_ops.evaluation.extract import MAX_PIXELS, load_image
 from fusedream_pack.fusedream_ops.evaluation.manifest import read_run
+from fusedream_pack.fusedream_ops.safety.image_files import MAX_IMAGE_PIXELS, check_image
 
 
 def _row(key: str, image: str | None = None, **extra) -> dict:
@@ -110,14 +111,33 @@ def test_an_image_bomb_is_refused_from_its_header_without_decoding(tmp_path, no_
     """Checked: with the pixel-count check removed, the spy caught PIL decoding the 144 MP image."""
     _bomb(tmp_path / "bomb.png")
     assert os.path.getsize(tmp_path / "bomb.png") < 100_000
-    with pytest.raises(FuseDreamError, match="declares 12000 × 12000 pixels"):
-        image_files.read_rgb(str(tmp_path / "bomb.png"), "image 'bomb.png'")
-    with pytest.raises(FuseDreamError, match="declares 12000 × 12000 pixels"):
-        image_files.read_rgb((tmp_path / "bomb.png").read_bytes(), "image 'bomb.png'")  # as sent to Ray workers
+    with pytest.raises(FuseDreamError, match=r"image '.*bomb.png' declares 12000×12000 pixels"):
+        load_image(str(tmp_path / "bomb.png"))
+    with pytest.raises(FuseDreamError, match="image 'bomb.png' declares 12000×12000 pixels"):
+        load_image(("bomb.png", (tmp_path / "bomb.png").read_bytes()))  # as sent to Ray workers
     run = _run(tmp_path / "run", [_row("0"), _row("1", "images/bomb.png")])
     _bomb(tmp_path / "run" / "images" / "bomb.png")
-    with pytest.raises(FuseDreamError, match="line 2: image 'images/bomb.png' declares 12000 × 12000"):
+    with pytest.raises(FuseDreamError, match="line 2: image 'images/bomb.png' declares 12000×12000"):
         _evaluate(run)
+
+
+def test_the_evaluation_reads_images_up_to_4096_squared_below_the_packs_general_bound(tmp_path, no_decoding):
+    """The evaluation decodes every image whole, so it keeps its own bound (4096², 16.8 MP), not the 50 MP of readers
+    that shrink. Checked: with ``max_pixels`` removed from the manifest's, load_image's or the reference folder's
+    reader, the 4097×4096 image passed."""
+    assert MAX_PIXELS == 4096 * 4096 < 4097 * 4096 < MAX_IMAGE_PIXELS
+    run = _run(tmp_path, [_row("0"), _row("1", "images/wide.png")])
+    Image.new("1", (4096, 4096)).save(tmp_path / "images" / "wide.png")
+    assert len(read_run(run).rows) == 2  # exactly at the bound: read
+    Image.new("1", (4097, 4096)).save(tmp_path / "images" / "wide.png")
+    limit = r"images are read up to 16,777,216 pixels \(16.8 megapixels\)"
+    with pytest.raises(FuseDreamError, match=rf"line 2: image 'images/wide.png' declares 4097×4096 .*; {limit}"):
+        read_run(run)
+    with pytest.raises(FuseDreamError, match=rf"wide.png' declares 4097×4096 .*; {limit}"):
+        load_image(str(tmp_path / "images" / "wide.png"))
+    with pytest.raises(FuseDreamError, match=rf"reference image '.*wide.png' declares 4097×4096 .*; {limit}"):
+        reference.reference_statistics(str(tmp_path / "images"), "toyworld", str(tmp_path / "images" / "0.png"),
+                                       str(tmp_path / "cache"), lambda paths: torch.zeros(len(paths), 4))
 
 
 def test_run_errors_come_before_any_network_is_loaded(tmp_path):
@@ -125,7 +145,7 @@ def test_run_errors_come_before_any_network_is_loaded(tmp_path):
     on the same order). Checked: with ``FeatureWorker`` built before the manifest is read, the error named the judge."""
     run = _run(tmp_path, [_row("0"), _row("1", "images/bomb.png")])
     _bomb(tmp_path / "images" / "bomb.png")
-    with pytest.raises(FuseDreamError, match="declares 12000 × 12000"):
+    with pytest.raises(FuseDreamError, match="declares 12000×12000"):
         _evaluate(run)
     os.remove(tmp_path / "images" / "bomb.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "bomb.png")
@@ -158,7 +178,7 @@ def test_the_reference_folder_skips_non_images_with_a_log_and_refuses_unreadable
         reference.reference_statistics(str(folder), "toyworld", str(folder / "0.png"), str(tmp_path / "cache"), feats)
     os.remove(folder / "3.png")
     _bomb(folder / "3.png")
-    with pytest.raises(FuseDreamError, match=r"reference image '.*3.png' declares 12000 × 12000"):
+    with pytest.raises(FuseDreamError, match=r"reference image '.*3.png' declares 12000×12000"):
         reference.reference_statistics(str(folder), "toyworld", str(folder / "0.png"), str(tmp_path / "cache"), feats)
     assert calls == [3]  # no features computed for a folder with a bad image
 
@@ -169,11 +189,12 @@ def test_any_bytes_read_as_an_image_give_pixels_or_a_fusedream_error(data):
     png_header = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
     for blob in (data, png_header + data):
         try:
-            pixels = image_files.read_rgb(blob, "image 'fuzz'")
+            check_image(blob, name="fuzz")  # the manifest's header-only check, on the same bytes
+            pixels = load_image(("fuzz", blob))
         except FuseDreamError as exc:
             assert "image 'fuzz'" in str(exc)
         else:
-            assert pixels.dtype.name == "uint8" and pixels.ndim == 3 and pixels.shape[2] == 3
+            assert pixels.dtype == torch.uint8 and pixels.ndim == 4 and pixels.shape[1] == 3
 
 
 _values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12),

@@ -1,9 +1,15 @@
 """The Kandinsky 2.2 decoder loop on a tiny real UNet + MoVQ, checked against diffusers' own pipeline."""
+import contextlib
+import dataclasses
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.fusedream_ops.ovi.decode import decode_image_embeds
+from fusedream_pack.fusedream_ops.safety.scheduler_config import require_scheduler_config
 from testkit import kandinsky_models as km
 
 D = 32
@@ -94,3 +100,61 @@ def test_runs_inside_inference_mode_like_a_comfyui_node(embeds):
     with torch.inference_mode():
         images = decode_image_embeds(km.decoder(), embeds[0][:1], embeds[1], steps=1, width=64, height=64)
     assert images.shape == (1, 3, 64, 64)
+
+
+@contextlib.contextmanager
+def unet_calls(decoder):
+    """Counts the UNet's forward calls (a hook on the real module): 0 means a refusal came before any work."""
+    calls = []
+    handle = decoder.unet.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def test_steps_at_the_kandinsky_schedulers_training_timesteps_is_refused_naming_the_range_one_below_runs(embeds):
+    """The Kandinsky 2.2 decoder's DDPM config ('leading' spacing, steps_offset 1, 1000 timesteps) spaces 1000 steps
+    as timesteps 1000…1: timestep 1000 indexes past its 1000 noise levels (diffusers' own pipeline fails the same
+    way). Checked: without the timestep check, steps=1000 raised "index 1000 is out of bounds" from scheduler.step
+    after a UNet call."""
+    dec = km.decoder()
+    assert dec.make_scheduler().config.num_train_timesteps == 1000
+    for steps in (1000, 1001):
+        with unet_calls(dec) as calls, pytest.raises(
+                FuseDreamError, match=rf"^\[FuseDream\] steps \({steps}\) .*steps that run with it: 1–999\.$"):
+            decode_image_embeds(dec, embeds[0][:1], embeds[1], steps=steps, width=64, height=64)
+        assert calls == []
+    reported = []
+    decode_image_embeds(dec, embeds[0][:1], embeds[1], steps=999, width=64, height=64, on_step=reported.append)
+    assert len(reported) == 999 and reported[0].values["timestep"] == 999.0
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(["DDPMScheduler", "DDIMScheduler", "UnCLIPScheduler"]), st.integers(1, 12),
+       st.sampled_from(["leading", "linspace", "trailing"]), st.integers(0, 3), st.data())
+def test_any_steps_runs_every_step_or_is_refused_naming_steps_before_the_unet(embeds, scheduler, trained, spacing,
+                                                                             offset, data):
+    """Decoder scheduler configs with few training timesteps, any steps up to two past them. Checked: without the
+    timestep check, 'leading' configs with an offset raised IndexError and UnCLIP at steps=1 ZeroDivisionError."""
+    steps = data.draw(st.integers(1, trained + 2), label="steps")
+    if scheduler == "UnCLIPScheduler":  # its own settings (no spacing or offset: it spaces steps one way)
+        config = {"_class_name": scheduler, "num_train_timesteps": trained, "variance_type": "fixed_small_log",
+                  "prediction_type": "epsilon"}
+    else:
+        config = {**km.decoder().scheduler_config, "_class_name": scheduler, "num_train_timesteps": trained,
+                  "timestep_spacing": spacing, "steps_offset": offset}
+    config = require_scheduler_config(config, "a test config")
+    dec = dataclasses.replace(km.decoder(), scheduler_config=config)
+    reported = []
+    with unet_calls(dec) as calls:
+        try:
+            images = decode_image_embeds(dec, embeds[0][:1], embeds[1], steps=steps, width=64, height=64,
+                                         on_step=reported.append)
+        except FuseDreamError as exc:
+            assert f"steps ({steps}) cannot run" in str(exc) and "steps that run with it: " in str(exc)
+            assert calls == []
+            could_run = steps <= trained and not (scheduler == "UnCLIPScheduler" and steps == 1)
+            assert not could_run or (spacing == "leading" and offset > 0 and scheduler != "UnCLIPScheduler"), exc
+            return
+    assert len(reported) == steps == len(calls) and images.isfinite().all() and 0 <= images.min() <= images.max() <= 1
