@@ -229,7 +229,8 @@ class Decoder(FuseDreamNode, category=CATEGORY):
         "negative_embeds": (EMBEDS, {"tooltip": "The unconditional embedding (Negative Embeds "
                                                 "'zero image' is the usual choice)."}),
         "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
-                          "tooltip": "Denoising steps (ECLIPSE 50, diffusers default 100)."}),
+                          "tooltip": "Denoising steps (ECLIPSE 50, diffusers default 100). The stock decoder's "
+                                     "scheduler runs 1 to 999; a count it cannot run is refused before any work."}),
         "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
                                "tooltip": "Classifier-free guidance scale; ≤ 1 disables guidance."}),
         "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64,

@@ -230,13 +230,14 @@ def _kandinsky(spec: MethodSpec, device: torch.device) -> LoadedMethod:
     from ..core.precision import resolve_dtype
     from ..models.kandinsky import load_decoder, load_encoders
     from ..ovi.baselines import text_as_image_embeds
-    from ..ovi.decode import check_size, decode_image_embeds
+    from ..ovi.decode import check_size, decode_image_embeds, require_steps
     from ..ovi.optimize import optimize_ovi
 
     s = _fill(KandinskySettings, spec.settings)
     check_size(s.width, s.height)
     encoders = load_encoders(spec.models["prior"], resolve_dtype("auto", device, "kandinsky_encoder"))
     decoder = load_decoder(spec.models["decoder"], resolve_dtype("auto", device, "vae"))
+    require_steps(decoder, s.decoder_steps)  # before any prompt is optimised
     for module in (encoders.image_encoder, encoders.text_encoder, decoder.unet, decoder.movq):
         module.to(device)
     negative = encoders.zero_image_embed()

@@ -28,7 +28,7 @@ def run_trained_prior(encoders: KandinskyEncoders, prior: TrainedPrior, prompts:
     from diffusers import KandinskyV22PriorPipeline, UnCLIPScheduler
     from transformers import CLIPImageProcessor
 
-    require(steps >= 1, f"steps must be at least 1, got {steps}.")
+    require(steps >= 2, f"steps must be at least 2 (the prior's UnCLIP scheduler divides by steps - 1), got {steps}.")
     require(len(prompts) > 0 and all(isinstance(p, str) for p in prompts), "prompt must be non-empty text.")
     require(int(prior.prior.config.embedding_dim) == encoders.embed_dim,
             f"the prior makes {prior.prior.config.embedding_dim}-d embeddings but the encoders project to "

@@ -86,6 +86,17 @@ def test_trained_prior_gives_embeddings_and_its_negative(encoders, texts):
     assert embeds.shape == negative_embeds.shape == (1, EMBED_DIM) and torch.equal(embeds, again)
 
 
+def test_the_trained_prior_refuses_one_step_when_called_directly(encoders, texts):
+    """The node's widget starts at 2, but a script calling the op with 1 got a ZeroDivisionError from the UnCLIP
+    scheduler (seen failing with the op's check at ``steps >= 1``)."""
+    from fusedream_pack.fusedream_ops.models.kandinsky import load_trained_prior
+    from fusedream_pack.fusedream_ops.ovi.baselines import run_trained_prior
+
+    prior = load_trained_prior(encoders.folder)
+    with pytest.raises(FuseDreamError, match="steps must be at least 2"):
+        run_trained_prior(encoders, prior, texts[0].prompts, steps=1)
+
+
 def test_negative_modes_zero_tensor_and_zero_image(encoders, negative):
     (zeros,) = call("FuseDreamKandinsky22NegativeEmbeds", encoders=encoders, mode="zero tensor")["result"]
     assert torch.equal(zeros, torch.zeros(1, EMBED_DIM))
