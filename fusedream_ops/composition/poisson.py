@@ -84,7 +84,7 @@ def poisson_blend(foreground: torch.Tensor, background: torch.Tensor, mask: torc
     for name, tensor in (("foreground", foreground), ("background", background), ("mask", mask)):
         require(tensor.numel() > 0, f"{name} is empty (shape {tuple(tensor.shape)}).")
         require(bool(torch.isfinite(tensor).all()), f"{name} holds NaN or infinite values.")
-    batch, channels, height, width = max(bf, bb), *background.shape[1:]
+    batch, (height, width) = max(bf, bb), background.shape[-2:]
     g = foreground.expand(batch, -1, -1, -1).to(torch.float32)
     bg = background.to(g.device).expand(batch, -1, -1, -1).to(torch.float32)
     inside = _prepare_mask(mask.to(g.device), batch, height, width)

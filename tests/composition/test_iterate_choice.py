@@ -8,7 +8,6 @@ import torch
 from fusedream_pack.fusedream_ops.composition.bilevel import Cell, optimize_composition
 from fusedream_pack.fusedream_ops.composition.iterate_choice import KEEP_MODES, kept_step
 from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
-from fusedream_pack.fusedream_ops.fixtures import biggan_clip
 from fusedream_pack.fusedream_ops.fusedream.augment import AugmentPolicy
 from fusedream_pack.fusedream_ops.fusedream.latents import sample_latents
 from fusedream_pack.fusedream_ops.fusedream.objective import AugClipObjective

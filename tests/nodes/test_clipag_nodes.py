@@ -8,7 +8,7 @@ from PIL import Image
 from fusedream_pack.fusedream_ops.core.errors import FuseDreamError
 from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
 from testkit import ROOT
-from testkit.workflows import load, run_node, widget_inputs, workflow_problems
+from testkit.workflows import load, run_node, workflow_problems
 
 WORKFLOW = os.path.join(ROOT, "example_workflows", "CLIPAG – generator-free.json")
 SMALL = dict(size=32, steps=3, views=2, patches=2, preview_every=1)

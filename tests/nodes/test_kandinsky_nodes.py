@@ -12,7 +12,7 @@ from fusedream_pack.fusedream_ops.fixtures.kandinsky import DECODER_NAME, EMBED_
 from fusedream_pack.nodes import NODE_CLASS_MAPPINGS
 from fusedream_pack.nodes.kandinsky import NODE_CLASS_MAPPINGS as KANDINSKY_NODES
 from testkit import ROOT
-from testkit.workflows import load, run_node, widget_inputs, workflow_problems
+from testkit.workflows import load, run_node, workflow_problems
 
 call = run_node
 
