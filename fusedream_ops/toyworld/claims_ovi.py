@@ -136,6 +136,7 @@ def ovi_methods(budget: OviBudget) -> dict[str, dict]:
 
 class OviScores(RunMeasures):
     NO_RUNS = 0.0
+    """A measure of no runs reads 0, not NaN."""
     text_cosine: list[float]
     mahalanobis: list[float]
     nn_cosine: list[float]

@@ -114,6 +114,7 @@ def generate(tw: ToyWorld, caption: str, method: str, seed: int, budget: Budget)
 
 class MethodScores(RunMeasures):
     NO_RUNS = 0.0
+    """A measure of no runs reads 0, not NaN."""
     successes: list[bool]
     """The judge reads exactly the caption: right shape, colour and cell, nothing else."""
     colour_and_cell: list[bool]
