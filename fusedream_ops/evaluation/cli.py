@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..core.checkpoints import atomic_write_text
+from ..core.command_exit import exit_code
 from ..core.errors import FuseDreamError
 from ..core.settings_options import add_settings_options
 from .features import INCEPTION_FILE, NETWORKS
@@ -58,8 +58,7 @@ def main(argv=None) -> int:
                                       args.batch_size, args.device, args.ray, args.workers, args.cache_dir)
         result = evaluate_runs(args.runs, settings)
     except FuseDreamError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return exit_code(exc)
     print(format_table(result))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

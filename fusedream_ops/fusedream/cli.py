@@ -10,10 +10,11 @@ import torch
 from PIL.PngImagePlugin import PngInfo
 
 from ..core.checkpoints import atomic_write
+from ..core.command_exit import exit_code
 from ..core.errors import FuseDreamError, require
 from ..core.images import to_pil
-from ..core.settings_options import add_settings_options
 from ..core.progress import Step
+from ..core.settings_options import add_settings_options
 from ..models.biggan import load_biggan
 from ..models.clip import AUTO, load_clip
 from ..validation import ranges
@@ -119,12 +120,8 @@ def main(argv=None) -> int:
         info.add_text("prompt", args.prompt)
         info.add_text("fusedream", f"seed={args.seed} augclip={result.best_score:.4f} step={result.best_step}")
         atomic_write(args.output, lambda p: to_pil(result.image).save(p, format="PNG", pnginfo=info))
-    except FuseDreamError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("[FuseDream] interrupted; nothing was written.", file=sys.stderr)
-        return 130
+    except (FuseDreamError, KeyboardInterrupt) as exc:
+        return exit_code(exc, "[FuseDream] interrupted; nothing was written.")
     except OSError as exc:
         print(f"[FuseDream] could not write {args.output}: {exc.strerror or exc}.", file=sys.stderr)
         return 2

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
+from ...core.command_exit import exit_code
 from ...core.errors import FuseDreamError
 from ...core.settings_options import add_settings_options
 from ...models.clip import AUTO, load_clip
@@ -68,12 +68,8 @@ def main(argv=None) -> int:
                         keep=args.keep)
         if runtime.main and last:
             print(f"done: {last} (load it with the CLIP loader, architecture 'auto')")
-    except FuseDreamError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    except (FuseDreamError, KeyboardInterrupt) as exc:
+        return exit_code(exc, "interrupted: run the same command again to resume from the last checkpoint")
     finally:
         if runtime is not None and runtime.world > 1:
             torch.distributed.destroy_process_group()
