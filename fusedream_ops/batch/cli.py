@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
+from ..core.command_exit import exit_code
 from ..core.errors import FuseDreamError
 from .methods import METHODS, MethodSpec
 from .run import run_batch
@@ -93,8 +93,7 @@ def main(argv=None) -> int:
                             cpus_per_worker=args.cpus_per_worker, ship_code=args.ship_code, device=args.device,
                             threads=args.threads, attempts=args.attempts, progress=not args.no_progress)
     except FuseDreamError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return exit_code(exc)
     print(f"{summary.ok}/{summary.total} images ok, {summary.failed} failed, {summary.made_now} made now "
           f"({summary.where}, {summary.seconds:.0f} s); manifest: {summary.manifest}")
     return 0 if summary.failed == 0 else 1

@@ -7,11 +7,11 @@ and key the manifest, so a restarted run finds what it already made.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 
 from ..core.errors import FuseDreamError, require
+from ..core.json_lines import json_lines
 from ..validation.names import require_text
 from ..validation.prompts import require_prompt
 from ..validation.ranges import SEED
@@ -62,13 +62,9 @@ def read_prompts(path: str) -> list[PromptItem]:
 
     with open(path, encoding="utf-8", newline="") as f:
         if ext in (".jsonl", ".json"):
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise FuseDreamError(f"{path} line {number} is not JSON ({exc.msg}); write one object per "
+            for number, row, error in json_lines(f):
+                if error is not None:
+                    raise FuseDreamError(f"{path} line {number} is not JSON ({error.msg}); write one object per "
                                          f"line, e.g. {{\"id\": \"1\", \"prompt\": \"a red bus\", \"seed\": 3}}.")
                 add(_item(row, len(items) + 1, f"{path} line {number}"))
         elif ext == ".csv":

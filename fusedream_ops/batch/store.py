@@ -20,6 +20,7 @@ import os
 
 from ..core.checkpoints import atomic_write, atomic_write_text
 from ..core.errors import FuseDreamError
+from ..core.json_lines import json_lines
 from .jobs import Job
 from .worker import Outcome
 
@@ -193,15 +194,8 @@ def read_manifest(path: str) -> list[dict]:
                              f"{MANIFEST}.")
     rows = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                row, why = None, exc.msg
-            else:
-                why = "not a record with a key and status"
+        for number, row, error in json_lines(f):
+            why = error.msg if error is not None else "not a record with a key and status"
             if not (isinstance(row, dict) and "key" in row and "status" in row):
                 raise FuseDreamError(f"{path} line {number} is damaged ({why}). Run the same batch command on its "
                                      f"folder again: it rebuilds {MANIFEST} from the records in {RECORDS}/.")

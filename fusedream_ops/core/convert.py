@@ -16,6 +16,7 @@ import torch
 
 from ..safety.pickle_globals import describe, pickle_globals
 from .checkpoints import atomic_write, require_checkpoint_file
+from .command_exit import exit_code
 from .errors import FuseDreamError
 
 
@@ -86,8 +87,7 @@ def main(argv=None) -> int:
     try:
         count = convert(args.source, target, args.trust)
     except FuseDreamError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return exit_code(exc)
     print(f"wrote {count} tensors to {target}")
     return 0
 

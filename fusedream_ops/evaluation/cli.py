@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ..core.checkpoints import atomic_write_text
+from ..core.command_exit import exit_code
 from ..core.errors import FuseDreamError
+from ..core.settings_options import add_settings_options
 from .features import INCEPTION_FILE, NETWORKS
 from .report import EvaluationSettings, evaluate_runs, format_table
 
@@ -32,11 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-clip-arch", default="auto", help="its architecture (default auto)")
     p.add_argument("--distractors", default=None,
                    help="prompt file whose captions are the CLIP R-precision distractor pool (default: the runs' own)")
-    p.add_argument("--candidates", type=int, default=d.candidates, help="CLIP R-precision candidates: 1 true + N-1")
-    p.add_argument("--repeats", type=int, default=d.repeats, help="CLIP R-precision repeats (mean ± std)")
-    p.add_argument("--splits", type=int, default=d.splits, help="IS splits")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the IS shuffle and CLIP R-precision draws")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per device batch")
+    add_settings_options(p, d, {"candidates": "CLIP R-precision candidates: 1 true + N-1",
+                                "repeats": "CLIP R-precision repeats (mean ± std)",
+                                "splits": "IS splits",
+                                "seed": "seed of the IS shuffle and CLIP R-precision draws",
+                                "batch_size": "images per device batch"})
     p.add_argument("--device", default=None, help="torch device (default cuda if available)")
     p.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="extract features on Ray actors")
     p.add_argument("--workers", type=int, default=None, help="Ray actors (default: one per GPU, else per CPU)")
@@ -57,8 +58,7 @@ def main(argv=None) -> int:
                                       args.batch_size, args.device, args.ray, args.workers, args.cache_dir)
         result = evaluate_runs(args.runs, settings)
     except FuseDreamError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return exit_code(exc)
     print(format_table(result))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")

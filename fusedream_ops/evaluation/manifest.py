@@ -9,12 +9,12 @@ that is not an image or declares more than :data:`.extract.MAX_PIXELS` (the head
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 from ..batch.store import MANIFEST
 from ..core.errors import FuseDreamError, require
+from ..core.json_lines import json_lines
 from ..safety.image_files import check_image
 from .extract import MAX_PIXELS
 
@@ -44,14 +44,10 @@ def read_run(run: str) -> RunImages:
     rebuild = f"rerun the batch command on '{folder}' to rebuild the manifest from its records/"
     rows = []
     with open(manifest, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+        for number, row, error in json_lines(f):
             where = f"{manifest} line {number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FuseDreamError(f"{where} is not a JSON object ({exc.msg}; truncated?): {rebuild}.") from None
+            if error is not None:
+                raise FuseDreamError(f"{where} is not a JSON object ({error.msg}; truncated?): {rebuild}.")
             require(isinstance(row, dict), f"{where} is not a JSON object: {rebuild}.")
             require(row.get("status") in STATUSES,
                     f"{where} has status {row.get('status', 'missing')!r}; a manifest row's status is "

@@ -10,9 +10,11 @@ import torch
 from PIL.PngImagePlugin import PngInfo
 
 from ..core.checkpoints import atomic_write
+from ..core.command_exit import exit_code
 from ..core.errors import FuseDreamError, require
 from ..core.images import to_pil
 from ..core.progress import Step
+from ..core.settings_options import add_settings_options
 from ..models.biggan import load_biggan
 from ..models.clip import AUTO, load_clip
 from ..validation import ranges
@@ -33,13 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--biggan", default="biggan-deep-256", help="checkpoint in <models>/biggan (or a path)")
     p.add_argument("--clip", default="ViT-B-32.safetensors", help="checkpoint in <models>/open_clip (or a path)")
     p.add_argument("--arch", default=AUTO, help="open_clip architecture (default: auto)")
-    p.add_argument("--candidates", type=int, default=d.candidates, help=f"M random latents (default {d.candidates})")
-    p.add_argument("--k", type=int, default=d.k, help=f"basis size (default {d.k})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"Adam steps (default {d.steps})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
-    p.add_argument("--copies", type=int, default=d.copies, help=f"AugCLIP copies (default {d.copies})")
+    add_settings_options(p, d, {"candidates": "M random latents (default %(default)s)",
+                                "k": "basis size (default %(default)s)",
+                                "steps": "Adam steps (default %(default)s)",
+                                "lr": "learning rate (default %(default)s)",
+                                "copies": "AugCLIP copies (default %(default)s)"})
     p.add_argument("--mode", choices=("paper", "official"), default=d.mode, help="basis weights (default paper)")
-    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default 0)")
+    add_settings_options(p, d, {"seed": "random seed (default %(default)s)"})
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     return p
 
@@ -118,12 +120,8 @@ def main(argv=None) -> int:
         info.add_text("prompt", args.prompt)
         info.add_text("fusedream", f"seed={args.seed} augclip={result.best_score:.4f} step={result.best_step}")
         atomic_write(args.output, lambda p: to_pil(result.image).save(p, format="PNG", pnginfo=info))
-    except FuseDreamError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("[FuseDream] interrupted; nothing was written.", file=sys.stderr)
-        return 130
+    except (FuseDreamError, KeyboardInterrupt) as exc:
+        return exit_code(exc, "[FuseDream] interrupted; nothing was written.")
     except OSError as exc:
         print(f"[FuseDream] could not write {args.output}: {exc.strerror or exc}.", file=sys.stderr)
         return 2

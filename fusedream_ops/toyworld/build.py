@@ -11,18 +11,17 @@ already exists is kept (an interrupted build continues): build into an empty fol
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-import time
+from typing import Callable
 
 import torch
 
-from ..core.checkpoints import atomic_write, atomic_write_text, read_state_dict
+from ..core.checkpoints import atomic_write, read_state_dict
 from ..models.biggan import load_biggan, save_biggan
 from ..models.clip import load_clip, save_clip
 from ..toyworld import world
+from .fixture_build import build_command, run_build, run_stages
 from .judge import Judge, scene_accuracy, train_judge, world_accuracy
 from .train_clip import CLIP_CONFIG, retrieval_accuracy, train_clip
 from .train_generator import Z_DIM, target_images, train_generator, z_to_params
@@ -112,72 +111,44 @@ def generator_accuracy(generator, judge: Judge, count: int = 2000, seed: int = 4
     return scene_accuracy(judge, images[keep], labels[keep]), fidelity
 
 
-def run_stages(stages, log=print) -> dict[str, float]:
-    """Run each ``(name, path, run)`` stage whose file ``path`` does not exist yet; the seconds each one took.
-    A written model is kept, so a build can be resumed and one model retrained by deleting its file."""
-    seconds = {}
-    for name, path, run in stages:
-        if os.path.isfile(path):
-            log(f"{name}: keeping {path} (delete it to retrain)")
-            continue
-        start = time.time()
-        run()
-        seconds[name] = round(time.time() - start, 1)
-    return seconds
+def stages(out_dir: str, steps: dict, log=print) -> list[tuple[str, str, Callable[[], object]]]:
+    """``(name, file, train-and-write)`` of each model (the robust CLIP starts from the written tiny CLIP)."""
+    clip_path = os.path.join(out_dir, CLIP_PATH)
+    judge_path = os.path.join(out_dir, JUDGE_PATH)
+    return [
+        ("clip", clip_path, lambda: save_clip(train_clip(steps=steps["clip"], log=log).half(), clip_path,
+                                              CLIP_CONFIG)),
+        ("generator", os.path.join(out_dir, BIGGAN_PATH, "model.safetensors"),
+         lambda: save_biggan(train_generator(steps=steps["generator"], log=log).half(),
+                             os.path.join(out_dir, BIGGAN_PATH), list(world.CLASS_NAMES))),
+        ("judge", judge_path, lambda: save_judge(train_judge(steps=steps["judge"], log=log), judge_path)),
+        ("robust_clip", os.path.join(out_dir, ROBUST_CLIP_PATH),
+         lambda: build_robust_clip(clip_path, os.path.join(out_dir, ROBUST_CLIP_PATH), steps["robust_clip"],
+                                   log=log)),
+    ]
+
+
+def evaluate(out_dir: str, count: int) -> dict:
+    """Sanity numbers, measured on what was written (float16 round trip included)."""
+    scorer = load_clip("auto", os.path.join(out_dir, CLIP_PATH))
+    loaded_generator = load_biggan(os.path.join(out_dir, BIGGAN_PATH))
+    loaded_judge = load_judge(os.path.join(out_dir, JUDGE_PATH))
+    report = {}
+    report["clip_retrieval_top1"] = round(retrieval_accuracy(scorer.model, count), 4)
+    report["clip_retrieval_top1_single_object"] = round(
+        retrieval_accuracy(scorer.model, count, two_object_fraction=0.0), 4)
+    report["judge_accuracy_world"] = round(world_accuracy(loaded_judge, 2 * count), 4)
+    accuracy, fidelity = generator_accuracy(loaded_generator, loaded_judge, count)
+    report["judge_accuracy_generator_samples"] = round(accuracy, 4)
+    report["generator_mean_abs_error_vs_renderer"] = round(fidelity, 4)
+    return report
 
 
 def build(out_dir: str, smoke: bool = False, log=print) -> dict:
     """Train the tiny CLIP, generator and judge, write them under ``out_dir`` and return the build report."""
     steps = SMOKE_STEPS if smoke else FULL_STEPS
-    count = 64 if smoke else 2000
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    report = {"smoke": smoke, "steps": steps, "seconds": {}}
-    try:
-        clip_path = os.path.join(out_dir, CLIP_PATH)
-        judge_path = os.path.join(out_dir, JUDGE_PATH)
-        stages = [
-            ("clip", clip_path, lambda: save_clip(train_clip(steps=steps["clip"], log=log).half(), clip_path,
-                                                  CLIP_CONFIG)),
-            ("generator", os.path.join(out_dir, BIGGAN_PATH, "model.safetensors"),
-             lambda: save_biggan(train_generator(steps=steps["generator"], log=log).half(),
-                                 os.path.join(out_dir, BIGGAN_PATH), list(world.CLASS_NAMES))),
-            ("judge", judge_path, lambda: save_judge(train_judge(steps=steps["judge"], log=log), judge_path)),
-            ("robust_clip", os.path.join(out_dir, ROBUST_CLIP_PATH),
-             lambda: build_robust_clip(clip_path, os.path.join(out_dir, ROBUST_CLIP_PATH), steps["robust_clip"],
-                                       log=log)),
-        ]
-        report["seconds"].update(run_stages(stages, log))
-
-        # Sanity numbers, measured on what was written (float16 round trip included).
-        start = time.time()
-        scorer = load_clip("auto", clip_path)
-        loaded_generator = load_biggan(os.path.join(out_dir, BIGGAN_PATH))
-        loaded_judge = load_judge(judge_path)
-        report["clip_retrieval_top1"] = round(retrieval_accuracy(scorer.model, count), 4)
-        report["clip_retrieval_top1_single_object"] = round(
-            retrieval_accuracy(scorer.model, count, two_object_fraction=0.0), 4)
-        report["judge_accuracy_world"] = round(world_accuracy(loaded_judge, 2 * count), 4)
-        accuracy, fidelity = generator_accuracy(loaded_generator, loaded_judge, count)
-        report["judge_accuracy_generator_samples"] = round(accuracy, 4)
-        report["generator_mean_abs_error_vs_renderer"] = round(fidelity, 4)
-        report["seconds"]["evaluation"] = round(time.time() - start, 1)
-        report["seconds"]["total"] = round(sum(report["seconds"].values()), 1)
-        atomic_write_text(os.path.join(out_dir, REPORT_PATH), json.dumps(report, indent=2) + "\n")
-    finally:
-        torch.set_num_threads(threads)
-    return report
-
-
-def build_command(argv, module: str, doc: str, build_fn, out_help: str) -> int:
-    """The command line every toy-world build shares: ``python -m <module> OUT_DIR [--smoke]``, report printed."""
-    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
-    parser.add_argument("out_dir", help=out_help)
-    parser.add_argument("--smoke", action="store_true", help="a few training steps of each model (for CI)")
-    args = parser.parse_args(argv)
-    report = build_fn(args.out_dir, smoke=args.smoke, log=lambda s: print(s, flush=True))
-    print(json.dumps(report, indent=2))
-    return 0
+    return run_build(out_dir, REPORT_PATH, smoke, steps, lambda: run_stages(stages(out_dir, steps, log), log),
+                     lambda: evaluate(out_dir, 64 if smoke else 2000))
 
 
 def main(argv=None) -> int:

@@ -13,21 +13,20 @@ build continues): build into an empty folder to rebuild from scratch.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import time
 from typing import Callable
 
 import torch
 
-from ..core.checkpoints import atomic_write, atomic_write_text
+from ..core.checkpoints import atomic_write
 from ..models.biggan import load_biggan, save_biggan
 from ..models.clip import load_clip, save_clip
 from ..models.lpips import BACKBONE_FILES, load_lpips
 from ..toyworld import composition_scenes as scenes
 from ..toyworld import world
-from .build import build_command, load_judge, run_stages, save_judge
+from .build import load_judge, save_judge
+from .fixture_build import build_command, run_build, run_stages
 from .judge import Judge, scene_accuracy, train_judge
 from .train_alexnet import alexnet_file_bytes, separation, train_alexnet
 from .train_clip import CLIP_CONFIG, retrieval_accuracy, train_clip
@@ -128,51 +127,45 @@ def stages(out_dir: str, steps: dict, log=print) -> list[tuple[str, str, Callabl
     ]
 
 
+def evaluate(out_dir: str, smoke: bool) -> dict:
+    """Sanity numbers, measured on what was written (float16 round trip included), through the pack's loaders."""
+    count = 64 if smoke else 1000
+    clip_path, judge_path, lpips_path, biggan_dir = (os.path.join(out_dir, p) for p in
+                                                     (CLIP_PATH, JUDGE_PATH, LPIPS_PATH, BIGGAN_PATH))
+    scorer = load_clip("auto", clip_path)
+    generator = load_biggan(biggan_dir)
+    judge = load_judge(judge_path)
+    report = {}
+    report["judge_accuracy"] = judge_report(judge, count)
+    report["judge_reads_fused_centred_foreground"] = legibility_report(judge, 4 if smoke else 60)
+    report["judge_reads_fused_foreground_aimed_at_the_cell_centre"] = legibility_report(
+        judge, 4 if smoke else 60, aimed=True)
+    images, labels, radius, clear, fidelity = generator_samples(generator, 2 * count, 4242)
+    read = (judge.read(images) == labels).all(-1)
+    report["judge_accuracy_generator_samples"] = {
+        "large_radius_6.4_to_10": round(read[clear & (radius >= LARGE_RADIUS)].float().mean().item(), 4),
+        "normal_radius_3.2_to_5": round(read[clear & (radius <= NORMAL_RADIUS)].float().mean().item(), 4),
+        "all": round(read[clear].float().mean().item(), 4),
+    }
+    report["generator_mean_abs_error_vs_renderer"] = round(fidelity, 4)
+    report["clip_retrieval_top1"] = {
+        "training_mix": round(retrieval_accuracy(scorer.model, count, sampler=scenes.captioned_training_scenes), 4),
+        "single_object": round(retrieval_accuracy(scorer.model, count, two_object_fraction=0.0), 4),
+        "two_objects": round(retrieval_accuracy(scorer.model, count, two_object_fraction=1.0), 4),
+    }
+    torch.manual_seed(0)
+    pairs = 32 if smoke else 256
+    report["lpips_separation"] = {
+        "trained": separation(load_lpips("alex", backbone=lpips_path), pairs),
+        "random_backbone": separation(load_lpips("alex", random_backbone=True), pairs)}
+    return report
+
+
 def build(out_dir: str, smoke: bool = False, log=print) -> dict:
     """Train the composition world's CLIP, generator, judge and LPIPS AlexNet, write them, return the report."""
     steps = SMOKE_STEPS if smoke else FULL_STEPS
-    count = 64 if smoke else 1000
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    report = {"smoke": smoke, "steps": steps, "seconds": {}}
-    try:
-        clip_path, judge_path, lpips_path, biggan_dir = (os.path.join(out_dir, p) for p in
-                                                         (CLIP_PATH, JUDGE_PATH, LPIPS_PATH, BIGGAN_PATH))
-        report["seconds"].update(run_stages(stages(out_dir, steps, log), log))
-
-        # Sanity numbers, measured on what was written (float16 round trip included), through the pack's loaders.
-        start = time.time()
-        scorer = load_clip("auto", clip_path)
-        generator = load_biggan(biggan_dir)
-        judge = load_judge(judge_path)
-        report["judge_accuracy"] = judge_report(judge, count)
-        report["judge_reads_fused_centred_foreground"] = legibility_report(judge, 4 if smoke else 60)
-        report["judge_reads_fused_foreground_aimed_at_the_cell_centre"] = legibility_report(
-            judge, 4 if smoke else 60, aimed=True)
-        images, labels, radius, clear, fidelity = generator_samples(generator, 2 * count, 4242)
-        read = (judge.read(images) == labels).all(-1)
-        report["judge_accuracy_generator_samples"] = {
-            "large_radius_6.4_to_10": round(read[clear & (radius >= LARGE_RADIUS)].float().mean().item(), 4),
-            "normal_radius_3.2_to_5": round(read[clear & (radius <= NORMAL_RADIUS)].float().mean().item(), 4),
-            "all": round(read[clear].float().mean().item(), 4),
-        }
-        report["generator_mean_abs_error_vs_renderer"] = round(fidelity, 4)
-        report["clip_retrieval_top1"] = {
-            "training_mix": round(retrieval_accuracy(scorer.model, count, sampler=scenes.captioned_training_scenes), 4),
-            "single_object": round(retrieval_accuracy(scorer.model, count, two_object_fraction=0.0), 4),
-            "two_objects": round(retrieval_accuracy(scorer.model, count, two_object_fraction=1.0), 4),
-        }
-        torch.manual_seed(0)
-        pairs = 32 if smoke else 256
-        report["lpips_separation"] = {
-            "trained": separation(load_lpips("alex", backbone=lpips_path), pairs),
-            "random_backbone": separation(load_lpips("alex", random_backbone=True), pairs)}
-        report["seconds"]["evaluation"] = round(time.time() - start, 1)
-        report["seconds"]["total"] = round(sum(report["seconds"].values()), 1)
-        atomic_write_text(os.path.join(out_dir, REPORT_PATH), json.dumps(report, indent=2) + "\n")
-    finally:
-        torch.set_num_threads(threads)
-    return report
+    return run_build(out_dir, REPORT_PATH, smoke, steps, lambda: run_stages(stages(out_dir, steps, log), log),
+                     lambda: evaluate(out_dir, smoke))
 
 
 def _write_bytes(path: str, data: bytes) -> None:

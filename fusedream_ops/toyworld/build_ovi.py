@@ -11,17 +11,14 @@ the first half's files. Writes ``kandinsky22/toyworld-prior/`` (transformers enc
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
-import torch
-
-from ..core.checkpoints import atomic_write_text
 from ..core.errors import require
 from ..toyworld import kandinsky_world as kw
-from .build import CLIP_PATH, build_command
+from .build import CLIP_PATH
+from .fixture_build import build_command, run_build
 
 FULL_STEPS = {"movq": 300, "decoder_unet": 1000}
 SMOKE_STEPS = {"movq": 2, "decoder_unet": 2}
@@ -60,19 +57,8 @@ def build_ovi_models(out_dir: str, steps: dict, log=print) -> dict:
 
 def build(out_dir: str, smoke: bool = False, log=print) -> dict:
     steps = SMOKE_STEPS if smoke else FULL_STEPS
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    report = {"smoke": smoke, "steps": steps, "seconds": {}}
-    try:
-        report["seconds"].update(build_ovi_models(out_dir, steps, log))
-        start = time.time()
-        report.update(evaluate(out_dir, count=8 if smoke else 64))
-        report["seconds"]["evaluation"] = round(time.time() - start, 1)
-        report["seconds"]["total"] = round(sum(report["seconds"].values()), 1)
-        atomic_write_text(os.path.join(out_dir, REPORT_PATH), json.dumps(report, indent=2) + "\n")
-    finally:
-        torch.set_num_threads(threads)
-    return report
+    return run_build(out_dir, REPORT_PATH, smoke, steps, lambda: build_ovi_models(out_dir, steps, log),
+                     lambda: evaluate(out_dir, count=8 if smoke else 64))
 
 
 def evaluate(out_dir: str, count: int = 64) -> dict:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -34,6 +34,7 @@ from ..fusedream.objective import AugClipObjective
 from ..fusedream.optimize import optimize_basis
 from ..fusedream.topk import topk_latents
 from ..toyworld import world
+from .run_measures import RunMeasures
 
 ONLY_AUGCLIP = 1 - 1e-6
 """λ of the linear method (eq. 7) that leaves AugCLIP alone: ℓ_Fuse weighs 1e-6 against AugCLIP's 1 − 1e-6."""
@@ -171,26 +172,16 @@ def compute_text(cost: dict[str, int]) -> str:
 
 # ---- the rows -----------------------------------------------------------------------------------------------------
 
-@dataclass
-class RowScores:
-    exact: list[bool] = field(default_factory=list)
-    colour_and_cell: list[bool] = field(default_factory=list)
-    found: list[float] = field(default_factory=list)
-    augclip: list[float] = field(default_factory=list)
+class RowScores(RunMeasures):
+    exact: list[bool]
+    colour_and_cell: list[bool]
+    found: list[float]
+    augclip: list[float]
     """AugCLIP of the final image re-measured over fresh views (2 × ``eval_copies``)."""
-    lpips: list[float] = field(default_factory=list)
-    """ℓ_Fuse of the kept cell's final foreground and background (composition rows)."""
-    seam: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-
-    @staticmethod
-    def mean(values) -> float:
-        values = [float(v) for v in values]
-        return sum(values) / len(values) if values else float("nan")
-
-    def summary(self) -> dict[str, float]:
-        return {k: round(self.mean(getattr(self, k)), 4)
-                for k in ("exact", "colour_and_cell", "found", "augclip", "lpips", "seam", "seconds")}
+    lpips: list[float]
+    """ℓ_Fuse of the kept cell's final foreground and background (composition rows; none for ``single``)."""
+    seam: list[float]
+    seconds: list[float]
 
 
 ROWS = ("single", "grid", "grid_fused", "augclip_only", "augclip_only_fused")
@@ -317,24 +308,19 @@ def plot_curves(curves: dict[str, dict[str, torch.Tensor]], path: str, width: in
 
 # ---- which iterate ------------------------------------------------------------------------------------------------
 
-@dataclass
-class KeepScores:
-    augclip: list[float] = field(default_factory=list)
+class KeepScores(RunMeasures):
+    augclip: list[float]
     """Every cell's fused image, AugCLIP re-measured over fresh views."""
-    lpips: list[float] = field(default_factory=list)
+    lpips: list[float]
     """Every cell's ℓ_Fuse."""
-    exact: list[bool] = field(default_factory=list)
+    exact: list[bool]
     """Every cell's blended image read exactly as the caption."""
-    colour_and_cell: list[bool] = field(default_factory=list)
-    kept_exact: list[bool] = field(default_factory=list)
+    colour_and_cell: list[bool]
+    kept_exact: list[bool]
     """The grid's kept cell (highest AugCLIP), blended, read exactly."""
-    kept_colour_and_cell: list[bool] = field(default_factory=list)
-    kept_step: list[int] = field(default_factory=list)
+    kept_colour_and_cell: list[bool]
+    kept_step: list[int]
     """Every cell's returned step."""
-
-    def summary(self) -> dict[str, float]:
-        return {k: round(RowScores.mean(getattr(self, k)), 4) for k in
-                ("augclip", "lpips", "exact", "colour_and_cell", "kept_exact", "kept_colour_and_cell", "kept_step")}
 
 
 def compare_keep(cw, captions: list[tuple[str, torch.Tensor]], seeds: list[int], budget: CompositionBudget,

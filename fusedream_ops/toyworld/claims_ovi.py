@@ -12,13 +12,14 @@ that caption: the trained-prior upper bound).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..toyworld import kandinsky_world as kw
 from ..toyworld import world
+from .run_measures import RunMeasures
 
 DECODE_STEPS = 8
 JUDGED = "colour_and_cell"
@@ -133,26 +134,22 @@ def ovi_methods(budget: OviBudget) -> dict[str, dict]:
     }
 
 
-@dataclass
-class OviScores:
-    text_cosine: list[float] = field(default_factory=list)
-    mahalanobis: list[float] = field(default_factory=list)
-    nn_cosine: list[float] = field(default_factory=list)
-    success: list[bool] = field(default_factory=list)
+class OviScores(RunMeasures):
+    NO_RUNS = 0.0
+    """A measure of no runs reads 0, not NaN."""
+    text_cosine: list[float]
+    mahalanobis: list[float]
+    nn_cosine: list[float]
+    success: list[bool]
     """The judge reads the decoded image exactly as the caption says."""
-    colour_and_cell: list[bool] = field(default_factory=list)
-    alignment: list[float] = field(default_factory=list)
+    colour_and_cell: list[bool]
+    alignment: list[float]
     """The toy CLIP's cosine between the decoded image and the caption (the benchmark-style score)."""
-    embeds: list[torch.Tensor] = field(default_factory=list)
 
-    @staticmethod
-    def mean(values) -> float:
-        values = [float(v) for v in values]
-        return sum(values) / max(1, len(values))
-
-    def summary(self) -> dict:
-        return {k: round(self.mean(getattr(self, k)), 4)
-                for k in ("text_cosine", "mahalanobis", "nn_cosine", "success", "colour_and_cell", "alignment")}
+    def __init__(self):
+        super().__init__()
+        self.embeds: list[torch.Tensor] = []
+        """Every run's image embedding ``[1,D]`` (for :attr:`spread`; not a measure)."""
 
     @property
     def spread(self) -> float:

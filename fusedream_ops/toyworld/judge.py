@@ -39,27 +39,40 @@ class Judge(nn.Module):
         return self(images.float()).argmax(-1)
 
 
-def train_judge(steps: int = 2000, batch: int = 128, seed: int = 3, lr: float = 2e-3,
-                log: Optional[Callable[[str], None]] = None,
-                sampler: Optional[Callable[[int, int], world.Scenes]] = None) -> Judge:
-    """Cross-entropy per cell on fresh scenes every step: ``sampler(count, seed)`` (default: world scenes, 30 %
-    with two objects)."""
+def _world_training_scenes(count: int, seed: int) -> world.Scenes:
+    """The judge's default training scenes: world scenes, 30 % with two objects."""
+    return world.sample_scenes(count, seed, two_object_fraction=0.3)
+
+
+def train_cell_classifier(make_model: Callable[[], nn.Module], name: str, steps: int, batch: int, seed: int,
+                          lr: float, log: Optional[Callable[[str], None]],
+                          sampler: Callable[[int, int], world.Scenes]) -> nn.Module:
+    """A model of per-cell logits ``[B,9,17]`` trained by cross-entropy per cell on fresh scenes every step,
+    ``sampler(count, seed)``: AdamW, cosine learning-rate decay. ``make_model`` runs after ``torch.manual_seed(seed)``,
+    so the initial weights are fixed too; ``name`` starts the log lines."""
     torch.manual_seed(seed)
-    judge = Judge()
-    opt = torch.optim.AdamW(judge.parameters(), lr=lr, weight_decay=1e-4)
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     start = time.time()
     for step in range(steps):
-        scenes = (world.sample_scenes(batch, seed * 1_000_003 + step, two_object_fraction=0.3) if sampler is None
-                  else sampler(batch, seed * 1_000_003 + step))
-        loss = F.cross_entropy(judge(scenes.images).flatten(0, 1), scenes.labels.flatten())
+        scenes = sampler(batch, seed * 1_000_003 + step)
+        loss = F.cross_entropy(model(scenes.images).flatten(0, 1), scenes.labels.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if log is not None and (step % 200 == 0 or step == steps - 1):
-            log(f"judge step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f} s)")
-    return judge.eval()
+            log(f"{name} step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f} s)")
+    return model.eval()
+
+
+def train_judge(steps: int = 2000, batch: int = 128, seed: int = 3, lr: float = 2e-3,
+                log: Optional[Callable[[str], None]] = None,
+                sampler: Optional[Callable[[int, int], world.Scenes]] = None) -> Judge:
+    """The judge by :func:`train_cell_classifier` on ``sampler(count, seed)`` (default: world scenes, 30 % with two
+    objects)."""
+    return train_cell_classifier(Judge, "judge", steps, batch, seed, lr, log, sampler or _world_training_scenes)
 
 
 def scene_accuracy(judge: Judge, images: torch.Tensor, labels: torch.Tensor) -> float:

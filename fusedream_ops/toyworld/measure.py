@@ -16,7 +16,7 @@ the gradient of its augmented average (re-measured with fresh draws).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -33,6 +33,7 @@ from ..models.clip import ClipScorer, load_clip
 from ..toyworld import world
 from .build import BIGGAN_PATH, CLIP_PATH, JUDGE_PATH, ROBUST_CLIP_PATH, load_judge
 from .judge import Judge
+from .run_measures import RunMeasures, mean_of
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                         "tests", "fixtures", "toyworld")
@@ -111,30 +112,20 @@ def generate(tw: ToyWorld, caption: str, method: str, seed: int, budget: Budget)
     return result.image
 
 
-@dataclass
-class MethodScores:
-    successes: list[bool] = field(default_factory=list)
+class MethodScores(RunMeasures):
+    NO_RUNS = 0.0
+    """A measure of no runs reads 0, not NaN."""
+    successes: list[bool]
     """The judge reads exactly the caption: right shape, colour and cell, nothing else."""
-    colour_and_cell: list[bool] = field(default_factory=list)
+    colour_and_cell: list[bool]
     """The judge finds one object of the caption's colour in the caption's cell (shape not checked)."""
-    augclip: list[float] = field(default_factory=list)
-    clip: list[float] = field(default_factory=list)
+    augclip: list[float]
+    clip: list[float]
 
-    @property
-    def success_rate(self) -> float:
-        return sum(self.successes) / max(1, len(self.successes))
-
-    @property
-    def colour_and_cell_rate(self) -> float:
-        return sum(self.colour_and_cell) / max(1, len(self.colour_and_cell))
-
-    @property
-    def mean_augclip(self) -> float:
-        return sum(self.augclip) / max(1, len(self.augclip))
-
-    @property
-    def mean_clip(self) -> float:
-        return sum(self.clip) / max(1, len(self.clip))
+    success_rate = mean_of("successes")
+    colour_and_cell_rate = mean_of("colour_and_cell")
+    mean_augclip = mean_of("augclip")
+    mean_clip = mean_of("clip")
 
 
 def judge_verdicts(judge: Judge, image: torch.Tensor, labels: torch.Tensor) -> tuple[bool, bool]:
@@ -143,6 +134,17 @@ def judge_verdicts(judge: Judge, image: torch.Tensor, labels: torch.Tensor) -> t
     colours = len(world.COLOURS)
     found = (read > 0) & (labels > 0) & ((read - 1) % colours == (labels - 1) % colours)
     return bool((read == labels).all()), bool(found.any() and int((read > 0).sum()) == 1)
+
+
+def _record(scores: MethodScores, judge: Judge, evaluator: AugClipObjective, image: torch.Tensor,
+            labels: torch.Tensor, seed: int) -> None:
+    """The judge's verdicts on one result, and its AugCLIP (fresh views, drawn from ``seed``) and plain CLIP."""
+    with no_grad_normal_tensors():
+        exact, partial = judge_verdicts(judge, image, labels)
+        scores.successes.append(exact)
+        scores.colour_and_cell.append(partial)
+        scores.augclip.append(evaluator.mean_score(image, draws=2, seed=10_000 + seed).item())
+        scores.clip.append(evaluator.cosine(image).item())
 
 
 def compare_generation(tw: ToyWorld, captions: list[tuple[str, torch.Tensor]], seeds: list[int],
@@ -154,12 +156,7 @@ def compare_generation(tw: ToyWorld, captions: list[tuple[str, torch.Tensor]], s
         for seed in seeds:
             for method in methods:
                 image = generate(tw, caption, method, seed, budget)
-                with no_grad_normal_tensors():
-                    exact, partial = judge_verdicts(tw.judge, image, labels)
-                    scores[method].successes.append(exact)
-                    scores[method].colour_and_cell.append(partial)
-                    scores[method].augclip.append(evaluator.mean_score(image, draws=2, seed=10_000 + seed).item())
-                    scores[method].clip.append(evaluator.cosine(image).item())
+                _record(scores[method], tw.judge, evaluator, image, labels, seed)
     return scores
 
 
@@ -250,10 +247,5 @@ def compare_pixel_synthesis(tw: ToyWorld, captions: list[tuple[str, torch.Tensor
                 init = best_gaussian_samples(objective, gaussians, init_candidates, world.IMAGE_SIZE, 1, seed)
                 settings = PixelSynthesisSettings(steps=steps, views=views, patches=patches, seed=seed)
                 image = synthesize_pixels(objective, init, settings).image
-                with no_grad_normal_tensors():
-                    exact, partial = judge_verdicts(tw.judge, image, labels)
-                    scores[name].successes.append(exact)
-                    scores[name].colour_and_cell.append(partial)
-                    scores[name].augclip.append(evaluator.mean_score(image, draws=2, seed=10_000 + seed).item())
-                    scores[name].clip.append(evaluator.cosine(image).item())
+                _record(scores[name], tw.judge, evaluator, image, labels, seed)
     return scores

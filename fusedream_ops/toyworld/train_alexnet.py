@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import time
 from typing import Callable, Optional
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 
 from ..toyworld import world
 from .composition_scenes import training_scenes
+from .judge import train_cell_classifier
 
 FULL_CHANNELS = (64, 192, 384, 256, 256)
 TRAINED_CHANNELS = (16, 48, 96, 64, 64)
@@ -61,22 +61,9 @@ class NarrowAlexNet(nn.Module):
 def train_alexnet(steps: int = 1000, batch: int = 64, seed: int = 6, lr: float = 2e-3,
                   log: Optional[Callable[[str], None]] = None,
                   sampler: Callable[[int, int], world.Scenes] = training_scenes) -> NarrowAlexNet:
-    """Per-cell cross-entropy on fresh :func:`training_scenes` every step."""
-    torch.manual_seed(seed)
-    model = NarrowAlexNet()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    start = time.time()
-    for step in range(steps):
-        scenes = sampler(batch, seed * 1_000_003 + step)
-        loss = F.cross_entropy(model(scenes.images).flatten(0, 1), scenes.labels.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if log is not None and (step % 200 == 0 or step == steps - 1):
-            log(f"alexnet step {step + 1}/{steps} loss {loss.item():.4f} ({time.time() - start:.0f} s)")
-    return model.eval()
+    """Per-cell cross-entropy on fresh :func:`training_scenes` every step, as the judge is trained
+    (:func:`~.judge.train_cell_classifier`)."""
+    return train_cell_classifier(NarrowAlexNet, "alexnet", steps, batch, seed, lr, log, sampler)
 
 
 @torch.no_grad()

@@ -813,6 +813,18 @@ def cross_tab(server: ComfyServer, browser: Browser, out: str, results: list[dic
     run.wait_done(before, "cross_tab_cancel")
 
 
+def report_section(report: dict, name: str, start: float, results: list[dict]) -> int:
+    """File a section's assertion ``results`` (and seconds since ``start``) under ``name`` in the report, print its
+    tally and every failed assertion; the number that failed."""
+    report[name] = {"seconds": round(time.monotonic() - start, 1), "results": results}
+    bad = [r for r in results if not r["ok"]]
+    print(f"{name}: {len(results) - len(bad)} assertions passed, {len(bad)} failed ({report[name]['seconds']} s)",
+          flush=True)
+    for r in bad:
+        print(f"  FAILED [{r['step']}] {r['assert']}: {json.dumps(r['detail'], default=str)[:1500]}", flush=True)
+    return len(bad)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"))
@@ -855,14 +867,7 @@ def main(argv=None) -> int:
                     run.shot("FAILED")
                     stop_everything(server)
                     open_page(server, browser)
-                results = run.results
-                report[name] = {"seconds": round(time.monotonic() - start, 1), "results": results}
-                bad = [r for r in results if not r["ok"]]
-                failed += len(bad)
-                print(f"{name}: {len(results) - len(bad)} assertions passed, {len(bad)} failed "
-                      f"({report[name]['seconds']} s)", flush=True)
-                for r in bad:
-                    print(f"  FAILED [{r['step']}] {r['assert']}: {json.dumps(r['detail'], default=str)[:1500]}", flush=True)
+                failed += report_section(report, name, start, run.results)
         if not args.skip_templates and not args.skip_cross_tab:
             start = time.monotonic()
             results: list[dict] = []
@@ -873,13 +878,7 @@ def main(argv=None) -> int:
                 browser.screenshot(os.path.join(args.out, "cross_tab__FAILED.png"))
                 results.append({"step": "?", "assert": "the cross-tab check ran to the end", "ok": False,
                                 "detail": "".join(traceback.format_exception(exc))[-3000:]})
-            report["cross tab"] = {"seconds": round(time.monotonic() - start, 1), "results": results}
-            bad = [r for r in results if not r["ok"]]
-            failed += len(bad)
-            print(f"cross tab: {len(results) - len(bad)} assertions passed, {len(bad)} failed "
-                  f"({report['cross tab']['seconds']} s)", flush=True)
-            for r in bad:
-                print(f"  FAILED [{r['step']}] {r['assert']}: {json.dumps(r['detail'], default=str)[:1500]}", flush=True)
+            failed += report_section(report, "cross tab", start, results)
         with open(os.path.join(args.out, "report.json"), "w") as f:
             json.dump(report, f, indent=1, default=str)
         print(f"report: {os.path.join(args.out, 'report.json')}; screenshots in {args.out}")

@@ -148,6 +148,19 @@ def test_generator_keeps_batch_norm_weights_fp32_and_convolutions_in_the_weights
     assert generator.decode(latents).dtype == torch.float32
 
 
+def _outputs_and_input_gradients(forwards, make_input):
+    """Each forward's output on a fresh ``make_input()``, and the gradient with respect to that input of the output
+    weighted by a ramp from -1 to 1 (every element counts, with its own weight)."""
+    outs, grads = [], []
+    for forward in forwards:
+        x = make_input().requires_grad_()
+        out = forward(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append(out)
+        grads.append(x.grad)
+    return outs, grads
+
+
 def test_pack_generator_equals_the_library_generator_with_latent_gradients(tiny_models):
     from pytorch_pretrained_biggan import BigGAN
 
@@ -164,13 +177,9 @@ def test_pack_generator_equals_the_library_generator_with_latent_gradients(tiny_
     assert {k: v.shape for k, v in generator.model.state_dict().items()} == \
         {k: v.shape for k, v in library.state_dict().items()}, "the swapped layers keep the state dict"
     latents = sample_latents(generator, 3, 0, truncation=0.7)
-    outs, grads = [], []
-    for run in (lambda c: generator.model.generator(c, 0.7), lambda c: library.generator(c, 0.7)):
-        cond = torch.cat([latents.z, latents.y], dim=1).requires_grad_()
-        out = run(cond)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        outs.append(out)
-        grads.append(cond.grad)
+    outs, grads = _outputs_and_input_gradients(
+        (lambda c: generator.model.generator(c, 0.7), lambda c: library.generator(c, 0.7)),
+        lambda: torch.cat([latents.z, latents.y], dim=1))
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
     assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
 
@@ -213,13 +222,8 @@ def test_clip_with_fused_quickgelu_and_attention_equals_open_clip_with_input_gra
     assert all(isinstance(b.attn, BatchFirstSelfAttention) and isinstance(b.mlp.gelu, QuickGELU) for b in blocks)
     assert set(scorer.model.state_dict()) == set(reference.state_dict())
     images = torch.rand(3, 3, 32, 32)
-    outs, grads = [], []
-    for encode in (scorer.model.encode_image, reference.encode_image):
-        x = scorer.prepare(images).requires_grad_()
-        out = encode(x)
-        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        outs.append(out)
-        grads.append(x.grad)
+    outs, grads = _outputs_and_input_gradients((scorer.model.encode_image, reference.encode_image),
+                                               lambda: scorer.prepare(images))
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
     assert torch.allclose(grads[0], grads[1], atol=1e-6, rtol=1e-4)
     with torch.no_grad():

@@ -96,28 +96,23 @@ def test_missing_prior_weights_are_named_when_the_trained_prior_is_asked_for(tmp
         load_trained_prior(folder)
 
 
-def test_truncated_checkpoint_is_an_error_naming_the_missing_key(tmp_path):
+@pytest.mark.parametrize("source,checkpoint,dropped,loader,match", [
+    (km.prior_folder, ("image_encoder", "model.safetensors"), "visual_projection.weight", load_encoders,
+     "missing keys.*visual_projection.weight"),
+    (km.decoder_folder, ("unet", "diffusion_pytorch_model.safetensors"), None, load_decoder, "unet"),
+], ids=["image_encoder", "unet"])
+def test_truncated_checkpoint_is_an_error(tmp_path, source, checkpoint, dropped, loader, match):
+    """A checkpoint without one tensor (``dropped``, or its first by name) is refused with a named error: the missing
+    key for the image encoder, the component for the UNet."""
     from safetensors.torch import load_file, save_file
 
-    folder = copy_of(km.prior_folder(), tmp_path)
-    path = os.path.join(folder, "image_encoder", "model.safetensors")
+    folder = copy_of(source(), tmp_path)
+    path = os.path.join(folder, *checkpoint)
     state = load_file(path)
-    del state["visual_projection.weight"]
+    del state[dropped or sorted(state)[0]]
     save_file(state, path)
-    with pytest.raises(FuseDreamError, match="missing keys.*visual_projection.weight"):
-        load_encoders(folder)
-
-
-def test_truncated_unet_checkpoint_is_an_error(tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    folder = copy_of(km.decoder_folder(), tmp_path)
-    path = os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors")
-    state = load_file(path)
-    state.pop(sorted(state)[0])
-    save_file(state, path)
-    with pytest.raises(FuseDreamError, match="unet"):
-        load_decoder(folder)
+    with pytest.raises(FuseDreamError, match=match):
+        loader(folder)
 
 
 def test_a_folder_holding_only_the_fp16_variant_loads(tmp_path):

@@ -140,6 +140,14 @@ class ModulesBuilt:
         self.handle.remove()
 
 
+def _copy_with_config(source, destination, config: str, **fields):
+    """A copy of the model folder ``source`` at ``destination`` whose JSON file ``config`` has ``fields`` set."""
+    folder = shutil.copytree(source, destination)
+    path = folder / config
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+    return folder
+
+
 def test_a_clip_sidecar_claiming_100000_layers_is_refused_by_field_before_anything_is_built(tmp_path):
     """Reverted: the require_sizes_match call in load_clip. The sidecar then went to the meta build, which the budget
     stopped after 456 modules with a message naming a module rather than the field (and the count check failed)."""
@@ -164,9 +172,7 @@ def test_sizes_no_field_check_covers_stop_the_meta_build_within_twice_the_checkp
                                                                      "mlp_ratio": 100_000}})
     with pytest.raises(FuseDreamError, match=r"c\.json' describes a model larger than its checkpoint.*mlp_ratio"):
         load_clip("auto", path)
-    decoder = shutil.copytree(km.decoder_folder(), tmp_path / "decoder")
-    unet = json.loads((decoder / "unet" / "config.json").read_text())
-    (decoder / "unet" / "config.json").write_text(json.dumps({**unet, "layers_per_block": 20_000}))
+    decoder = _copy_with_config(km.decoder_folder(), tmp_path / "decoder", "unet/config.json", layers_per_block=20_000)
     with ModulesBuilt() as built, pytest.raises(FuseDreamError, match=r"unet/config\.json' describes a model larger "
                                                                       r"than its checkpoint.*layers_per_block=20000"):
         load_decoder(str(decoder))
@@ -176,9 +182,8 @@ def test_sizes_no_field_check_covers_stop_the_meta_build_within_twice_the_checkp
 def test_a_kandinsky_tower_config_claiming_100000_layers_names_the_field(tmp_path):
     """Reverted: the clip_tower_size_checks call in _meta_model. The config then went to the meta build (stopped by
     the budget, naming a module instead of num_hidden_layers)."""
-    prior = shutil.copytree(km.prior_folder(), tmp_path / "prior")
-    config = json.loads((prior / "text_encoder" / "config.json").read_text())
-    (prior / "text_encoder" / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 100_000}))
+    prior = _copy_with_config(km.prior_folder(), tmp_path / "prior", "text_encoder/config.json",
+                              num_hidden_layers=100_000)
     from fusedream_pack.fusedream_ops.models.kandinsky import load_encoders
 
     with ModulesBuilt() as built, pytest.raises(FuseDreamError, match=r"text_encoder/config\.json' does not match its "
@@ -205,10 +210,8 @@ def test_a_biggan_config_with_a_huge_block_count_is_a_named_error_not_a_raw_valu
 def test_a_scheduler_config_asking_for_huge_tables_is_refused_naming_file_and_field(tmp_path, timesteps):
     """Reverted: require_scheduler_config in load_decoder. 3e8 then allocated gigabytes of noise tables, 1e12 raised
     torch's own RuntimeError, 2.5 and "1000" raw TypeErrors from diffusers."""
-    decoder = shutil.copytree(km.decoder_folder(), tmp_path / "decoder")
-    config = json.loads((decoder / "scheduler" / "scheduler_config.json").read_text())
-    (decoder / "scheduler" / "scheduler_config.json").write_text(json.dumps({**config,
-                                                                             "num_train_timesteps": timesteps}))
+    decoder = _copy_with_config(km.decoder_folder(), tmp_path / "decoder", "scheduler/scheduler_config.json",
+                                num_train_timesteps=timesteps)
     with pytest.raises(FuseDreamError, match=r"scheduler_config\.json': num_train_timesteps must be an integer"):
         load_decoder(str(decoder))
 

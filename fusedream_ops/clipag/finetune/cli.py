@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
+from ...core.command_exit import exit_code
 from ...core.errors import FuseDreamError
+from ...core.settings_options import add_settings_options
 from ...models.clip import AUTO, load_clip
 from .data import read_pairs, split_pairs
 from .loop import finetune, model_config, start_runtime
@@ -22,21 +23,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default=AUTO, help="open_clip architecture, e.g. ViT-B-32 or ViT-B-32-quickgelu "
                                                "(default auto: sidecar .json or shape detection)")
     p.add_argument("--out", required=True, help="folder for checkpoints and resume.pt (re-run to resume)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"optimizer updates (default {d.steps})")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"pairs per batch and GPU ({d.batch_size})")
-    p.add_argument("--accumulation", type=int, default=d.accumulation, help=f"batches per update ({d.accumulation})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"AdamW weight decay ({d.weight_decay})")
-    p.add_argument("--eps", type=float, default=d.eps, help=f"L2 attack radius in [0,1] pixels ({d.eps})")
-    p.add_argument("--pgd-steps", type=int, default=d.pgd_steps, help=f"attack steps ({d.pgd_steps})")
+    add_settings_options(p, d, {"steps": "optimizer updates (default %(default)s)",
+                                "batch_size": "pairs per batch and GPU (%(default)s)",
+                                "accumulation": "batches per update (%(default)s)",
+                                "lr": "AdamW learning rate (%(default)s)",
+                                "weight_decay": "AdamW weight decay (%(default)s)",
+                                "eps": "L2 attack radius in [0,1] pixels (%(default)s)",
+                                "pgd_steps": "attack steps (%(default)s)"})
     p.add_argument("--pgd-step-size", type=float, default=None, help="attack step (default 2.5·eps/pgd-steps)")
     p.add_argument("--precision", choices=tuple(PRECISIONS), default=d.precision,
                    help="fp32, or bf16 autocast of the image encoder (weights stay fp32; default fp32)")
-    p.add_argument("--save-every", type=int, default=d.save_every, help=f"checkpoint interval ({d.save_every})")
+    add_settings_options(p, d, {"save_every": "checkpoint interval (%(default)s)"})
     p.add_argument("--keep", type=int, default=0, help="keep only the newest N step checkpoints (0 = all)")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"held-out share ({d.val_fraction})")
-    p.add_argument("--val-max", type=int, default=d.val_max, help=f"held-out pairs at most ({d.val_max})")
-    p.add_argument("--seed", type=int, default=d.seed, help="data order and split seed (0)")
+    add_settings_options(p, d, {"val_fraction": "held-out share (%(default)s)",
+                                "val_max": "held-out pairs at most (%(default)s)",
+                                "seed": "data order and split seed (%(default)s)"})
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per GPU (2)")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu… (single process; default cuda if available)")
     p.add_argument("--csv-img-key", default="filepath", help="CSV column of image paths (filepath)")
@@ -67,12 +68,8 @@ def main(argv=None) -> int:
                         keep=args.keep)
         if runtime.main and last:
             print(f"done: {last} (load it with the CLIP loader, architecture 'auto')")
-    except FuseDreamError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    except (FuseDreamError, KeyboardInterrupt) as exc:
+        return exit_code(exc, "interrupted: run the same command again to resume from the last checkpoint")
     finally:
         if runtime is not None and runtime.world > 1:
             torch.distributed.destroy_process_group()
