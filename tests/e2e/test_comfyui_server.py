@@ -110,7 +110,8 @@ def test_every_family_of_the_pack_loads_in_comfyui(server, object_info):
 def test_chart_extension_is_served_to_the_browser(server):
     extensions = server.get("/extensions")
     ours = sorted(e for e in extensions if e.startswith(f"/extensions/{PACK_LINK_NAME}/"))
-    assert ours == [f"/extensions/{PACK_LINK_NAME}/chart_core.js", f"/extensions/{PACK_LINK_NAME}/fusedream_chart.js"]
+    assert ours == sorted(f"/extensions/{PACK_LINK_NAME}/{name}" for name in os.listdir(os.path.join(PACK_DIR, "web", "js"))
+                          if name.endswith(".js"))
     body = server.get(f"/extensions/{PACK_LINK_NAME}/fusedream_chart.js").decode()
     assert "registerExtension" in body and "fusedream.progress" in body
 
@@ -234,7 +235,8 @@ def test_chart_draws_live_and_comes_back_in_headless_chromium(server, tmp_path):
     finally:
         browser.close()
     assert report["extension_registered"]
-    assert report["saved_widget_values"] == [60, 64, 7, "fixed", 0.05, 5, 10]  # the chart saves no value
+    # the chart saves no value: the probe's widgets only (its optional wait_for_cancel last)
+    assert report["saved_widget_values"] == [60, 64, 7, "fixed", 0.05, 5, 10, False]
     assert "fusedream_chart" not in report["api_prompt_inputs"]
     assert report["before_run"]["points"] == 0 and report["before_run"]["visible"]
     assert 10 <= report["mid_run"]["points"] < 60 and report["mid_run"]["series"] == "augclip,lpips"
