@@ -46,6 +46,11 @@ def find_chromium() -> str | None:
     return None
 
 
+NAVIGATING = ("Inspected target navigated or closed", "Cannot find context with specified id",
+              "Not attached to an active page", "Execution context was destroyed")
+"""DevTools errors of a page in the middle of a navigation: asked again, not failed (the reload races the poll)."""
+
+
 class Browser:
     """One headless Chromium page, spoken to with DevTools protocol commands."""
 
@@ -112,9 +117,15 @@ class Browser:
         return res.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 60, poll: float = 0.25):
+        """The first truthy value of ``expression``; a page that is still navigating (a reload) counts as not yet."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = self.js(expression)
+            try:
+                value = self.js(expression)
+            except RuntimeError as exc:
+                if not any(sign in str(exc) for sign in NAVIGATING):
+                    raise
+                value = None
             if value:
                 return value
             time.sleep(poll)
