@@ -473,12 +473,21 @@ class KandinskyDecoder:
         return 2 ** (len(self.movq.config.block_out_channels) - 1)
 
     def make_scheduler(self):
-        import diffusers
+        return decoder_scheduler(self.scheduler_config, self.folder)
 
-        name = self.scheduler_config.get("_class_name", "DDPMScheduler")
-        require(name in DECODER_SCHEDULERS,
-                f"'{self.folder}/scheduler' asks for {name}; supported: {', '.join(DECODER_SCHEDULERS)}.")
-        return getattr(diffusers, name).from_config(self.scheduler_config)
+
+def decoder_scheduler(config: dict, folder: str):
+    """A fresh diffusers scheduler from the decoder's checked config. A config diffusers refuses (a ``beta_schedule`` or
+    ``variance_type`` the class does not implement) is a ``[FuseDream]`` error naming the file, not diffusers' own."""
+    import diffusers
+
+    name = config.get("_class_name", "DDPMScheduler")
+    require(name in DECODER_SCHEDULERS,
+            f"'{folder}/scheduler' asks for {name}; supported: {', '.join(DECODER_SCHEDULERS)}.")
+    try:
+        return getattr(diffusers, name).from_config(config)
+    except (ValueError, NotImplementedError, TypeError, KeyError) as exc:
+        raise FuseDreamError(f"'{folder}/scheduler/scheduler_config.json' cannot make a {name}: {exc}") from None
 
 
 def load_decoder(folder: str, dtype: torch.dtype = torch.float32, roots: Sequence[str] = ()) -> KandinskyDecoder:
@@ -491,14 +500,13 @@ def load_decoder(folder: str, dtype: torch.dtype = torch.float32, roots: Sequenc
     sched_path = _component(folder, "scheduler", "the decoder's DDPMScheduler", ("scheduler_config.json",))
     require_tree_contained(folder, entry_roots(folder, roots), "Kandinsky decoder folder")
     scheduler_config = _scheduler_config(sched_path)
+    decoder_scheduler(scheduler_config, folder)  # before the weights load
     unet = _load_pretrained(UNet2DConditionModel, unet_path, dtype, "torch_dtype")
     require(unet.config.addition_embed_type == "image" and unet.config.encoder_hid_dim is not None,
             f"'{unet_path}' is not a Kandinsky 2.2 decoder UNet (it is not conditioned on image embeddings: "
             f"addition_embed_type={unet.config.addition_embed_type!r}).")
     movq = _load_pretrained(VQModel, movq_path, dtype, "torch_dtype")
-    decoder = KandinskyDecoder(unet, movq, scheduler_config, folder)
-    decoder.make_scheduler()
-    return decoder
+    return KandinskyDecoder(unet, movq, scheduler_config, folder)
 
 
 # ---------------------------------------------------------------- image embeddings on the wire

@@ -216,6 +216,20 @@ def test_a_scheduler_config_asking_for_huge_tables_is_refused_naming_file_and_fi
         load_decoder(str(decoder))
 
 
+@pytest.mark.parametrize("fields", [
+    {"beta_schedule": "cosine"},  # not a DDPM schedule name: diffusers' NotImplementedError
+    {"_class_name": "UnCLIPScheduler", "beta_schedule": "linear"},  # UnCLIP only has squaredcos_cap_v2: ValueError
+    {"_class_name": "UnCLIPScheduler", "variance_type": "learned"},  # ValueError
+])
+def test_a_scheduler_config_diffusers_refuses_is_a_named_error_before_the_weights_load(tmp_path, fields):
+    """Reverted: the try/except in decoder_scheduler and its early call in load_decoder. diffusers' own
+    NotImplementedError/ValueError then came out after the UNet and MoVQ were built."""
+    decoder = _copy_with_config(km.decoder_folder(), tmp_path / "decoder", "scheduler/scheduler_config.json", **fields)
+    with ModulesBuilt() as built, pytest.raises(FuseDreamError, match=r"scheduler_config\.json' cannot make a "):
+        load_decoder(str(decoder))
+    assert built.count == 0
+
+
 @settings(max_examples=200, **SETTINGS)
 @given(st.dictionaries(st.sampled_from(["num_train_timesteps", "beta_start", "beta_end", "steps_offset",
                                         "trained_betas", "clip_sample_range", "prediction_type"]),
