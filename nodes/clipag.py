@@ -109,7 +109,6 @@ class GeneratorFreeSynthesis(FuseDreamNode, category="FuseDream/CLIPAG"):
     def synthesize(self, clip, prompt, init, size, batch_size, steps, lr, seed, color, candidates, views, patches,
                    patch_weight, input_noise, grad_clip, threshold, weight_decay, preview_every=5,
                    keep_frames_every=0, init_image=None, init_gaussian=None, unique_id=None):
-        require(init in INIT_MODES, f"init must be one of {', '.join(INIT_MODES)}, got '{init}'.")
         settings = PixelSynthesisSettings(
             steps=steps, lr=lr, weight_decay=weight_decay, views=views, patches=patches, patch_weight=patch_weight,
             input_noise=input_noise, grad_clip=grad_clip, threshold=threshold if threshold > 0 else None, seed=seed)

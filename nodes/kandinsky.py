@@ -139,7 +139,6 @@ class NegativeEmbeds(FuseDreamNode, category=CATEGORY):
 
     @checked_node_function
     def make(self, encoders, mode):
-        require(mode in NEGATIVE_MODES, f"mode must be one of {', '.join(NEGATIVE_MODES)}, got {mode!r}.")
         if mode == "zero tensor":
             return (node_embeds(torch.zeros(1, encoders.embed_dim)),)
         comfy.load_to_device(encoders.image_encoder)
