@@ -14,7 +14,7 @@ from ..fusedream_ops.core.errors import require
 from ..fusedream_ops.core.images import from_image_batch, to_image_batch
 from ..fusedream_ops.models.kandinsky import (as_image_embeds, load_decoder, load_encoders, load_encoders_from_files,
                                               require_embed_dim)
-from ..fusedream_ops.ovi.decode import decode_image_embeds
+from ..fusedream_ops.ovi.decode import check_decode, decode_image_embeds
 from ..fusedream_ops.validation.finite import require_finite
 from ..fusedream_ops.validation.prompts import truncation_warnings
 from . import comfy
@@ -247,11 +247,13 @@ class Decoder(FuseDreamNode, category=CATEGORY):
                preview_every=5, keep_frames_every=0, unique_id=None):
         positive = as_image_embeds(image_embeds, "image_embeds")
         negative = as_image_embeds(negative_embeds, "negative_embeds")
+        check_decode(decoder, steps, width, height, images_per_embed)  # before ComfyUI loads the models
         comfy.load_to_device(decoder.unet, decoder.movq)
         monitor = NodeMonitor(unique_id, steps, preview_every, keep_frames_every, label="decoder")
         images = decode_image_embeds(decoder, positive, negative, steps, guidance, width, height, seed,
                                      images_per_embed, preview_every, on_step=monitor)
         return {"ui": monitor.ui(), "result": (to_image_batch(images), monitor.frames())}
+
 
 NODE_CLASS_MAPPINGS = {
     "FuseDreamKandinsky22EncodersLoader": EncodersLoader,

@@ -140,6 +140,13 @@ def check_spec(spec: MethodSpec) -> MethodSpec:
         require(bool(path) and os.path.exists(path),
                 f"method '{spec.method}' needs the {name} model, but '{path}' does not exist; give its file or "
                 f"folder (see --models/--{name}).")
+    if spec.method in KANDINSKY_FAMILY:
+        from ..models.kandinsky import load_decoder_scheduler
+        from ..ovi.decode import require_steps
+
+        folder = spec.models["decoder"]
+        require_steps(load_decoder_scheduler(folder), settings.get("decoder_steps", KandinskySettings.decoder_steps),
+                      f"'{folder}/scheduler'")
     return dataclasses.replace(spec, settings=settings)
 
 
@@ -230,14 +237,12 @@ def _kandinsky(spec: MethodSpec, device: torch.device) -> LoadedMethod:
     from ..core.precision import resolve_dtype
     from ..models.kandinsky import load_decoder, load_encoders
     from ..ovi.baselines import text_as_image_embeds
-    from ..ovi.decode import check_size, decode_image_embeds, require_steps
+    from ..ovi.decode import decode_image_embeds
     from ..ovi.optimize import optimize_ovi
 
     s = _fill(KandinskySettings, spec.settings)
-    check_size(s.width, s.height)
     encoders = load_encoders(spec.models["prior"], resolve_dtype("auto", device, "kandinsky_encoder"))
     decoder = load_decoder(spec.models["decoder"], resolve_dtype("auto", device, "vae"))
-    require_steps(decoder, s.decoder_steps)  # before any prompt is optimised
     for module in (encoders.image_encoder, encoders.text_encoder, decoder.unet, decoder.movq):
         module.to(device)
     negative = encoders.zero_image_embed()

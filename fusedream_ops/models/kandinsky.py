@@ -490,6 +490,15 @@ def decoder_scheduler(config: dict, folder: str):
         raise FuseDreamError(f"'{folder}/scheduler/scheduler_config.json' cannot make a {name}: {exc}") from None
 
 
+def load_decoder_scheduler(folder: str, roots: Sequence[str] = ()):
+    """The scheduler of a Kandinsky 2.2 decoder folder without its weights, to check a step count against before
+    any model loads (its config file inside ``roots`` or the folder's own place)."""
+    sched_path = _component(folder, "scheduler", "the decoder's DDPMScheduler", ("scheduler_config.json",))
+    contained_file(os.path.join(sched_path, "scheduler_config.json"), entry_roots(folder, roots),
+                   "Kandinsky decoder scheduler config")
+    return decoder_scheduler(_scheduler_config(sched_path), folder)
+
+
 def load_decoder(folder: str, dtype: torch.dtype = torch.float32, roots: Sequence[str] = ()) -> KandinskyDecoder:
     """``unet/`` + ``movq/`` + ``scheduler/`` of a Kandinsky 2.2 decoder folder (every file inside ``roots`` or the
     folder's own place)."""

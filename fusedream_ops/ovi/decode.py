@@ -65,11 +65,10 @@ def _spans(values: list[int], most: int = 8) -> str:
     return (text + (", …" if len(spans) > most else "")) or "none (fix its config)"
 
 
-def require_steps(decoder: KandinskyDecoder, steps: int):
-    """The decoder's scheduler, made after refusing (before any work) a step count it cannot run; the error names the
-    step counts it can run."""
+def require_steps(scheduler, steps: int, source: str):
+    """``scheduler`` (a decoder's, from ``source``), after refusing a step count it cannot run; the error names the
+    step counts it can run. Cheap (no model involved), so callers check before any work and the decode again."""
     require(steps >= 1, f"steps must be at least 1, got {steps}.")
-    scheduler = decoder.make_scheduler()
     problem = _steps_problem(scheduler, steps)
     if problem is None:
         return scheduler
@@ -77,9 +76,16 @@ def require_steps(decoder: KandinskyDecoder, steps: int):
     settings = ", ".join(f"{k} {getattr(config, k)!r}" for k in ("num_train_timesteps", "timestep_spacing",
                                                                  "steps_offset") if hasattr(config, k))
     usable = [n for n in range(1, int(config.num_train_timesteps) + 1) if _steps_problem(scheduler, n) is None]
-    raise FuseDreamError(f"steps ({steps}) cannot run with the {type(scheduler).__name__} of "
-                         f"'{decoder.folder}/scheduler' ({settings}): {problem}; steps that run with it: "
-                         f"{_spans(usable)}.")
+    raise FuseDreamError(f"steps ({steps}) cannot run with the {type(scheduler).__name__} of {source} ({settings}): "
+                         f"{problem}; steps that run with it: {_spans(usable)}.")
+
+
+def check_decode(decoder: KandinskyDecoder, steps: int, width: int, height: int, images_per_embed: int = 1):
+    """Everything about a decode that is known before its embeddings: refused before any model moves or runs.
+    Returns the fresh scheduler the decode uses."""
+    require(images_per_embed >= 1, f"images_per_embed must be at least 1, got {images_per_embed}.")
+    check_size(width, height)
+    return require_steps(decoder.make_scheduler(), steps, f"'{decoder.folder}/scheduler'")
 
 
 def movq_to_image(decoder: KandinskyDecoder, latents: torch.Tensor) -> torch.Tensor:
@@ -95,15 +101,13 @@ def decode_image_embeds(decoder: KandinskyDecoder, image_embeds: torch.Tensor, n
     """Images ``[B·images_per_embed,3,H,W]`` (float32, CPU, 0..1) for embeddings ``[B,D]``; ``negative_embeds`` is
     ``[1,D]`` (shared) or ``[B,D]``. ``preview_every=0`` never decodes intermediate previews (each costs a MoVQ
     decode); the last step always carries the final image."""
-    require(images_per_embed >= 1, f"images_per_embed must be at least 1, got {images_per_embed}.")
-    check_size(width, height)
+    scheduler = check_decode(decoder, steps, width, height, images_per_embed)
     dim = decoder.embed_dim
     require_embed_dim(image_embeds, dim, "image_embeds", "the decoder's UNet")
     require_embed_dim(negative_embeds, dim, "negative_embeds", "the decoder's UNet")
     batch = image_embeds.shape[0]
     require(negative_embeds.shape[0] in (1, batch),
             f"negative_embeds must hold 1 or {batch} embeddings (one per image embedding), got {negative_embeds.shape[0]}.")
-    scheduler = require_steps(decoder, steps)
 
     unet = decoder.unet
     param = next(unet.parameters())

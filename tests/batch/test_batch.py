@@ -153,8 +153,9 @@ def test_kandinsky_methods_make_an_image_with_the_prior_and_decoder(tiny_models,
 
 
 def test_a_decoder_step_count_its_scheduler_cannot_run_is_refused_before_any_prompt(tiny_models, tmp_path):
-    """The stock decoder's scheduler runs 1-999 steps; 1000 is inside the settings' range but must stop the run before
-    OVI optimises the first prompt (seen failing without the check: the run went on and each image failed)."""
+    """The stock decoder's scheduler runs 1-999 steps; 1000 is inside the settings' range but must stop the run with
+    the other settings, before run.json is written and any model loads (seen failing with the check after the decoder
+    loaded: run.json then locked the folder to the refused settings)."""
     base = os.path.join(tiny_models, "kandinsky22")
     spec = MethodSpec("ovi", {"decoder_steps": 1000, "steps": 2, "width": 64, "height": 64},
                       {"prior": os.path.join(base, "kandinsky-2-2-prior"),
@@ -162,6 +163,7 @@ def test_a_decoder_step_count_its_scheduler_cannot_run_is_refused_before_any_pro
     with pytest.raises(FuseDreamError, match=r"steps \(1000\) cannot run .* steps that run with it: 1–999"):
         run_batch([PromptItem("p", "a red bus")], str(tmp_path / "run"), spec, progress=False)
     assert not glob.glob(str(tmp_path / "run" / "**" / "*.png"), recursive=True)
+    assert not (tmp_path / "run").exists()  # refused with the settings, before run.json locks the folder
 
 
 def test_an_edited_prompt_file_remakes_the_images_whose_prompt_moved_and_keeps_the_old_ones(tiny_models, tmp_path):
