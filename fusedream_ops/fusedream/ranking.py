@@ -61,7 +61,7 @@ def score_images(objective: AugClipObjective, images: torch.Tensor, draws: int =
                  augment: bool = True, chunk: int = 0, on_step: StepCallback | None = None) -> torch.Tensor:
     """AugCLIP of every image of ``images`` ``[B,3,H,W]`` in 0..1 (any device; the CPU for large batches): ``[B]``.
 
-    ``augment=False`` scores the images themselves (plain weighted CLIP cosine, one view). ``chunk=0`` sizes the
+    ``augment=False`` scores the images themselves (plain weighted CLIP cosine, one view, so one draw). ``chunk=0`` sizes the
     chunk from the free memory of the scorer's device (:func:`chunk_for_memory`). ``on_step`` is called after each
     CLIP batch (and may raise to cancel).
     """
@@ -70,6 +70,8 @@ def score_images(objective: AugClipObjective, images: torch.Tensor, draws: int =
     require(count >= 1, "the image batch is empty: connect at least one image.")
     require(draws >= 1, f"draws must be at least 1, got {draws}.")
     require(chunk >= 0, f"chunk must be at least 0 (0 = from the free memory), got {chunk}.")
+    if views_per_image(objective, augment) == 1:
+        draws = 1  # one unaugmented view: every draw would compute the same cosine
     device = objective.scorer.device
     if chunk == 0:
         chunk = chunk_for_memory(objective, images.shape[2], images.shape[3], augment, free_memory(device))
@@ -90,10 +92,11 @@ def score_images(objective: AugClipObjective, images: torch.Tensor, draws: int =
                 step += 1
                 report(on_step, step, total)
             scores[start:start + part.shape[0]] = (total_score / draws).cpu()
-    bad = (~torch.isfinite(scores)).nonzero()
-    if bad.numel():
-        raise FuseDreamError(f"image {int(bad[0])} of the batch scored {float(scores[bad[0]])}: the image or the "
-                             f"CLIP model holds NaN/inf values.")
+            bad = (~torch.isfinite(scores[start:start + part.shape[0]])).nonzero()
+            if bad.numel():  # stop at the first chunk that shows it, not after the whole batch
+                index = start + int(bad[0])
+                raise FuseDreamError(f"image {index} of the batch scored {float(scores[index])}: the image or the "
+                                     f"CLIP model holds NaN/inf values.")
     return scores
 
 

@@ -58,13 +58,16 @@ def test_an_images_score_does_not_depend_on_its_place_the_batch_or_the_chunking(
 
 
 def test_the_ranking_is_best_first_and_ties_keep_the_input_order(objective):
-    """Fails when the order is reversed (checked by sorting ascending in rank())."""
+    """Fails when the order is reversed (checked by sorting ascending in rank()) and when ties lose the input order
+    (checked with stable=False: only the long run of ties reorders)."""
     images = _images()
     ranking = rank_images(objective, images, DRAWS, SEED)
     expected = _reference(objective, images)
     assert ranking.order.tolist() == sorted(range(6), key=lambda i: -float(expected[i]))
     assert ranking.scores[ranking.order].diff().le(0).all()
     assert rank(torch.tensor([0.1, 0.3, 0.1, 0.3])).order.tolist() == [1, 3, 0, 2]
+    long_ties = torch.tensor([0.1, 0.3] * 64)  # a short run sorts stably by chance even with stable=False
+    assert rank(long_ties).order.tolist() == list(range(1, 128, 2)) + list(range(0, 128, 2))
 
 
 def test_a_negative_prompt_lowers_the_score_by_its_weighted_similarity(tiny_scorer):
@@ -91,6 +94,18 @@ class CountingScorer:
     def encode_images(self, images):
         self.batches.append(images.shape[0])
         return self.scorer.encode_images(images)
+
+
+def test_unaugmented_scores_encode_each_image_once_whatever_the_draws(tiny_scorer):
+    """One plain view per image is the same in every draw (seen failing with the draws loop run as asked: 4× the
+    CLIP batches for the same numbers)."""
+    counting = CountingScorer(tiny_scorer)
+    objective = AugClipObjective(counting, [("a dog", 1.0)], AugmentPolicy(), copies=4)
+    images = _images(12, seed=1)
+    once = score_images(objective, images, draws=1, seed=0, augment=False, chunk=6)
+    counting.batches.clear()
+    assert torch.equal(score_images(objective, images, draws=4, seed=0, augment=False, chunk=6), once)
+    assert counting.batches == [6, 6]
 
 
 def test_large_batches_are_scored_in_bounded_chunks_and_on_step_can_cancel(tiny_scorer):
