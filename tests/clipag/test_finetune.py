@@ -123,6 +123,22 @@ def test_command_line_writes_checkpoints_the_loader_accepts_and_reports_the_held
     assert load_clip("auto", str(out / "clipag-step000001.safetensors")).name == "clipag-step000001"
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--batch-size", "10"], "9 training pairs are fewer than one batch of 10"),
+    (["--batch-size", "1"], "--batch-size must be at least 2"),
+])
+def test_the_command_refuses_settings_and_data_that_cannot_train_before_loading_the_model(data, tmp_path, capsys,
+                                                                                          flags, message):
+    """The checkpoint named does not exist, so reaching the model load would say so instead (seen failing with the
+    checks left inside finetune(): the missing checkpoint was reported, after a real one had loaded and the held-out
+    set had been scored clean and under PGD)."""
+    root, _, _ = data
+    code = cli.main(["--data", str(root / "pairs"), "--checkpoint", str(tmp_path / "absent.pt"), "--out",
+                     str(tmp_path / "run"), "--val-fraction", "0.25", "--no-progress", *flags])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_only_the_newest_checkpoints_are_kept_when_asked(tmp_path):
     for step in (1, 2, 3):
         for ext in (".safetensors", ".json"):

@@ -10,7 +10,7 @@ from ...core.errors import FuseDreamError
 from ...core.settings_options import add_settings_options
 from ...models.clip import AUTO, load_clip
 from .data import read_pairs, split_pairs
-from .loop import finetune, model_config, start_runtime
+from .loop import check_finetune_run, finetune, model_config, start_runtime
 from .settings import PRECISIONS, FinetuneSettings
 
 
@@ -59,6 +59,7 @@ def main(argv=None) -> int:
         runtime = start_runtime(args.device)
         pairs = read_pairs(args.data, args.csv_img_key, args.csv_caption_key, args.csv_separator)
         train, val = split_pairs(pairs, settings.val_fraction, settings.val_max, settings.seed)
+        check_finetune_run(settings, len(train), runtime.world)  # before the model loads
         scorer = load_clip(args.arch, args.checkpoint)
         cfg = model_config(args.arch, args.checkpoint, scorer)
         if runtime.main:

@@ -73,6 +73,19 @@ def prune_checkpoints(out_dir: str, keep: int) -> None:
                 os.remove(path)
 
 
+def check_finetune_run(s: FinetuneSettings, train_count: int, world: int = 1) -> None:
+    """Refuse settings and a training set that cannot run, before the model loads or the held-out set is scored."""
+    require(s.batch_size >= 2, f"--batch-size must be at least 2 (the contrastive loss compares pairs), got "
+                               f"{s.batch_size}.")
+    require(s.accumulation >= 1 and s.steps >= 1 and s.save_every >= 1,
+            "--steps, --accumulation and --save-every must be at least 1.")
+    require(s.eps >= 0 and s.pgd_steps >= 0, "--eps and --pgd-steps must be 0 or more.")
+    require(s.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got '{s.precision}'.")
+    require(train_count >= s.batch_size * world,
+            f"{train_count} training pairs are fewer than one batch of {s.batch_size} per process × {world} "
+            f"process(es); lower --batch-size or add data.")
+
+
 RESUME_KEYS = ("batch_size", "accumulation", "seed", "eps", "pgd_steps", "pgd_step_size", "val_fraction", "val_max")
 
 
@@ -153,12 +166,7 @@ def finetune(scorer: ClipScorer, train_pairs: list, val_pairs: list, out_dir: st
     """Adversarially fine-tune ``scorer.model``'s image encoder in place; returns the last checkpoint written."""
     s = settings
     rt = runtime or Runtime(scorer.device)
-    require(s.batch_size >= 2, f"--batch-size must be at least 2 (the contrastive loss compares pairs), got "
-                               f"{s.batch_size}.")
-    require(s.accumulation >= 1 and s.steps >= 1 and s.save_every >= 1,
-            "--steps, --accumulation and --save-every must be at least 1.")
-    require(s.eps >= 0 and s.pgd_steps >= 0, "--eps and --pgd-steps must be 0 or more.")
-    require(s.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got '{s.precision}'.")
+    check_finetune_run(s, len(train_pairs), rt.world)
     model = scorer.model.to(rt.device)
     parameters = freeze_all_but_image_encoder(model)
     tower = ImageTower(scorer, PRECISIONS[s.precision]).to(rt.device)
