@@ -17,11 +17,12 @@ from ..fusedream_ops.models.kandinsky import (as_image_embeds, load_decoder, loa
 from ..fusedream_ops.ovi.decode import check_decode, decode_image_embeds
 from ..fusedream_ops.validation.finite import require_finite
 from ..fusedream_ops.validation.prompts import truncation_warnings
+from ..fusedream_ops.validation.ranges import KANDINSKY_DECODER as DECODER_RANGES
 from . import comfy
 from .monitor import MONITOR_INPUTS, NodeMonitor
 from .node_inputs import checked_loader_function, checked_node_function
 from .node_schema import FuseDreamNode
-from .widgets import PRECISION, model_files, model_folders, seed_input
+from .widgets import PRECISION, model_files, model_folders, ranged, seed_input
 
 KANDINSKY_FOLDER = "kandinsky22"
 comfy.register_model_folder(KANDINSKY_FOLDER, ())
@@ -227,15 +228,12 @@ class Decoder(FuseDreamNode, category=CATEGORY):
                                              "Image Encode, a mix or From CLIP Vision."}),
         "negative_embeds": (EMBEDS, {"tooltip": "The unconditional embedding (Negative Embeds "
                                                 "'zero image' is the usual choice)."}),
-        "steps": ("INT", {"default": 50, "min": 1, "max": 1000,
-                          "tooltip": "Denoising steps (ECLIPSE 50, diffusers default 100). The stock decoder's "
-                                     "scheduler runs 1 to 999; a count it cannot run is refused before any work."}),
-        "guidance": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1,
-                               "tooltip": "Classifier-free guidance scale; ≤ 1 disables guidance."}),
-        "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64,
-                          "tooltip": "Image width, a multiple of 64."}),
-        "height": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 64,
-                           "tooltip": "Image height, a multiple of 64."}),
+        "steps": ranged(DECODER_RANGES["steps"], 50, "Denoising steps (ECLIPSE 50, diffusers default 100). The stock "
+                        "decoder's scheduler runs 1 to 999; a count it cannot run is refused before any work."),
+        "guidance": ranged(DECODER_RANGES["guidance"], 4.0, "Classifier-free guidance scale; ≤ 1 disables guidance.",
+                           step=0.1),
+        "width": ranged(DECODER_RANGES["width"], 512, "Image width, a multiple of 64.", step=64),
+        "height": ranged(DECODER_RANGES["height"], 512, "Image height, a multiple of 64.", step=64),
         "seed": SEED,
         "images_per_embed": ("INT", {"default": 1, "min": 1, "max": 64,
                                      "tooltip": "Images drawn for each embedding, in one batch."}),

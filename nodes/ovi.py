@@ -16,16 +16,17 @@ from ..fusedream_ops.core.errors import require
 from ..fusedream_ops.core.images import from_image_batch
 from ..fusedream_ops.models.kandinsky import load_trained_prior
 from ..fusedream_ops.ovi.baselines import run_trained_prior, text_as_image_embeds
-from ..fusedream_ops.ovi.optimize import MAX_TOKENS, TOKEN_ENTRIES, optimize_ovi
+from ..fusedream_ops.ovi.optimize import TOKEN_ENTRIES, optimize_ovi
 from ..fusedream_ops.ovi.reference_stats import (build_reference_stats, embed_image_files, image_files,
                                                  load_reference_stats, save_reference_stats)
 from ..fusedream_ops.validation.names import require_file_name
+from ..fusedream_ops.validation.ranges import OVI
 from . import comfy
 from .kandinsky import CATEGORY, EMBEDS, ENCODERS, KANDINSKY_FOLDER, TEXT, node_embeds
 from .monitor import MONITOR_INPUTS, NodeMonitor, cancel_and_progress
 from .node_inputs import checked_loader_function, checked_node_function
 from .node_schema import FuseDreamNode
-from .widgets import model_files, seed_input
+from .widgets import model_files, ranged, seed_input
 
 REFERENCE_FOLDER = "ovi_reference"
 comfy.register_model_folder(REFERENCE_FOLDER, (".safetensors",))
@@ -51,13 +52,11 @@ class OVIPrior(FuseDreamNode, category=CATEGORY):
     INPUTS = {
         "encoders": (ENCODERS, {"tooltip": "The prior's encoders (the image tower is what OVI optimizes through)."}),
         "text": (TEXT, {"tooltip": "The prompt's text embedding (target of the cosine similarity)."}),
-        "num_tokens": ("INT", {"default": 1, "min": 1, "max": MAX_TOKENS,
-                               "tooltip": "Pseudo-tokens (paper: 1 to 6). More tokens reach a higher similarity "
-                                          "plateau and look more like TextEmb."}),
-        "steps": ("INT", {"default": 500, "min": 1, "max": 100_000,
-                          "tooltip": "Optimization steps (paper: 500 to 1000)."}),
-        "lr": ("FLOAT", {"default": 0.1, "min": 1e-5, "max": 10.0, "step": 0.001, "round": False,
-                         "tooltip": "AdamW learning rate, in units of the position embeddings' scale."}),
+        "num_tokens": ranged(OVI["num_tokens"], 1, "Pseudo-tokens (paper: 1 to 6). More tokens reach a higher "
+                                                   "similarity plateau and look more like TextEmb."),
+        "steps": ranged(OVI["steps"], 500, "Optimization steps (paper: 500 to 1000)."),
+        "lr": ranged(OVI["lr"], 0.1, "AdamW learning rate, in units of the position embeddings' scale.", step=0.001,
+                     round=False),
         "seed": SEED,
         "lambda_m": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 0.001, "round": False,
                                "tooltip": "Mahalanobis constraint weight (paper 0.009; ≥ 0.05 collapses every "
