@@ -13,6 +13,7 @@ def test_each_record_starts_with_its_own_empty_lists_and_summarises_means_in_dec
     a.exact += [True, False, True]
     a.augclip += [0.25, 0.5]
     assert b.exact == [] and RowScores.measures() == list(a.summary())
+    assert list(a.summary()) == ["exact", "colour_and_cell", "found", "augclip", "lpips", "seam", "seconds"]
     summary = a.summary()
     assert summary["exact"] == 0.6667 and summary["augclip"] == 0.375 and math.isnan(summary["lpips"])
 
