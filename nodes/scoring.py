@@ -2,11 +2,13 @@
 ComfyUI's own CLIP_VISION model as a scorer's image tower."""
 from __future__ import annotations
 
+import functools
+
 from ..fusedream_ops.core.autograd import no_grad_normal_tensors
 from ..fusedream_ops.core.images import from_image_batch, to_image_batch
 from ..fusedream_ops.fusedream.ranking import rank_images
 from ..fusedream_ops.models.clip import load_clip
-from ..fusedream_ops.models.clip_vision_tower import VisionTowerScorer, require_same_clip
+from ..fusedream_ops.models.clip_vision_tower import VisionTowerScorer, hf_tower_shape, require_same_clip
 from . import comfy
 from .fusedream import CLIP_FOLDER, clip_file_inputs
 from .monitor import cancel_and_progress
@@ -86,8 +88,9 @@ class CLIPVisionScorer(FuseDreamNode, category="FuseDream/loaders"):
     @checked_loader_function
     def build(self, architecture, checkpoint, precision, clip_vision=None):
         tower = comfy.clip_vision_tower(clip_vision)
-        text = load_clip(architecture, comfy.resolve_model_entry(CLIP_FOLDER, checkpoint),
-                         comfy.weight_dtype(precision, "text_encoder"))
+        hf_tower_shape(tower.state, tower.heads, tower.activation, "the CLIP_VISION model connected to clip_vision")
+        text = comfy.load_model_entry(functools.partial(load_clip, architecture), CLIP_FOLDER, checkpoint,
+                                      comfy.weight_dtype(precision, "text_encoder"))  # after the cheap refusal above
         require_same_clip(tower.state, tower.heads, tower.activation, text, "connected to clip_vision", checkpoint)
         return (VisionTowerScorer(text, tower.forward, tower.device, tower.image_size, tower.mean, tower.std,
                                   f"{text.name} (image tower: CLIP_VISION)", before_images=tower.load),)
