@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ..batch.store import MANIFEST
 from ..core.errors import FuseDreamError, require
 from ..core.json_lines import json_lines
+from ..safety.contained import resolved_inside
 from ..safety.image_files import check_image
 from .extract import MAX_PIXELS
 
@@ -28,11 +29,6 @@ class RunImages:
     manifest: str
     rows: list[dict]
     """The ``ok`` rows, each with ``path``: its image's absolute path inside ``folder``."""
-
-
-def _inside(folder: str, path: str) -> bool:
-    real_folder = os.path.realpath(folder)
-    return os.path.commonpath([real_folder, os.path.realpath(path)]) == real_folder
 
 
 def read_run(run: str) -> RunImages:
@@ -59,7 +55,7 @@ def read_run(run: str) -> RunImages:
                         f"{where} is an ok row without '{field}' (a non-empty string): {rebuild}.")
             image = row["image"]
             path = os.path.join(folder, image)
-            require(not os.path.isabs(image) and _inside(folder, path),
+            require(not os.path.isabs(image) and resolved_inside(path, [folder]) is not None,
                     f"{where} names image '{image}', outside the run folder '{folder}'; a manifest names images "
                     f"inside its own folder (images/<key>.png). Refused.")
             require(os.path.isfile(path), f"{where} names image '{image}', which does not exist in '{folder}': "
