@@ -23,10 +23,9 @@ from ..core.images import from_pil
 from ..core.progress import StepCallback, report
 from ..fusedream.objective import AugClipObjective
 from ..safety.contained import contained_members
-from ..safety.image_files import read_image
+from ..safety.image_files import IMAGE_EXTENSIONS, read_image
 from ..validation.numbers import require_number
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 NOISE_MEAN, NOISE_STD = 0.5, 0.25
 SMALL_SIZE = 16
 RIDGE = 1e-4

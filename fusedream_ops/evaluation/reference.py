@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ..clipag.init_images import IMAGE_EXTENSIONS
+from ..safety.image_files import IMAGE_EXTENSIONS
 from ..core.checkpoints import atomic_write
 from ..core.errors import require
 from ..safety.image_files import check_image

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from ..core.errors import FuseDreamError, require
 from ..core.progress import StepCallback, report
 from ..safety.contained import contained_members
+from ..safety.image_files import IMAGE_EXTENSIONS
 
 FORMAT = "fusedream-ovi-reference-stats/1"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 KEYS = {"mean", "covariance", "bank"}
 
 

@@ -19,6 +19,8 @@ from PIL import Image
 
 from ..core.errors import FuseDreamError
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+"""The image files a folder input is read for (every reader of image folders lists these)."""
 MAX_IMAGE_PIXELS = 50_000_000
 """Largest image decoded (a 50-megapixel photo, 8160×6120): about 150 MB as 8-bit RGB, 600 MB as a float tensor."""
 

@@ -9,8 +9,8 @@ import torch
 
 from ...core.errors import require
 from ...core.images import from_pil
-from ...safety.image_files import read_image
-from ..init_images import IMAGE_EXTENSIONS, square_resize
+from ...safety.image_files import IMAGE_EXTENSIONS, read_image
+from ..init_images import square_resize
 
 MAX_LISTED = 5
 
