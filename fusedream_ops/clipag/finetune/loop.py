@@ -243,6 +243,3 @@ def finetune(scorer: ClipScorer, train_pairs: list, val_pairs: list, out_dir: st
             bar.close()
     model.requires_grad_(False).eval()
     return last
-
-
-# ---------------------------------------------------------------- command line
