@@ -100,7 +100,8 @@ function scan(node) {
   // made the frontend show "getCanvas: canvas is null" errors
   if (inDialog && !storeDescribed && app.canvas) describeInStore().then((done) => (storeDescribed = done)).catch(() => {});
   for (const card of [node.closest?.(CARDS), ...node.querySelectorAll(CARDS)]) if (card) fillCard(card);
-  for (const row of [node.closest?.(ROWS), ...node.querySelectorAll(ROWS)]) if (row) fillRow(row);
+  // ROWS matches every PrimeVue table (queue, settings, model library): only the template dialog's List view is ours
+  if (inDialog) for (const row of [node.closest?.(ROWS), ...node.querySelectorAll(ROWS)]) if (row) fillRow(row);
 }
 
 if (MODULE && typeof MutationObserver === "function" && typeof document !== "undefined") {
